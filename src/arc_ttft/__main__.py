@@ -1,0 +1,3 @@
+from arc_ttft.cli import main
+
+raise SystemExit(main())

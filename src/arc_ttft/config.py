@@ -1,0 +1,380 @@
+"""Typed configuration: the one source of truth for CLI flags and notebook parameters.
+
+Every field has a docstring (``help`` metadata) that becomes the flag's help text.
+Field names are unique across all groups, so a nested config flattens into one flat
+set of flags (``ttt_steps`` -> ``--ttt-steps``) and one flat set of notebook
+parameters. ``validate`` lists every problem at once instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration with one or more problems; ``problems`` lists them all."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _f(default: Any, help: str, **extra: Any) -> Any:
+    """A dataclass field with its help text (and optional CLI aliases / choices)."""
+    meta = {"help": help, **extra}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------------------------------
+# Groups
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataConfig:
+    challenges: str = _f(
+        "arc1-eval",
+        "Tasks: a Kaggle challenges JSON, a folder of per-task JSON files, or a bundled set "
+        "(arc1-train, arc1-eval, arc2-train, arc2-eval).",
+    )
+    solutions: str | None = _f(
+        None, "Solutions JSON for a challenges file (bundled sets carry their own)."
+    )
+    tasks: list[str] = _f([], "Only these task ids (comma separated).")
+    max_tasks: int | None = _f(None, "Only the first N tasks (after --tasks).")
+    skip_invalid: bool = _f(False, "Keep going with the valid tasks and report the invalid ones.")
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.challenges:
+            out.append("challenges: empty; give a file, a folder or a bundled set name")
+        if self.max_tasks is not None and self.max_tasks < 1:
+            out.append(f"max_tasks: {self.max_tasks} must be >= 1 (or leave it unset for all)")
+        return out
+
+
+@dataclass
+class ModelConfig:
+    model: str = _f(
+        "tiny",
+        "Model: a registry name (see `arc-ttft models`), a hub id or a local folder. "
+        "`tiny` is a small offline model for tests and dry runs.",
+    )
+    random_weights: bool = _f(
+        False, "Build the architecture from its config with random weights (timing only)."
+    )
+    int4: bool = _f(False, "Load the base model in 4-bit nf4 (bitsandbytes) for QLoRA.")
+    dtype: str = _f(
+        "auto",
+        "Weights/compute dtype: auto (bf16 where supported, fp16 on T4, fp32 on CPU), "
+        "float32, bfloat16, float16.",
+        choices=["auto", "float32", "bfloat16", "float16"],
+    )
+    max_seq_len: int | None = _f(
+        None, "Longest prompt+answer in tokens; train pairs are dropped to fit (default: registry's)."
+    )
+    format: str = _f("digits", "Grid text format (see encoding.FORMATS).")
+    trust_remote_code: bool = _f(False, "Allow model code from the hub (off unless you ask).")
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.max_seq_len is not None and self.max_seq_len < 64:
+            out.append(f"max_seq_len: {self.max_seq_len} is too short for any ARC task; use >= 64")
+        return out
+
+
+@dataclass
+class TTTConfig:
+    ttt_steps: int = _f(
+        32, "Optimizer steps per task (0 = no test-time fine-tuning).", aliases=["--steps"]
+    )
+    lora_rank: int = _f(16, "LoRA rank.")
+    lora_alpha: float = _f(32.0, "LoRA alpha (scale = alpha / rank, or alpha / sqrt(rank) with rsLoRA).")
+    lora_dropout: float = _f(0.0, "LoRA dropout.")
+    lora_targets: list[str] = _f(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "Module names that get LoRA adapters (comma separated).",
+    )
+    use_rslora: bool = _f(False, "Rank-stabilised LoRA scaling.")
+    learning_rate: float = _f(1e-4, "Peak learning rate.")
+    lr_schedule: str = _f("cosine", "Schedule after warm-up.", choices=["cosine", "linear", "constant"])
+    warmup_steps: int = _f(2, "Linear warm-up steps.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    batch_size: int = _f(1, "Sequences per step (packed without padding when > 1).")
+    label_mode: str = _f(
+        "answer",
+        "Which tokens carry loss: the answer grid only, or every output grid after the first.",
+        choices=["answer", "outputs"],
+    )
+    adapter_mode: str = _f(
+        "per-task",
+        "per-task: a fresh adapter per task; shared: one adapter for all tasks; "
+        "continue: start each task from --base-adapter.",
+        choices=["per-task", "shared", "continue"],
+    )
+    base_adapter: str | None = _f(None, "Adapter folder to start from (adapter_mode=continue).")
+    gradient_checkpointing: bool = _f(False, "Trade compute for memory (long sequences).")
+    ttt_max_seconds: float | None = _f(
+        None, "Wall-clock cap per task's training, checked every step."
+    )
+    seed: int = _f(0, "Seed for views, sampling and initialisation.")
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.ttt_steps < 0:
+            out.append(f"ttt_steps: {self.ttt_steps} must be >= 0 (0 disables TTT)")
+        if self.lora_rank < 1:
+            out.append(f"lora_rank: {self.lora_rank} must be >= 1")
+        if self.learning_rate <= 0:
+            out.append(f"learning_rate: {self.learning_rate} must be > 0")
+        if self.batch_size < 1:
+            out.append(f"batch_size: {self.batch_size} must be >= 1")
+        if not 0 <= self.lora_dropout < 1:
+            out.append(f"lora_dropout: {self.lora_dropout} must be in [0, 1)")
+        if self.adapter_mode == "continue" and not self.base_adapter:
+            out.append("base_adapter: adapter_mode=continue needs --base-adapter PATH")
+        if not self.lora_targets:
+            out.append("lora_targets: empty; name at least one module, e.g. q_proj,v_proj")
+        return out
+
+
+@dataclass
+class InferConfig:
+    backend: str = _f(
+        "auto", "Inference backend: auto (vLLM when usable), vllm, hf.", choices=["auto", "vllm", "hf"]
+    )
+    views: int = _f(8, "Augmented views per test input (the identity view first).")
+    samples: int = _f(1, "Samples per view (1 = greedy; diversity comes from the views).")
+    temperature: float = _f(0.0, "Sampling temperature (0 = greedy).")
+    rescore: int = _f(
+        4, "Re-score each distinct candidate under M other views (0 = off, vote only)."
+    )
+    max_new_tokens: int | None = _f(
+        None, "Cap on generated tokens (default: the largest plausible output grid + margin)."
+    )
+    infer_batch_size: int = _f(16, "Prompts per generate call for the transformers backend.")
+    infer_timeout_s: float = _f(1800.0, "Abandon an inference call after this many seconds.")
+    gpu_memory_utilization: float = _f(0.85, "vLLM: share of GPU memory for weights + KV cache.")
+    enforce_eager: bool = _f(False, "vLLM: no CUDA graphs (less memory, slower).")
+    merge_adapters: bool = _f(False, "vLLM: merge each adapter into the weights instead of multi-LoRA.")
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.views < 1:
+            out.append(f"views: {self.views} must be >= 1")
+        if self.samples < 1:
+            out.append(f"samples: {self.samples} must be >= 1")
+        if self.samples > 1 and self.temperature == 0:
+            out.append("temperature: samples > 1 with temperature 0 gives identical samples; set > 0")
+        if self.rescore < 0:
+            out.append(f"rescore: {self.rescore} must be >= 0")
+        if self.infer_timeout_s <= 0:
+            out.append(f"infer_timeout_s: {self.infer_timeout_s} must be > 0")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            out.append(f"gpu_memory_utilization: {self.gpu_memory_utilization} must be in (0, 1]")
+        return out
+
+
+@dataclass
+class BudgetConfig:
+    budget_hours: float = _f(12.0, "Wall-clock budget for the whole run, from its start.")
+    budget_minutes: float | None = _f(None, "Budget in minutes (overrides --budget-hours).")
+    safety_margin_minutes: float | None = _f(
+        None, "Kept free at the end (default: 5% of the budget, at most 30 minutes)."
+    )
+
+    def budget_seconds(self) -> float:
+        if self.budget_minutes is not None:
+            return self.budget_minutes * 60.0
+        return self.budget_hours * 3600.0
+
+    def margin_seconds(self) -> float:
+        if self.safety_margin_minutes is not None:
+            return self.safety_margin_minutes * 60.0
+        return min(0.05 * self.budget_seconds(), 1800.0)
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.budget_seconds() <= 0:
+            out.append("budget_hours/budget_minutes: the budget must be > 0")
+        elif self.safety_margin_minutes is not None and self.margin_seconds() >= self.budget_seconds():
+            out.append("safety_margin_minutes: must be smaller than the budget")
+        return out
+
+
+@dataclass
+class RunConfig:
+    """Everything `arc-ttft run` (and the submit notebook) needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ttt: TTTConfig = field(default_factory=TTTConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    output: str = _f("runs/latest", "Output folder (submission.json, config.json, run.jsonl, ...).")
+    resume: bool = _f(False, "Reuse per-task results already in --output.")
+
+
+# ---------------------------------------------------------------------------------------
+# Validation, flattening, (de)serialisation
+# ---------------------------------------------------------------------------------------
+
+
+def problems(cfg: Any) -> list[str]:
+    """Every problem of a (nested) config, one line each."""
+    out: list[str] = []
+    if hasattr(cfg, "problems"):
+        out += cfg.problems()
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            out += problems(v)
+    return out
+
+
+def validate(cfg: Any) -> Any:
+    """Raise ConfigError listing every problem; return the config when it is valid."""
+    found = problems(cfg)
+    if found:
+        raise ConfigError(found)
+    return cfg
+
+
+def flat_fields(cls: type) -> dict[str, tuple[dataclasses.Field, type]]:
+    """name -> (field, resolved type) for every leaf field of a (nested) config class."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, tuple[dataclasses.Field, type]] = {}
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            sub = flat_fields(t)
+            clash = set(sub) & set(out)
+            assert not clash, f"duplicate config field names: {clash}"
+            out.update(sub)
+        else:
+            out[f.name] = (f, t)
+    return out
+
+
+def _unwrap_optional(t: Any) -> tuple[Any, bool]:
+    args = typing.get_args(t)
+    if (typing.get_origin(t) in (typing.Union, types.UnionType)) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return t, False
+
+
+def _parse_value(t: Any, raw: Any) -> Any:
+    """Convert a CLI string (or notebook value) to the field's type."""
+    base, optional = _unwrap_optional(t)
+    if raw is None or (optional and isinstance(raw, str) and raw.lower() in ("none", "")):
+        return None
+    if typing.get_origin(base) is list:
+        if isinstance(raw, str):
+            return [s.strip() for s in raw.split(",") if s.strip()]
+        return list(raw)
+    if base is bool:
+        if isinstance(raw, str):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"expected true/false, got {raw!r}")
+        return bool(raw)
+    if base is int and isinstance(raw, float) and raw.is_integer():
+        return int(raw)
+    return base(raw)
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, only: list[str] | None = None) -> None:
+    """Add one flag per leaf field of ``cls`` (``--field-name``; bools take true/false or no value)."""
+    for name, (f, t) in flat_fields(cls).items():
+        if only is not None and name not in only:
+            continue
+        flags = ["--" + name.replace("_", "-")] + list(f.metadata.get("aliases", []))
+        base, _ = _unwrap_optional(t)
+        kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": f.metadata.get("help")}
+        if base is bool:
+            kw.update(nargs="?", const="true", metavar="BOOL")
+        elif "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        parser.add_argument(*flags, **kw)
+
+
+def from_flat(cls: type, values: dict[str, Any]) -> Any:
+    """Build a (nested) config from flat ``{field: value}``; values may be strings.
+
+    Unknown names raise ConfigError listing them (typos in notebook parameters must not
+    pass silently).
+    """
+    known = flat_fields(cls)
+    unknown = sorted(set(values) - set(known))
+    errors = [f"{u}: unknown parameter" for u in unknown]
+
+    def build(c: type) -> Any:
+        hints = typing.get_type_hints(c)
+        kwargs = {}
+        for f in dataclasses.fields(c):
+            t = hints[f.name]
+            if dataclasses.is_dataclass(t):
+                kwargs[f.name] = build(t)
+            elif f.name in values:
+                try:
+                    kwargs[f.name] = _parse_value(t, values[f.name])
+                except (TypeError, ValueError) as e:
+                    errors.append(f"{f.name}: cannot read {values[f.name]!r} ({e})")
+        return c(**kwargs)
+
+    cfg = build(cls)
+    if errors:
+        raise ConfigError(errors)
+    return cfg
+
+
+def from_namespace(cls: type, ns: argparse.Namespace) -> Any:
+    known = flat_fields(cls)
+    return from_flat(cls, {k: v for k, v in vars(ns).items() if k in known})
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_flat(cfg: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            out.update(to_flat(v))
+        else:
+            out[f.name] = v
+    return out
+
+
+def save(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config as JSON (nested, as the dataclasses are)."""
+    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def load(cls: type, path: str | Path) -> Any:
+    """Read a config written by ``save``."""
+    return from_flat(cls, to_flat_dict(json.loads(Path(path).read_text())))
+
+
+def to_flat_dict(d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(to_flat_dict(v))
+        else:
+            out[k] = v
+    return out
