@@ -158,6 +158,11 @@ class InferConfig:
     rescore: int = _f(
         4, "Re-score each distinct candidate under M other views (0 = off, vote only)."
     )
+    rescore_vote_weight: float = _f(
+        1.0,
+        "Re-scoring rank = summed log-likelihood over the M views + this x log(vote count) "
+        "(0 = pure product of experts).",
+    )
     max_new_tokens: int | None = _f(
         None, "Cap on generated tokens (default: the largest plausible output grid + margin)."
     )

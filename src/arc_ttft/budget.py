@@ -1,0 +1,741 @@
+"""The time budget: deadline, measured costs, TTT step planning, reserves, guards.
+
+Kaggle kills a run at 12 hours and a late submission scores zero, so every stage asks
+this module before it starts work:
+
+- ``Budget`` holds the deadline (start + total - safety margin) on a ``Clock`` (real, or
+  ``FakeClock`` for tests and simulation).
+- ``CostModel`` predicts seconds per TTT step from the sequence length (a prior, then a
+  least-squares fit ``seconds ~ a + b * tokens`` over the measured steps) and inference
+  seconds (a prior, scaled by what was measured).
+- ``plan_steps`` gives every remaining task its TTT steps so that TTT of all of them plus
+  the inference reserve fits before the deadline; it is a pure function of the current
+  state, so the pipeline calls it again before every task with fresh measurements.
+- ``Budget.can_start`` / ``Budget.step_guard`` never let work start whose measured cost
+  says it cannot finish before the deadline minus the reserve.
+- ``simulate`` runs the whole plan/train/infer loop on a fake clock with noisy step times
+  and a wrong prior, and counts deadline overruns (see ``benchmarks/budget.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+DECISIONS = ("full", "cut", "no-ttt", "fallback")
+
+# ---------------------------------------------------------------------------------------
+# Clocks
+# ---------------------------------------------------------------------------------------
+
+
+class Clock:
+    """The real clock: monotonic seconds (immune to wall-clock changes)."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+
+@dataclass
+class FakeClock:
+    """A clock that only moves when told to (tests, simulation: no sleeping)."""
+
+    t: float = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> float:
+        """Move time forward by ``seconds`` (>= 0); returns the new time."""
+        if seconds < 0:
+            raise ValueError(f"FakeClock.advance: seconds={seconds} must be >= 0")
+        self.t += float(seconds)
+        return self.t
+
+
+# ---------------------------------------------------------------------------------------
+# Budget and guards
+# ---------------------------------------------------------------------------------------
+
+
+def must_stop(now, limit, predicted, last_step, safety: float = 1.25):
+    """True where a step started at ``now`` may not end before ``limit``.
+
+    The step is assumed to take ``safety`` times the larger of the predicted and the last
+    measured step time. Works on floats and on numpy arrays (the simulation uses it
+    vectorised, the training loop through ``StepGuard``).
+    """
+    return now + safety * np.maximum(predicted, last_step) > limit
+
+
+@dataclass
+class Budget:
+    """A wall-clock budget: ``deadline = start + total_seconds - margin_seconds``.
+
+    The margin is never planned into: it absorbs what the estimates miss.
+    """
+
+    clock: Clock | FakeClock
+    total_seconds: float
+    margin_seconds: float = 0.0
+    start: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.total_seconds > 0:
+            raise ValueError(
+                f"Budget: total_seconds={self.total_seconds} must be > 0 "
+                "(fix: --budget-hours or --budget-minutes)"
+            )
+        if not 0 <= self.margin_seconds < self.total_seconds:
+            raise ValueError(
+                f"Budget: margin_seconds={self.margin_seconds} must be >= 0 and smaller than "
+                f"total_seconds={self.total_seconds} (fix: --safety-margin-minutes)"
+            )
+        if self.start is None:
+            self.start = self.clock.now()
+
+    @property
+    def margin(self) -> float:
+        return self.margin_seconds
+
+    @property
+    def deadline(self) -> float:
+        return self.start + self.total_seconds - self.margin_seconds
+
+    def elapsed(self) -> float:
+        return self.clock.now() - self.start
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (negative once past it)."""
+        return self.deadline - self.clock.now()
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+    def fraction_used(self) -> float:
+        """Share of the whole budget (margin included) used so far."""
+        return self.elapsed() / self.total_seconds
+
+    def can_start(self, estimated_seconds: float, reserve_seconds: float = 0.0) -> bool:
+        """True when work of ``estimated_seconds`` ends before the deadline minus the reserve."""
+        return estimated_seconds + reserve_seconds <= self.remaining()
+
+    def step_guard(
+        self, step_seconds: float, reserve_seconds: float = 0.0, safety: float = 1.25
+    ) -> StepGuard:
+        """A callable for a training loop: call it before every step; True means stop.
+
+        ``step_seconds`` is the predicted step time; the guard also measures the time
+        between its calls (= the last step) and uses the larger of the two.
+        """
+        return StepGuard(self, step_seconds, reserve_seconds, safety)
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "total_seconds": self.total_seconds,
+            "margin_seconds": self.margin_seconds,
+            "elapsed": round(self.elapsed(), 3),
+            "remaining": round(self.remaining(), 3),
+        }
+
+
+@dataclass
+class StepGuard:
+    """``guard()`` before each training step: True when the next step must not start."""
+
+    budget: Budget
+    step_seconds: float
+    reserve_seconds: float = 0.0
+    safety: float = 1.25
+    last_step: float = 0.0
+    stopped: bool = False
+    _last_call: float | None = field(default=None, repr=False)
+
+    def __call__(self) -> bool:
+        now = self.budget.clock.now()
+        if self._last_call is not None:
+            self.last_step = now - self._last_call
+        self._last_call = now
+        limit = self.budget.deadline - self.reserve_seconds
+        self.stopped = bool(must_stop(now, limit, self.step_seconds, self.last_step, self.safety))
+        return self.stopped
+
+
+class DeadlineExceeded(TimeoutError):
+    """``with_deadline``: the call did not return in time."""
+
+
+def with_deadline(fn: Callable[[], T], seconds: float) -> T:
+    """Run ``fn()`` and return its result, or raise DeadlineExceeded after ``seconds``.
+
+    ``fn`` runs in a daemon thread; on a timeout it is abandoned, not killed (Python cannot
+    kill a thread), so the caller should stop trusting whatever it was using.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = e
+
+    th = threading.Thread(target=target, daemon=True, name="with_deadline")
+    th.start()
+    th.join(max(0.0, seconds))
+    if th.is_alive():
+        raise DeadlineExceeded(f"call did not finish within {seconds:.1f} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+# ---------------------------------------------------------------------------------------
+# Cost model
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class CostModel:
+    """Seconds per TTT step and per inference, from a prior and then from measurements.
+
+    TTT: ``seconds/step = a + b * tokens``. Until measurements span a useful range of
+    lengths (max/min >= 1.5 over >= 3 tasks) the prior's shape is kept and only scaled by
+    the measured/predicted ratio; afterwards a weighted least-squares line is fitted over
+    every observed task (weight = its steps). Running sums keep each update O(1).
+
+    Inference: ``seconds = scale * (n_prompts * out_tokens * gen_seconds_per_token +
+    n_scores * out_tokens * score_seconds_per_token)``. Until inference is measured,
+    ``scale`` is the TTT speed factor (a device slower than assumed is slower at both);
+    afterwards an exponential moving average of measured/estimated.
+
+    Overheads (model loads, writing, per-task adapter work) start at prior values and are
+    replaced by the latest measurement.
+    """
+
+    step_a: float = 0.5
+    step_b: float = 1e-3
+    gen_seconds_per_token: float = 2e-3
+    score_seconds_per_token: float = 2e-4
+    task_overhead: float = 2.0
+    overheads: dict[str, float] = field(
+        default_factory=lambda: {"load_train": 60.0, "load_infer": 120.0, "write": 5.0}
+    )
+    ema: float = 0.3
+    # measurement state (running sums, weights = steps)
+    n_obs: int = 0
+    infer_scale: float | None = None
+    _sums: list[float] = field(default_factory=lambda: [0.0] * 6, repr=False)
+    _xmin: float = math.inf
+    _xmax: float = 0.0
+    _fit: tuple[float, float] | None = field(default=None, repr=False)
+
+    @classmethod
+    def for_device(cls, device: Any = None, model: str | None = None) -> CostModel:
+        """A prior for a device ("cpu", "cuda:0", ...) and model name (registry or path).
+
+        Rough, deliberately on the slow side; measurements take over after the first task.
+        The per-token rates scale with the model's parameter count when it is a registry name.
+        """
+        dev = str(device or "cpu")
+        gpu = dev.startswith("cuda")
+        if model == "tiny":
+            return cls(
+                step_a=0.02 if gpu else 0.03,
+                step_b=5e-6 if gpu else 3e-5,
+                gen_seconds_per_token=5e-5 if gpu else 2e-4,
+                score_seconds_per_token=1e-5 if gpu else 2e-5,
+                task_overhead=0.2,
+                overheads={"load_train": 5.0, "load_infer": 5.0, "write": 1.0},
+            )
+        params_m = _params_m(model) or 500.0
+        if gpu:
+            # ~1 s/step at 2048 tokens for a 0.5B model on a T4, LoRA, fp16.
+            return cls(
+                step_a=0.3,
+                step_b=1e-6 * params_m,
+                gen_seconds_per_token=1.5e-6 * params_m,
+                score_seconds_per_token=2e-7 * params_m,
+            )
+        # CPU, measured here: 0.5B LoRA, 13.6 s/step at 1024 tokens, 35.5 s at 2048.
+        return cls(
+            step_a=1.0,
+            step_b=3.5e-5 * params_m,
+            gen_seconds_per_token=4e-5 * params_m,
+            score_seconds_per_token=5e-6 * params_m,
+            overheads={"load_train": 30.0, "load_infer": 30.0, "write": 5.0},
+        )
+
+    # --- TTT ---------------------------------------------------------------------------
+
+    def _prior(self, tokens):
+        return self.step_a + self.step_b * tokens
+
+    def speed_factor(self) -> float:
+        """Measured / prior seconds over all observed TTT steps (1.0 before any)."""
+        sw, _, sy, _, _, sp = self._sums
+        return sy / sp if sw > 0 and sp > 0 else 1.0
+
+    def ttt_fit(self) -> tuple[float, float]:
+        """The current (a, b) of ``seconds/step = a + b * tokens``."""
+        if self._fit is None:
+            self._fit = self._compute_fit()
+        return self._fit
+
+    def _compute_fit(self) -> tuple[float, float]:
+        scaled = (self.step_a * self.speed_factor(), self.step_b * self.speed_factor())
+        if self.n_obs < 3 or self._xmax < 1.5 * self._xmin:
+            return scaled
+        sw, sx, sy, sxx, sxy, _ = self._sums
+        det = sw * sxx - sx * sx
+        if det <= 0:
+            return scaled
+        b = (sw * sxy - sx * sy) / det
+        a = (sy - b * sx) / sw
+        if b <= 0:
+            return scaled
+        if a < 0:  # a negative intercept would make short tasks free: fit through 0
+            a, b = 0.0, sxy / sxx
+        return a, b
+
+    def ttt_step_seconds(self, tokens):
+        """Predicted seconds of one TTT step on ``tokens`` (a number or a numpy array)."""
+        a, b = self.ttt_fit()
+        return a + b * tokens
+
+    def observe_ttt(self, tokens: float, seconds_per_step: float, steps: int = 1) -> None:
+        """Record a task's measured mean step time (``steps`` weights it)."""
+        if steps <= 0 or not seconds_per_step > 0 or not tokens > 0:
+            return
+        w, x, y = float(steps), float(tokens), float(seconds_per_step)
+        s = self._sums
+        s[0] += w
+        s[1] += w * x
+        s[2] += w * y
+        s[3] += w * x * x
+        s[4] += w * x * y
+        s[5] += w * self._prior(x)
+        self._xmin = min(self._xmin, x)
+        self._xmax = max(self._xmax, x)
+        self.n_obs += 1
+        self._fit = None
+
+    # --- inference ---------------------------------------------------------------------
+
+    def _infer_scale(self) -> float:
+        return self.infer_scale if self.infer_scale is not None else self.speed_factor()
+
+    def inference_seconds(self, n_prompts: int, out_tokens: float, n_scores: int = 0) -> float:
+        """Predicted seconds to generate ``n_prompts`` answers of ``out_tokens`` tokens and
+        re-score ``n_scores`` candidates (no model load: see ``overhead``)."""
+        raw = (
+            n_prompts * out_tokens * self.gen_seconds_per_token
+            + n_scores * out_tokens * self.score_seconds_per_token
+        )
+        return raw * self._infer_scale()
+
+    def observe_inference(self, estimated_seconds: float, actual_seconds: float) -> None:
+        """Record an inference call: ``estimated_seconds`` must come from
+        ``inference_seconds`` with the current state (the pipeline computes it right before)."""
+        if not estimated_seconds > 0 or actual_seconds < 0:
+            return
+        measured = self._infer_scale() * actual_seconds / estimated_seconds
+        if self.infer_scale is None:
+            self.infer_scale = measured
+        else:
+            self.infer_scale = (1 - self.ema) * self.infer_scale + self.ema * measured
+
+    # --- overheads ---------------------------------------------------------------------
+
+    def overhead(self, name: str) -> float:
+        """Measured (or prior) seconds of a fixed cost: load_train, load_infer, write, ..."""
+        return self.overheads.get(name, 0.0)
+
+    def observe_overhead(self, name: str, seconds: float) -> None:
+        """Record a fixed cost; the latest measurement replaces the prior."""
+        if name == "ttt_task":
+            self.task_overhead = float(seconds)
+        else:
+            self.overheads[name] = float(seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the event log records about the cost model."""
+        a, b = self.ttt_fit()
+        return {
+            "step_a": round(a, 6),
+            "step_b": round(b, 9),
+            "ttt_observations": self.n_obs,
+            "speed_factor": round(self.speed_factor(), 4),
+            "infer_scale": None if self.infer_scale is None else round(self.infer_scale, 4),
+            "task_overhead": round(self.task_overhead, 3),
+            "overheads": {k: round(v, 3) for k, v in self.overheads.items()},
+        }
+
+
+def _params_m(model: str | None) -> float | None:
+    """Parameters (millions) of a registry model, or None (unknown, or models missing)."""
+    if not model:
+        return None
+    try:
+        from arc_ttft import models
+
+        cand = models.find_candidate(model)
+    except Exception:  # noqa: BLE001 - a prior only; any failure means "unknown"
+        return None
+    return cand.params_m if cand is not None else None
+
+
+def inference_reserve(
+    cost: CostModel,
+    n_prompts: int,
+    out_tokens: float,
+    n_scores: int = 0,
+    *,
+    safety: float = 1.1,
+    include_load: bool = True,
+    floor_seconds: float = 60.0,
+) -> float:
+    """Seconds to keep free for inference: measured cost x safety + overheads, floored.
+
+    ``n_prompts`` = test inputs x views x samples; ``out_tokens`` = typical answer tokens.
+    Overheads: loading the inference backend (unless ``include_load=False``, once it is
+    loaded) and writing the submission.
+    """
+    est = safety * cost.inference_seconds(n_prompts, out_tokens, n_scores)
+    est += cost.overhead("write") + (cost.overhead("load_infer") if include_load else 0.0)
+    return max(floor_seconds, est)
+
+
+# ---------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------
+
+
+def default_min_steps(target_steps: int) -> int:
+    """The fewest TTT steps worth running: a quarter of the target, at least 4 (or target)."""
+    return min(target_steps, max(4, target_steps // 4))
+
+
+@dataclass
+class Plan:
+    """TTT steps for every remaining task, the decision behind each, and the figures.
+
+    Decisions: ``full`` (target steps), ``cut`` (fewer), ``no-ttt`` (0 steps: the base model
+    answers), ``fallback`` (even inference does not fit: default attempts).
+    """
+
+    steps: dict[str, int]
+    decisions: dict[str, str]
+    step_seconds: dict[str, float]
+    target_steps: int
+    min_steps: int
+    even_steps: int  # the evenly cut step count (target when nothing is cut)
+    remaining_seconds: float
+    reserve_seconds: float
+    available_seconds: float  # remaining - reserve: what TTT may use
+    estimated_seconds: float  # TTT seconds of this plan
+    full_seconds: float  # TTT seconds if every task got target steps
+    task_overhead: float
+
+    def decision(self, task_id: str) -> str:
+        return self.decisions.get(task_id, "no-ttt")
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(DECISIONS, 0)
+        for d in self.decisions.values():
+            out[d] += 1
+        return out
+
+    def figures(self, task_id: str | None = None) -> dict[str, Any]:
+        """JSON-ready numbers for the event log (no ``stage``/``task`` keys)."""
+        out: dict[str, Any] = {}
+        if task_id is not None:
+            out["decision"] = self.decision(task_id)
+            out["steps"] = self.steps.get(task_id, 0)
+            out["step_seconds"] = round(self.step_seconds.get(task_id, 0.0), 4)
+        out.update(
+            target_steps=self.target_steps,
+            min_steps=self.min_steps,
+            even_steps=self.even_steps,
+            tasks_left=len(self.steps),
+            remaining=round(self.remaining_seconds, 2),
+            reserve=round(self.reserve_seconds, 2),
+            available=round(self.available_seconds, 2),
+            estimated=round(self.estimated_seconds, 2),
+            full=round(self.full_seconds, 2),
+            counts=self.counts(),
+        )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_steps(
+    tasks_remaining: Sequence[tuple[str, float]],
+    budget: Budget,
+    cost: CostModel,
+    target_steps: int,
+    reserve_seconds: float = 0.0,
+    *,
+    min_steps: int | None = None,
+) -> Plan:
+    """TTT steps per remaining task so that their TTT plus the reserve ends by the deadline.
+
+    ``tasks_remaining``: (task_id, tokens) for every task not trained yet, the next one
+    first. ``reserve_seconds``: what inference and writing still need (``inference_reserve``).
+    In order of shrinking time:
+
+    1. everything fits: every task gets ``target_steps`` ("full");
+    2. steps are cut evenly to the largest count that fits ("cut");
+    3. below ``min_steps`` (default ``default_min_steps``), the cheapest tasks get
+       ``min_steps`` as long as they fit ("cut") and the others 0 ("no-ttt");
+    4. the reserve itself does not fit: no TTT, and the share of tasks whose inference
+       does not fit, from the end of the list, is marked "fallback".
+
+    A pure function of (tasks, clock, cost model): call it again before every task.
+    """
+    ids = [str(t) for t, _ in tasks_remaining]
+    tokens = np.array([float(n) for _, n in tasks_remaining], dtype=float)
+    n = len(ids)
+    target = max(0, int(target_steps))
+    lo = default_min_steps(target) if min_steps is None else max(1, min(int(min_steps), target))
+    remaining = budget.remaining()
+    available = remaining - reserve_seconds
+    step_s = np.asarray(cost.ttt_step_seconds(tokens), dtype=float) if n else np.zeros(0)
+    over = cost.task_overhead
+    full_seconds = float(target * step_s.sum() + n * over) if target else 0.0
+
+    steps = np.zeros(n, dtype=int)
+    dec = np.full(n, "no-ttt", dtype=object)
+    even = target
+    if n == 0 or target == 0:
+        even = 0
+    elif available <= 0:
+        even = 0
+        # Inference of every task does not fit: the tail of the list falls back.
+        fits = max(0.0, remaining) / reserve_seconds if reserve_seconds > 0 else 0.0
+        dec[int(math.floor(fits * n)) :] = "fallback"
+    elif full_seconds <= available:
+        steps[:] = target
+        dec[:] = "full"
+    else:
+        even = int((available - n * over) // step_s.sum()) if step_s.sum() > 0 else target
+        even = max(0, min(even, target))
+        if even >= lo:
+            steps[:] = even
+            dec[:] = "cut"
+        else:
+            # Not even min_steps for all: as many tasks as fit get min_steps, cheapest first.
+            each = lo * step_s + over
+            order = np.argsort(each, kind="stable")
+            k = int(np.searchsorted(np.cumsum(each[order]), available, side="right"))
+            steps[order[:k]] = lo
+            dec[order[:k]] = "cut" if lo < target else "full"
+    trained = steps > 0
+    estimated = float((steps * step_s).sum() + trained.sum() * over)
+    return Plan(
+        steps=dict(zip(ids, steps.tolist())),
+        decisions=dict(zip(ids, dec.tolist())),
+        step_seconds=dict(zip(ids, step_s.tolist())),
+        target_steps=target,
+        min_steps=lo,
+        even_steps=even,
+        remaining_seconds=remaining,
+        reserve_seconds=float(reserve_seconds),
+        available_seconds=available,
+        estimated_seconds=estimated,
+        full_seconds=full_seconds,
+        task_overhead=over,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Simulation
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class SimulationResult:
+    """What ``simulate`` saw over all runs."""
+
+    runs: int
+    tasks: int
+    budget_seconds: float
+    margin_seconds: float
+    overruns: int  # runs that ended after the deadline (start + budget - margin)
+    hard_overruns: int  # runs that ended after start + budget (Kaggle would kill them)
+    mean_fraction_used: float  # end time / budget, mean over runs
+    min_fraction_used: float
+    max_fraction_used: float
+    mean_steps: float  # TTT steps per task actually run
+    mean_decisions: dict[str, float]  # tasks per decision (the plan made just before each)
+    mean_infer_fallback: float  # tasks whose inference chunk did not fit (default attempts)
+    full_ttt_seconds: float  # true TTT seconds for target steps everywhere (for scale)
+
+    def summary(self) -> str:
+        d = ", ".join(f"{k} {v:.1f}" for k, v in self.mean_decisions.items())
+        return (
+            f"{self.runs} runs x {self.tasks} tasks: overruns {self.overruns} "
+            f"(hard {self.hard_overruns}), budget used mean {self.mean_fraction_used:.4f} "
+            f"(min {self.min_fraction_used:.4f}, max {self.max_fraction_used:.4f}), "
+            f"steps/task {self.mean_steps:.1f}, decisions: {d}, "
+            f"inference fallbacks {self.mean_infer_fallback:.1f}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def simulate(
+    task_tokens: Sequence[int],
+    budget_seconds: float,
+    true_sec_per_token_step: float,
+    jitter: float = 0.3,
+    runs: int = 200,
+    seed: int = 0,
+    *,
+    prior_factor: float = 1.0,
+    infer_prior_factor: float | None = None,
+    target_steps: int = 32,
+    min_steps: int | None = None,
+    margin_seconds: float | None = None,
+    views: int = 8,
+    infer_steps_per_view: float = 0.5,
+    load_seconds: float = 60.0,
+    task_overhead_seconds: float = 2.0,
+    write_seconds: float = 5.0,
+    chunk_tasks: int = 4,
+    reserve_safety: float = 1.1,
+) -> SimulationResult:
+    """Simulate whole runs on a fake clock: plan, train, infer, write; count overruns.
+
+    True costs: a TTT step on a task of T tokens takes ``true_sec_per_token_step * T``
+    times uniform(1 - jitter, 1 + jitter), drawn per step; one view's inference costs
+    ``infer_steps_per_view`` steps' worth, jittered per task; overheads (model loads,
+    per-task adapter work, writing) are jittered too. The planner starts from a prior that
+    is ``prior_factor`` times the truth (``infer_prior_factor`` for inference, default the
+    same) and learns from what it measures, exactly as the pipeline does: ``plan_steps``
+    before every task, ``StepGuard`` logic before every step, ``can_start`` before every
+    inference chunk. A run "overruns" when it ends after the deadline.
+    """
+    tok = np.asarray(task_tokens, dtype=float)
+    if tok.size == 0 or np.any(tok <= 0):
+        raise ValueError("simulate: task_tokens must be a non-empty list of positive counts")
+    n = tok.size
+    ids = [str(i) for i in range(n)]
+    margin = min(0.05 * budget_seconds, 1800.0) if margin_seconds is None else margin_seconds
+    c = float(true_sec_per_token_step)
+    ipf = prior_factor if infer_prior_factor is None else infer_prior_factor
+    rng = np.random.default_rng(seed)
+
+    def jit(size=None):
+        return rng.uniform(1 - jitter, 1 + jitter, size)
+
+    used, steps_run, infer_fb = [], [], []
+    dec_totals = dict.fromkeys(DECISIONS, 0)
+    overruns = hard = 0
+    for _ in range(runs):
+        clock = FakeClock()
+        budget = Budget(clock, budget_seconds, margin)
+        cost = CostModel(
+            step_a=0.0,
+            step_b=c * prior_factor,
+            gen_seconds_per_token=c * infer_steps_per_view * ipf,
+            score_seconds_per_token=0.0,
+            task_overhead=task_overhead_seconds * prior_factor,
+            overheads={
+                "load_train": load_seconds * prior_factor,
+                "load_infer": load_seconds * ipf,
+                "write": write_seconds,
+            },
+        )
+        clock.advance(load_seconds * jit())
+        cost.observe_overhead("load_train", clock.now())
+        reserve = inference_reserve(cost, views * n, tok.mean(), safety=reserve_safety)
+        total_steps = 0
+        for i in range(n):
+            reserve = inference_reserve(cost, views * n, tok.mean(), safety=reserve_safety)
+            plan = plan_steps(
+                list(zip(ids[i:], tok[i:])), budget, cost, target_steps, reserve, min_steps=min_steps
+            )
+            dec_totals[plan.decisions[ids[i]]] += 1
+            steps = plan.steps[ids[i]]
+            if steps <= 0:
+                continue
+            # The training loop, vectorised: the same stop rule StepGuard applies per step.
+            d = c * tok[i] * jit(steps)
+            ends = np.cumsum(d)
+            starts = clock.now() + np.concatenate(([0.0], ends[:-1]))
+            last = np.concatenate(([0.0], d[:-1]))
+            stop = must_stop(starts, budget.deadline - reserve, cost.ttt_step_seconds(tok[i]), last)
+            k = int(np.argmax(stop)) if stop.any() else steps
+            if k:
+                clock.advance(ends[k - 1])
+                cost.observe_ttt(tok[i], ends[k - 1] / k, k)
+            over = task_overhead_seconds * jit()
+            clock.advance(over)
+            cost.observe_overhead("ttt_task", over)
+            total_steps += k
+        # Inference: load the backend, then chunks, each only if it fits.
+        t = load_seconds * jit()
+        clock.advance(t)
+        cost.observe_overhead("load_infer", t)
+        fb = 0
+        for s in range(0, n, chunk_tasks):
+            part = tok[s : s + chunk_tasks]
+            est = cost.inference_seconds(views * part.size, part.mean())
+            if not budget.can_start(est, reserve_seconds=cost.overhead("write")):
+                fb += part.size
+                continue
+            actual = float((c * infer_steps_per_view * views * part * jit(part.size)).sum())
+            clock.advance(actual)
+            cost.observe_inference(est, actual)
+        clock.advance(write_seconds * jit())
+        end = budget.elapsed()
+        overruns += end > budget_seconds - margin
+        hard += end > budget_seconds
+        used.append(end / budget_seconds)
+        steps_run.append(total_steps / n)
+        infer_fb.append(fb)
+    u = np.array(used)
+    return SimulationResult(
+        runs=runs,
+        tasks=n,
+        budget_seconds=float(budget_seconds),
+        margin_seconds=float(margin),
+        overruns=int(overruns),
+        hard_overruns=int(hard),
+        mean_fraction_used=float(u.mean()),
+        min_fraction_used=float(u.min()),
+        max_fraction_used=float(u.max()),
+        mean_steps=float(np.mean(steps_run)),
+        mean_decisions={k: v / runs for k, v in dec_totals.items()},
+        mean_infer_fallback=float(np.mean(infer_fb)),
+        full_ttt_seconds=float(c * target_steps * tok.sum()),
+    )
+
+
+__all__ = [
+    "Budget",
+    "Clock",
+    "CostModel",
+    "DeadlineExceeded",
+    "FakeClock",
+    "Plan",
+    "SimulationResult",
+    "StepGuard",
+    "default_min_steps",
+    "inference_reserve",
+    "must_stop",
+    "plan_steps",
+    "simulate",
+    "with_deadline",
+]

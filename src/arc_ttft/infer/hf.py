@@ -1,0 +1,236 @@
+"""Transformers backend: batched ``generate`` with left padding, one peft adapter at a time.
+
+Requests are grouped by adapter; each group runs in batches of ``batch_size`` prompts
+(left-padded, KV cache on). Adapters load once per folder (``PeftModel.load_adapter``,
+cached by path, least recently used ones dropped beyond ``max_cached_adapters``); base
+requests run with the adapters disabled. Log-probabilities come from the raw logits
+(``output_logits``), before temperature, as vLLM reports them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from arc_ttft.infer.base import Completion, Request, ScoreItem, cut_at_stop, decode_answer
+
+
+class HFBackend:
+    """The Backend protocol on transformers + peft (CPU or one GPU)."""
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        batch_size: int = 16,
+        max_cached_adapters: int = 8,
+        seed: int = 0,
+    ):
+        self.base = model
+        self.model = model  # becomes a PeftModel at the first adapter request
+        self.tokenizer = tokenizer
+        self.batch_size = max(1, batch_size)
+        self.max_cached_adapters = max(1, max_cached_adapters)
+        self.seed = seed
+        self._adapters: OrderedDict[str, str] = OrderedDict()  # resolved path -> adapter name
+        self._counter = 0
+        self.pad_id = tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = tokenizer.eos_token_id
+        self.stats = {"generate_s": 0.0, "score_s": 0.0, "sequences": 0}
+
+    @classmethod
+    def from_path(
+        cls, model_path: str | Path, dtype: Any = None, device: str = "cpu", **kw: Any
+    ) -> HFBackend:
+        """Load a model folder (safetensors) and its tokenizer."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model_path)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=dtype or torch.float32, use_safetensors=True
+        ).to(device)
+        model.eval()
+        return cls(model, tok, **kw)
+
+    # -- adapters ---------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.base.parameters()).device
+
+    def _activate(self, adapter: str | None) -> bool:
+        """Make ``adapter`` the active one; return False for base-model requests."""
+        if adapter is None:
+            return False
+        from peft import PeftModel
+
+        path = str(Path(adapter).resolve())
+        if path in self._adapters:
+            self._adapters.move_to_end(path)
+        else:
+            if not (Path(path) / "adapter_config.json").is_file():
+                raise FileNotFoundError(
+                    f"adapter {adapter}: no adapter_config.json there; "
+                    "pass a folder written by save_pretrained (or None for the base model)"
+                )
+            name = f"a{self._counter}"
+            self._counter += 1
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(path, adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.base, path, adapter_name=name)
+            self.model.eval()
+            self._adapters[path] = name
+            while len(self._adapters) > self.max_cached_adapters:
+                _, old = self._adapters.popitem(last=False)
+                self.model.delete_adapter(old)
+        self.model.set_adapter(self._adapters[path])
+        return True
+
+    def _run(self, adapter: str | None, fn):
+        """Call ``fn(model)`` with the adapter active, or with adapters disabled for base."""
+        from peft import PeftModel
+
+        if self._activate(adapter):
+            return fn(self.model)
+        if isinstance(self.model, PeftModel):
+            with self.model.disable_adapter():
+                return fn(self.model)
+        return fn(self.model)
+
+    # -- generation -------------------------------------------------------------------
+
+    def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            if s:
+                ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+                mask[i, width - len(s) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _generate_batch(self, batch: list[Request]) -> list[list[Completion]]:
+        """Requests of one adapter and one sampling setting, as one generate call."""
+        first = batch[0]
+        n = first.n
+        ids, mask = self._left_pad([r.prompt_ids for r in batch])
+        stops = list(first.stop_token_ids)
+        sample = first.temperature > 0
+        kwargs: dict[str, Any] = dict(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max(r.max_new_tokens for r in batch),
+            do_sample=sample,
+            num_return_sequences=n,
+            eos_token_id=stops or None,
+            pad_token_id=self.pad_id,
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
+        if sample:
+            kwargs.update(temperature=first.temperature, top_k=0, top_p=1.0)
+        else:  # plain argmax: clear sampling knobs the model's generation_config may carry
+            kwargs.update(temperature=None, top_k=None, top_p=None)
+
+        def go(model):
+            with torch.inference_mode():
+                return model.generate(**kwargs)
+
+        out = self._run(first.adapter, go)
+        new = out.sequences[:, ids.shape[1] :].cpu()
+        logp = torch.stack(out.logits, dim=1).float().log_softmax(-1).cpu()  # (B*n, T, V)
+        chosen = logp.gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        results: list[list[Completion]] = []
+        for i, r in enumerate(batch):
+            comps = []
+            for j in range(n):
+                row = i * n + j
+                toks = cut_at_stop(new[row].tolist()[: r.max_new_tokens], stops)
+                lp = float(chosen[row, : len(toks)].sum())
+                text = decode_answer(self.tokenizer, toks, stops)
+                comps.append(Completion(toks, text, lp, len(toks)))
+            results.append(comps)
+        self.stats["sequences"] += len(batch) * n
+        return results
+
+    def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
+        """Completions per request; groups by (adapter, n, temperature, stops), batches each."""
+        t0 = time.monotonic()
+        if any(r.temperature > 0 for r in requests):
+            torch.manual_seed(self.seed)
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            key = (r.adapter, r.n, r.temperature, tuple(r.stop_token_ids))
+            groups.setdefault(key, []).append(i)
+        results: list[list[Completion] | None] = [None] * len(requests)
+        for idx in groups.values():
+            # similar lengths together: less padding
+            idx = sorted(idx, key=lambda i: len(requests[i].prompt_ids))
+            for s in range(0, len(idx), self.batch_size):
+                part = idx[s : s + self.batch_size]
+                for i, comps in zip(part, self._generate_batch([requests[i] for i in part])):
+                    results[i] = comps
+        self.stats["generate_s"] += time.monotonic() - t0
+        return [r or [] for r in results]
+
+    # -- scoring ----------------------------------------------------------------------
+
+    def _score_batch(self, items: list[ScoreItem]) -> list[float]:
+        seqs = [list(p) + list(a) for p, a, _ in items]
+        ids, mask = self._left_pad(seqs)
+        width = ids.shape[1]
+
+        # positions count from each sequence's first real token, as in unpadded runs
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+
+        def fwd(model):
+            with torch.inference_mode():
+                return model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+
+        logits = self._run(items[0][2], fwd).float()
+        logp = logits[:, :-1].log_softmax(-1)
+        target = ids[:, 1:]
+        tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B, width-1)
+        out = []
+        for i, (_, a, _) in enumerate(items):
+            k = len(a)
+            # answer tokens sit at the last k positions; predicted from the k before
+            out.append(float(tok_lp[i, width - 1 - k :].sum()) if k else 0.0)
+        return out
+
+    def score_many(self, items: Sequence[ScoreItem]) -> list[float]:
+        """Sum of answer-token log-probs for each (prompt_ids, answer_ids, adapter)."""
+        t0 = time.monotonic()
+        groups: dict[str | None, list[int]] = {}
+        for i, it in enumerate(items):
+            groups.setdefault(it[2], []).append(i)
+        out = [0.0] * len(items)
+        for idx in groups.values():
+            idx = sorted(idx, key=lambda i: len(items[i][0]) + len(items[i][1]))
+            for s in range(0, len(idx), self.batch_size):
+                part = idx[s : s + self.batch_size]
+                for i, v in zip(part, self._score_batch([items[i] for i in part])):
+                    out[i] = v
+        self.stats["score_s"] += time.monotonic() - t0
+        return out
+
+    def score(self, prompt_ids: list[int], answer_ids: list[int], adapter: str | None) -> float:
+        """log P(answer | prompt): one forward pass over prompt + answer."""
+        return self.score_many([(prompt_ids, answer_ids, adapter)])[0]
+
+    def close(self) -> None:
+        """Drop the model references (the caller frees GPU memory with gc/empty_cache)."""
+        self.model = None
+        self.base = None
+        self._adapters.clear()

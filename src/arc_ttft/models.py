@@ -1,0 +1,779 @@
+"""Model candidates: the registry, finding weights offline, loading, 4-bit, the tiny model.
+
+Where a model comes from (``resolve_model_path``), in order:
+
+1. an explicit folder (a path that exists, holding ``config.json``);
+2. ``tiny``: built once, offline, by ``ensure_tiny_model``;
+3. Kaggle inputs (``/kaggle/input/**``): a folder named like the model (short name or the
+   hub id's last part, case-insensitive) holding ``config.json``;
+4. the local Hugging Face hub cache (``models--org--name/snapshots/*``; HF_HUB_CACHE and
+   HF_HOME are respected);
+5. the hub itself, only when online (``HF_HUB_OFFLINE`` unset).
+
+Nothing touches the network with ``HF_HUB_OFFLINE=1``. Weights load from safetensors only,
+and model code from the hub runs only with ``trust_remote_code``.
+
+Padding side: tokenizers come back as the model ships them. Batched generation with a
+decoder-only model needs ``tokenizer.padding_side = "left"``; setting it is the caller's
+business (the inference backends do it), training here uses no padding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model the pipeline knows how to use.
+
+    ``config`` holds the published ``config.json`` architecture fields, so the model can be
+    built with random weights (timing runs) and sized without any download.
+    """
+
+    name: str
+    hub_id: str
+    params_m: float  # parameters in millions (tied embeddings counted once)
+    max_context: int  # longest context the model was trained for
+    default_seq_len: int  # sensible --max-seq-len for TTT on a 16 GB GPU
+    config: dict
+
+
+def _qwen2(hidden, inter, layers, heads, kv, max_pos, window_layers, eos=151643) -> dict:
+    return {
+        "model_type": "qwen2",
+        "architectures": ["Qwen2ForCausalLM"],
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "vocab_size": 151936,
+        "max_position_embeddings": max_pos,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-06,
+        "hidden_act": "silu",
+        "tie_word_embeddings": True,
+        "use_sliding_window": False,
+        "sliding_window": max_pos,
+        "max_window_layers": window_layers,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "bos_token_id": 151643,
+        "eos_token_id": eos,
+    }
+
+
+def _llama(hidden, inter, layers, heads, kv, max_pos, rope_theta, bos=1, eos=2) -> dict:
+    # SmolLM / SmolLM2 (Llama architecture, tied embeddings, 49k vocabulary).
+    return {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "vocab_size": 49152,
+        "max_position_embeddings": max_pos,
+        "rope_theta": rope_theta,
+        "rms_norm_eps": 1e-05,
+        "hidden_act": "silu",
+        "tie_word_embeddings": True,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "initializer_range": 0.02,
+        "bos_token_id": bos,
+        "eos_token_id": eos,
+    }
+
+
+def _phi(hidden, inter, layers, rotary, resid_pdrop) -> dict:
+    return {
+        "model_type": "phi",
+        "architectures": ["PhiForCausalLM"],
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "vocab_size": 51200,
+        "max_position_embeddings": 2048,
+        "rope_theta": 10000.0,
+        "partial_rotary_factor": rotary,
+        "layer_norm_eps": 1e-05,
+        "hidden_act": "gelu_new",
+        "tie_word_embeddings": False,
+        "qk_layernorm": False,
+        "resid_pdrop": resid_pdrop,
+        "embd_pdrop": 0.0,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "bos_token_id": 50256,
+        "eos_token_id": 50256,
+    }
+
+
+# The tiny offline model (tests, dry runs). head_dim 64: vLLM's CPU attention rejects 16.
+TINY_VERSION = "v1"
+TINY_CONFIG: dict = {
+    "model_type": "qwen2",
+    "architectures": ["Qwen2ForCausalLM"],
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 512,
+    "max_position_embeddings": 8192,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-06,
+    "hidden_act": "silu",
+    "tie_word_embeddings": True,
+    "use_sliding_window": False,
+    "attention_dropout": 0.0,
+    "initializer_range": 0.02,
+}
+
+_QWEN_05 = (896, 4864, 24, 14, 2)
+_QWEN_15 = (1536, 8960, 28, 12, 2)
+
+REGISTRY: dict[str, Candidate] = {
+    c.name: c
+    for c in [
+        Candidate("tiny", "arc-ttft/tiny", 1.31, 8192, 2048, TINY_CONFIG),
+        Candidate("Qwen2-0.5B", "Qwen/Qwen2-0.5B", 494.0, 32768, 8192,
+                  _qwen2(*_QWEN_05, 131072, 24)),
+        Candidate("Qwen2-0.5B-Instruct", "Qwen/Qwen2-0.5B-Instruct", 494.0, 32768, 8192,
+                  _qwen2(*_QWEN_05, 32768, 24, eos=151645)),
+        Candidate("Qwen2.5-0.5B", "Qwen/Qwen2.5-0.5B", 494.0, 32768, 8192,
+                  _qwen2(*_QWEN_05, 32768, 24)),
+        Candidate("Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", 494.0, 32768, 8192,
+                  _qwen2(*_QWEN_05, 32768, 21, eos=151645)),
+        # 1.5B: 4096 keeps LoRA training of long tasks inside a T4's 16 GB.
+        Candidate("Qwen2.5-1.5B", "Qwen/Qwen2.5-1.5B", 1544.0, 32768, 4096,
+                  _qwen2(*_QWEN_15, 131072, 28)),
+        Candidate("Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct", 1544.0, 32768, 4096,
+                  _qwen2(*_QWEN_15, 32768, 21, eos=151645)),
+        Candidate("SmolLM-135M-Instruct", "HuggingFaceTB/SmolLM-135M-Instruct", 134.5, 2048,
+                  2048, _llama(576, 1536, 30, 9, 3, 2048, 10000.0)),
+        Candidate("SmolLM-360M-Instruct", "HuggingFaceTB/SmolLM-360M-Instruct", 361.8, 2048,
+                  2048, _llama(960, 2560, 32, 15, 5, 2048, 10000.0)),
+        Candidate("SmolLM-1.7B-Instruct", "HuggingFaceTB/SmolLM-1.7B-Instruct", 1711.4, 2048,
+                  2048, _llama(2048, 8192, 24, 32, 32, 2048, 10000.0)),
+        Candidate("SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", 134.5, 8192,
+                  4096, _llama(576, 1536, 30, 9, 3, 8192, 100000.0)),
+        Candidate("SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", 361.8, 8192,
+                  4096, _llama(960, 2560, 32, 15, 5, 8192, 100000.0)),
+        Candidate("Phi-1.5", "microsoft/phi-1_5", 1418.3, 2048, 2048,
+                  _phi(2048, 8192, 24, 0.5, 0.0)),
+        Candidate("Phi-2", "microsoft/phi-2", 2779.7, 2048, 2048,
+                  _phi(2560, 10240, 32, 0.4, 0.1)),
+        Candidate("Phi-3-mini-4k-instruct", "microsoft/Phi-3-mini-4k-instruct", 3821.1, 4096,
+                  4096, {
+                      "model_type": "phi3",
+                      "architectures": ["Phi3ForCausalLM"],
+                      "hidden_size": 3072,
+                      "intermediate_size": 8192,
+                      "num_hidden_layers": 32,
+                      "num_attention_heads": 32,
+                      "num_key_value_heads": 32,
+                      "vocab_size": 32064,
+                      "max_position_embeddings": 4096,
+                      "original_max_position_embeddings": 4096,
+                      "rope_theta": 10000.0,
+                      "rms_norm_eps": 1e-05,
+                      "hidden_act": "silu",
+                      "tie_word_embeddings": False,
+                      "sliding_window": 2047,
+                      "attention_dropout": 0.0,
+                      "resid_pdrop": 0.0,
+                      "embd_pdrop": 0.0,
+                      "initializer_range": 0.02,
+                      "bos_token_id": 1,
+                      "eos_token_id": 32000,
+                      "pad_token_id": 32000,
+                  }),
+    ]
+}  # fmt: skip
+
+
+def find_candidate(name_or_id: str) -> Candidate | None:
+    """The registry entry for a short name or hub id (case-insensitive), or None."""
+    key = name_or_id.strip().lower()
+    for c in REGISTRY.values():
+        if key in (c.name.lower(), c.hub_id.lower()):
+            return c
+    return None
+
+
+def default_seq_len(name_or_path: str) -> int:
+    """The registry's default max_seq_len for a model; for others min(context, 4096) or 2048."""
+    cand = find_candidate(name_or_path)
+    if cand is not None:
+        return cand.default_seq_len
+    cfg_file = Path(name_or_path).expanduser() / "config.json"
+    if cfg_file.is_file():
+        try:
+            ctx = int(json.loads(cfg_file.read_text()).get("max_position_embeddings") or 2048)
+            return min(ctx, 4096)
+        except (ValueError, TypeError, OSError):
+            pass
+    return 2048
+
+
+def config_params(config: dict) -> int:
+    """Parameter count from the architecture fields (tied embeddings counted once)."""
+    h = config["hidden_size"]
+    inter = config["intermediate_size"]
+    layers = config["num_hidden_layers"]
+    heads = config["num_attention_heads"]
+    kv = config.get("num_key_value_heads") or heads
+    vocab = config["vocab_size"]
+    head_dim = config.get("head_dim") or h // heads
+    mt = config["model_type"]
+    q, k_v = heads * head_dim, kv * head_dim
+    if mt == "phi":  # biases everywhere, plain GELU MLP, LayerNorm with bias
+        attn = (h * q + q) + 2 * (h * k_v + k_v) + (q * h + h)
+        mlp = (h * inter + inter) + (inter * h + h)
+        per_layer = attn + mlp + 2 * h
+        final = 2 * h + (h * vocab + vocab)  # final LayerNorm + untied lm_head with bias
+    else:  # qwen2 / llama / phi3: gated MLP, RMSNorm
+        bias = q + 2 * k_v if mt == "qwen2" else 0
+        attn = h * q + 2 * h * k_v + q * h + bias
+        mlp = 3 * h * inter
+        per_layer = attn + mlp + 2 * h
+        final = h + (0 if config.get("tie_word_embeddings") else h * vocab)
+    return vocab * h + layers * per_layer + final
+
+
+def build_config(config: dict):
+    """A transformers PretrainedConfig from a registry config dict."""
+    from transformers import AutoConfig
+
+    fields = {k: v for k, v in config.items() if k != "model_type"}
+    return AutoConfig.for_model(config["model_type"], **fields)
+
+
+# ---------------------------------------------------------------------------------------
+# Finding weights
+# ---------------------------------------------------------------------------------------
+
+KAGGLE_INPUT = "/kaggle/input"
+_KAGGLE_MAX_DEPTH = 6  # /kaggle/input/<model>/<framework>/<variation>/<version>/config.json
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No weights for a model anywhere we looked; ``looked`` lists each place and why."""
+
+    def __init__(self, name: str, looked: list[str], fix: str):
+        self.name = name
+        self.looked = looked
+        self.fix = fix
+        lines = "\n".join(f"  - {p}" for p in looked)
+        super().__init__(f"model {name!r} not found. Looked in:\n{lines}\nfix: {fix}")
+
+
+def _offline() -> bool:
+    return any(
+        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join("~", ".cache", "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def _wanted_names(name: str, cand: Candidate | None) -> set[str]:
+    names = {name.lower(), name.rsplit("/", 1)[-1].lower()}
+    if cand is not None:
+        names |= {cand.name.lower(), cand.hub_id.rsplit("/", 1)[-1].lower()}
+    return names
+
+
+def _folder_names(rel: Path) -> set[str]:
+    """Names a Kaggle folder answers to: each component, and '<model>-<variation>' for the
+    Kaggle Models layout <model>/<framework>/<variation>/<version>."""
+    parts = [p.lower() for p in rel.parts]
+    names = set(parts)
+    if len(parts) >= 3 and parts[1] in ("transformers", "pytorch", "other"):
+        names.add(f"{parts[0]}-{parts[2]}")
+    return names
+
+
+def find_in_kaggle(name: str, roots: list[Path]) -> Path | None:
+    """A folder with config.json under ``roots`` whose name matches ``name``."""
+    wanted = _wanted_names(name, find_candidate(name))
+    hits: list[Path] = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            rel = Path(dirpath).relative_to(root)
+            if len(rel.parts) >= _KAGGLE_MAX_DEPTH:
+                dirnames.clear()
+            dirnames.sort()
+            if "config.json" in filenames and _folder_names(rel) & wanted:
+                hits.append(Path(dirpath))
+    if not hits:
+        return None
+    # Prefer folders with safetensors; among equals the last sorted (newest version).
+    with_st = [p for p in hits if any(p.glob("*.safetensors"))]
+    return sorted(with_st or hits)[-1]
+
+
+def find_in_hub_cache(hub_id: str, cache: Path | None = None) -> Path | None:
+    """The snapshot folder of ``hub_id`` in the hub cache (refs/main first), or None."""
+    cache = cache or hub_cache_dir()
+    repo = cache / ("models--" + hub_id.replace("/", "--"))
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        snap = repo / "snapshots" / ref.read_text().strip()
+        if (snap / "config.json").is_file():
+            return snap
+    snaps = [p.parent for p in (repo / "snapshots").glob("*/config.json")]
+    return max(snaps, key=lambda p: p.stat().st_mtime) if snaps else None
+
+
+def _download(hub_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken", "*.py"]
+    return Path(snapshot_download(hub_id, allow_patterns=patterns))
+
+
+def resolve_model_path(
+    name_or_path: str,
+    *,
+    search_roots: list[str | Path] | None = None,
+    download: bool | None = None,
+) -> Path:
+    """The local folder of a model (config.json + weights); see the module docstring for
+    the order. ``search_roots`` replaces ``/kaggle/input``; ``download=False`` never asks the
+    hub (None: ask only when HF_HUB_OFFLINE is unset). Raises ModelNotFoundError."""
+    looked: list[str] = []
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if (path / "config.json").is_file():
+            return path
+        looked.append(f"explicit path {path}: exists but holds no config.json")
+    else:
+        looked.append(f"explicit path {path}: does not exist")
+
+    if name_or_path.strip().lower() == "tiny":
+        return ensure_tiny_model()
+
+    cand = find_candidate(name_or_path)
+    roots = [Path(r) for r in (search_roots if search_roots is not None else [KAGGLE_INPUT])]
+    found = find_in_kaggle(name_or_path, roots)
+    if found is not None:
+        return found
+    wanted = sorted(_wanted_names(name_or_path, cand))
+    looked.append(
+        f"Kaggle inputs {', '.join(map(str, roots))}: no folder named {' / '.join(wanted)} "
+        "with a config.json"
+    )
+
+    hub_id = cand.hub_id if cand else (name_or_path if name_or_path.count("/") == 1 else None)
+    if hub_id:
+        found = find_in_hub_cache(hub_id)
+        if found is not None:
+            return found
+        repo = hub_cache_dir() / ("models--" + hub_id.replace("/", "--"))
+        looked.append(f"hub cache {repo}: no snapshot with a config.json")
+        online = (not _offline()) if download is None else download
+        if online:
+            try:
+                return _download(hub_id)
+            except Exception as e:  # network, auth, missing repo: report, don't crash here
+                looked.append(f"hub download of {hub_id}: failed ({type(e).__name__}: {e})")
+        else:
+            looked.append(f"hub download of {hub_id}: skipped (offline: HF_HUB_OFFLINE=1)")
+    else:
+        looked.append(
+            "hub cache / hub: skipped, not a registry name or hub id "
+            f"(known names: {', '.join(REGISTRY)})"
+        )
+    label = cand.name if cand else name_or_path
+    fix = (
+        f"on Kaggle, attach the model as an input (Add Input -> search {label!r}: a dataset or "
+        "Kaggle Model holding config.json + *.safetensors); or pass --model /path/to/folder; "
+        "or run once online (HF_HUB_OFFLINE unset) to fill the hub cache"
+    )
+    raise ModelNotFoundError(name_or_path, looked, fix)
+
+
+# ---------------------------------------------------------------------------------------
+# The tiny offline model
+# ---------------------------------------------------------------------------------------
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+_TINY_BPE_VOCAB = 400  # 256 bytes + 3 special + ~140 merges; the model's table is 512
+
+
+def _base_corpus() -> list[str]:
+    """Digit grids and prompt words, so the BPE learns the shapes ARC prompts have."""
+    import random
+
+    rng = random.Random(0)
+    out = []
+    for _ in range(200):
+        h, w = rng.randint(1, 12), rng.randint(1, 12)
+        rows = ["".join(str(rng.randint(0, 9)) for _ in range(w)) for _ in range(h)]
+        out.append("input:\n" + "\n".join(rows) + "\noutput:\n" + "\n".join(rows[::-1]) + "\n\n")
+    words = (
+        "Solve the puzzle. Each example maps an input grid to an output grid. "
+        "Find the rule and apply it to the test input. Example 1 Example 2 Test\n"
+        "input output Input Output grid rows columns colour color shape size answer\n\n\n"
+    )
+    return out + [words] * 20
+
+
+def _tiny_corpus() -> list[str]:
+    corpus = _base_corpus()
+    try:
+        from arc_ttft.encoding import sample_corpus  # representative prompts, when present
+
+        corpus += list(sample_corpus())
+    except (ImportError, AttributeError):
+        pass
+    return corpus
+
+
+def _tiny_folder_name(corpus: list[str]) -> str:
+    """tiny-v1-<hash of recipe + corpus>: a changed recipe or corpus builds a new folder."""
+    digest = hashlib.sha256()
+    recipe = [TINY_VERSION, TINY_CONFIG, _TINY_BPE_VOCAB, CHAT_TEMPLATE, SPECIAL_TOKENS]
+    digest.update(json.dumps(recipe, sort_keys=True).encode())
+    for text in corpus:
+        digest.update(text.encode())
+    return f"tiny-{TINY_VERSION}-{digest.hexdigest()[:10]}"
+
+
+def build_tiny_tokenizer(corpus: list[str]):
+    """A byte-level BPE Qwen2Tokenizer trained offline on ``corpus``.
+
+    It uses Qwen2's pre-tokenizer, so each digit is its own token and a newline run
+    stays one piece. Built as Qwen2Tokenizer(vocab, merges) because AutoTokenizer rebuilds
+    a Qwen2Tokenizer from vocab and merges for model_type qwen2 anyway.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers.trainers import BpeTrainer
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    bpe.decoder = decoders.ByteLevel()
+    trainer = BpeTrainer(
+        vocab_size=_TINY_BPE_VOCAB,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(corpus, trainer=trainer)
+    state = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    tok = Qwen2Tokenizer(
+        vocab=state["vocab"],
+        merges=merges,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        model_max_length=TINY_CONFIG["max_position_embeddings"],
+    )
+    tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def _cache_root(cache_dir: str | Path | None) -> Path:
+    root = cache_dir or os.environ.get("ARC_TTFT_CACHE") or os.path.join("~", ".cache", "arc-ttft")
+    return Path(root).expanduser()
+
+
+@contextlib.contextmanager
+def _quiet_progress():
+    """No transformers progress bars while saving/loading small internal models."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
+def _publish(tmp: Path, final: Path) -> Path:
+    """Move a finished build into place atomically; if another process won, keep theirs."""
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (final / "config.json").is_file():
+            raise
+    return final
+
+
+def ensure_tiny_model(cache_dir: str | Path | None = None) -> Path:
+    """The tiny offline model's folder, built on first use (a few seconds).
+
+    Qwen2 architecture: hidden 256, 4 heads, 2 kv heads (head_dim 64), 2 layers, MLP 512,
+    a 512-entry embedding table and a ~400-token byte-level BPE tokenizer with ChatML
+    special tokens and chat template. Random weights with a fixed seed (deterministic),
+    saved as safetensors under ``$ARC_TTFT_CACHE`` (default ~/.cache/arc-ttft). Concurrent
+    builders are safe: each builds into a temporary folder, then renames it into place.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    corpus = _tiny_corpus()
+    root = _cache_root(cache_dir)
+    final = root / _tiny_folder_name(corpus)
+    if (final / "config.json").is_file():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=root))
+    try:
+        tok = build_tiny_tokenizer(corpus)
+        eos = tok.convert_tokens_to_ids("<|endoftext|>")
+        config = build_config({**TINY_CONFIG, "eos_token_id": eos, "pad_token_id": eos})
+        fork = torch.random.fork_rng(devices=[])
+        with fork:
+            torch.manual_seed(0)
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=eos)
+        with _quiet_progress():
+            model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _publish(tmp, final)
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------
+
+_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def pick_dtype(device: Any = None):
+    """fp32 on CPU (and anything not CUDA), bf16 on CUDA GPUs that support it (compute
+    capability >= 8: A100, L4, H100), fp16 on older ones (T4, P100, V100)."""
+    import torch
+
+    dev = torch.device(device) if device is not None else None
+    if dev is None or dev.type != "cuda" or not torch.cuda.is_available():
+        return torch.float32
+    index = dev.index if dev.index is not None else torch.cuda.current_device()
+    major, _ = torch.cuda.get_device_capability(index)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def resolve_dtype(name: str, device: Any = None):
+    """ModelConfig.dtype ("auto" | float32 | bfloat16 | float16) -> torch.dtype."""
+    import torch
+
+    if name == "auto":
+        return pick_dtype(device)
+    if name not in _DTYPES:
+        raise ValueError(f"dtype: {name!r} unknown; use auto, float32, bfloat16 or float16")
+    return getattr(torch, _DTYPES[name])
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def _tiny_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(ensure_tiny_model())
+
+
+def load_tokenizer(cfg):
+    """The tokenizer for ``cfg.model`` (pad token set to eos when missing).
+
+    With ``random_weights`` and no real tokenizer on disk, falls back to the tiny model's
+    tokenizer (ids stay below any vocab_size): good for timing runs only.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        path = resolve_model_path(cfg.model)
+    except ModelNotFoundError:
+        if not cfg.random_weights:
+            raise
+        log.warning("%s: tokenizer not found; using the tiny tokenizer (timing only)", cfg.model)
+        tok = _tiny_tokenizer()
+    else:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _random_config(name: str, trust_remote_code: bool):
+    """The architecture of ``name``: the registry's inline config, else a local config.json."""
+    cand = find_candidate(name)
+    if cand is not None:
+        return build_config(cand.config)
+    from transformers import AutoConfig
+
+    path = resolve_model_path(name)  # raises with the places it looked
+    return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def build_random_model(cfg, dtype, seed: int = 0):
+    """A registry model with random weights from its inline config (no download)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = _random_config(cfg.model, cfg.trust_remote_code)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(
+            config, dtype=dtype, attn_implementation="sdpa",
+            trust_remote_code=cfg.trust_remote_code,
+        )  # fmt: skip
+
+
+def _random_weights_folder(cfg, dtype) -> Path:
+    """Random weights saved once to the cache, so the 4-bit path can quantize them on load."""
+    dname = str(dtype).replace("torch.", "")
+    final = _cache_root(None) / f"random-{cfg.model.replace('/', '--')}-{dname}"
+    if (final / "config.json").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".random-build-", dir=final.parent))
+    try:
+        build_random_model(cfg, dtype).save_pretrained(tmp, safe_serialization=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _publish(tmp, final)
+
+
+def load_model(cfg, device: Any = None, for_training: bool = False):
+    """(model, tokenizer) for a ModelConfig, on ``device`` ("cpu", "cuda", "cuda:1", ...).
+
+    Safetensors only; ``trust_remote_code`` only when the config asks; SDPA attention.
+    ``int4`` loads nf4 weights (bitsandbytes, compute in the chosen dtype) and, when
+    ``for_training``, runs peft's prepare_model_for_kbit_training (without gradient
+    checkpointing: TTTConfig decides that). For training ``use_cache`` is off (padding-free
+    packing needs it). One process per GPU: pass that process's device string.
+    """
+    import torch
+
+    device = str(device or default_device())
+    if device == "cuda":
+        device = "cuda:0"
+    dtype = resolve_dtype(cfg.dtype, device)
+    tokenizer = load_tokenizer(cfg)
+
+    if cfg.random_weights and not cfg.int4:
+        model = build_random_model(cfg, dtype).to(device)
+    else:
+        path = _random_weights_folder(cfg, dtype) if cfg.random_weights else None
+        path = path or resolve_model_path(cfg.model)
+        kwargs: dict[str, Any] = {
+            "dtype": dtype,
+            "use_safetensors": True,
+            "trust_remote_code": cfg.trust_remote_code,
+            "attn_implementation": "sdpa",
+        }
+        if cfg.int4:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
+            )
+            kwargs["device_map"] = {"": torch.device(device)}
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if not cfg.int4:
+            model = model.to(device)
+
+    if for_training:
+        model.config.use_cache = False
+        if cfg.int4:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model.train()
+    else:
+        model.eval()
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------------------
+
+
+def registry_table(where: bool = False) -> str:
+    """The registry as an aligned text table; ``where`` adds the local folder (no download)."""
+    head = ["name", "hub id", "params M", "max context", "default seq len"]
+    rows = []
+    for c in REGISTRY.values():
+        row = [c.name, c.hub_id, f"{c.params_m:.1f}", str(c.max_context), str(c.default_seq_len)]
+        if where:
+            try:
+                row.append(str(resolve_model_path(c.name, download=False)))
+            except ModelNotFoundError:
+                row.append("-")
+        rows.append(row)
+    if where:
+        head.append("local folder")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    right = {2, 3, 4}
+
+    def fmt(r: list[str]) -> str:
+        cells = [
+            v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))
+        ]
+        return "  ".join(cells).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt(head), sep, *map(fmt, rows)])

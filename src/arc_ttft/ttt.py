@@ -1,0 +1,482 @@
+"""Test-time fine-tuning: one LoRA adapter per task, trained on the task's own demonstrations.
+
+Data: leave-one-out samples (each train pair in turn is the query, the others the
+examples), each under a random view (dihedral x colours x order), pre-tokenised before
+the first step so the loop does no string work. Loss only on the answer tokens (option:
+on every output grid after the first), and logits are computed only at those positions
+(``logits_to_keep``): with a 150k vocabulary the full logits dominate memory.
+
+Why a plain loop and not ``transformers.Trainer``: one Trainer per task costs seconds of
+set-up for 400 tasks, the budget guard must be asked every step, padding-free packing and
+answer-only logits need a custom loss anyway, and the step time must be measured exactly
+for the planner. The loop below is ~40 lines and does just that.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from arc_ttft import augment, encoding
+from arc_ttft.config import ModelConfig, TTTConfig
+from arc_ttft.events import EventLog
+from arc_ttft.tasks import Example, Task
+
+IGNORE = -100
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One training sequence: token ids and labels (IGNORE where there is no loss)."""
+
+    input_ids: list[int]
+    labels: list[int]
+    dropped: list[int] = field(default_factory=list)
+
+    @property
+    def n_answer(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+
+def _output_spans(text: str, outputs: list[str], start: int = 0) -> list[tuple[int, int]]:
+    """Character spans of the rendered output grids, found in order in the prompt text."""
+    spans = []
+    pos = start
+    for out in outputs:
+        i = text.find(out, pos)
+        if i < 0:
+            break
+        spans.append((i, i + len(out)))
+        pos = i + len(out)
+    return spans
+
+
+def _encode(
+    examples: list[tuple[Any, Any]],
+    query: Example,
+    fmt: str,
+    tokenizer,
+    max_seq_len: int | None,
+    label_mode: str,
+) -> Sample:
+    prompt = encoding.build_prompt(
+        examples, query.input, fmt, tokenizer, answer=query.output, max_seq_len=max_seq_len
+    )
+    ids, labels = encoding.tokenize_prompt(prompt, tokenizer)
+    if label_mode == "outputs":
+        # Also learn the example outputs after the first one: locate their characters in
+        # the prompt and label the tokens inside those spans.
+        kept = [ex for i, ex in enumerate(examples) if i not in set(prompt.dropped)]
+        render = encoding.get_format(fmt).render
+        spans = _output_spans(prompt.text, [render(out) for _, out in kept])[1:]
+        if spans:
+            enc = tokenizer(prompt.text, add_special_tokens=False, return_offsets_mapping=True)
+            for t, (a, b) in enumerate(enc["offset_mapping"]):
+                if any(a >= s and b <= e for s, e in spans) and b > a:
+                    labels[t] = ids[t]
+    return Sample(ids, labels, list(prompt.dropped))
+
+
+def make_samples(
+    task: Task,
+    fmt: str,
+    tokenizer,
+    n: int,
+    seed: int,
+    max_seq_len: int | None = None,
+    label_mode: str = "answer",
+    holdout: int | None = None,
+) -> list[Sample]:
+    """``n`` leave-one-out samples of ``task`` under random views (seeded).
+
+    The first ``len(train)`` samples use the identity view, so short runs still see every
+    pair plain. ``holdout`` leaves one train pair out entirely (validation in rank sweeps).
+    """
+    pairs = [ex for i, ex in enumerate(task.train) if i != holdout]
+    if len(pairs) < 2:
+        # Nothing to leave out: learn the single pair with no examples but itself.
+        pairs = pairs * 2
+    base = Task(task.id, pairs, [])
+    views = augment.make_views(len(pairs), max(1, math.ceil(n / len(pairs))), seed)
+    rng = random.Random(seed)
+    out: list[Sample] = []
+    for v in views:
+        vt = augment.apply_task(v, base)
+        queries = list(range(len(vt.train)))
+        rng.shuffle(queries)
+        for q in queries:
+            examples = [(ex.input, ex.output) for i, ex in enumerate(vt.train) if i != q]
+            out.append(_encode(examples, vt.train[q], fmt, tokenizer, max_seq_len, label_mode))
+            if len(out) == n:
+                return out
+    return out
+
+
+def holdout_sample(
+    task: Task, index: int, fmt: str, tokenizer, max_seq_len: int | None = None
+) -> Sample:
+    """The held-out pair ``index`` asked with all other train pairs as examples (identity view)."""
+    examples = [(ex.input, ex.output) for i, ex in enumerate(task.train) if i != index]
+    return _encode(examples, task.train[index], fmt, tokenizer, max_seq_len, "answer")
+
+
+def pack(samples: list[Sample], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Padding-free packing: one row, position ids restart at every sequence.
+
+    transformers detects the restarts and masks attention per sequence (only with
+    ``use_cache=False``; see STACK.md). The first label of every sequence is IGNORE so
+    no loss crosses a boundary.
+    """
+    ids: list[int] = []
+    labels: list[int] = []
+    pos: list[int] = []
+    for s in samples:
+        ids += s.input_ids
+        labels += [IGNORE] + s.labels[1:]
+        pos += list(range(len(s.input_ids)))
+    t = lambda x: torch.tensor([x], dtype=torch.long, device=device)  # noqa: E731
+    return {"input_ids": t(ids), "labels": t(labels), "position_ids": t(pos)}
+
+
+def answer_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over labelled tokens, logits computed only where needed."""
+    labels = batch["labels"][0]
+    # Logit at position p predicts token p+1.
+    keep = (labels[1:] != IGNORE).nonzero().squeeze(-1)
+    if keep.numel() == 0:
+        raise ValueError("batch has no labelled tokens (answer truncated away?)")
+    kwargs = {"position_ids": batch["position_ids"]} if batch["input_ids"].shape[0] == 1 else {}
+    out = model(input_ids=batch["input_ids"], use_cache=False, logits_to_keep=keep, **kwargs)
+    logits = out.logits[0].float()
+    targets = labels[1:][keep]
+    return torch.nn.functional.cross_entropy(logits, targets, reduction="mean"), int(keep.numel())
+
+
+# ---------------------------------------------------------------------------------------
+# Model and training
+# ---------------------------------------------------------------------------------------
+
+
+def lora_config(cfg: TTTConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_targets),
+        use_rslora=cfg.use_rslora,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def prepare_peft_model(model, cfg: TTTConfig):
+    """Wrap ``model`` with one trainable LoRA adapter named ``default``.
+
+    Target modules the architecture lacks are dropped (e.g. Phi has no ``o_proj``) so one
+    config works for every candidate; if none remain, the error lists what exists.
+    """
+    from peft import get_peft_model
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    targets = [t for t in cfg.lora_targets if t in names]
+    if not targets:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ValueError(
+            f"lora_targets: none of {cfg.lora_targets} exist in this model; linear layers are {linear}"
+        )
+    lc = lora_config(cfg)
+    lc.target_modules = targets
+    model.config.use_cache = False  # required for correct padding-free packing
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return get_peft_model(model, lc)
+
+
+def reset_adapter(model, seed: int, base_adapter: str | None = None) -> None:
+    """Fresh LoRA weights (seeded) in the ``default`` adapter, or a copy of ``base_adapter``."""
+    from peft.tuners.lora import LoraLayer
+
+    torch.manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, LoraLayer) and "default" in m.lora_A:
+            m.reset_lora_parameters("default", init_lora_weights=True)
+    if base_adapter:
+        load_adapter_weights(model, base_adapter)
+
+
+def load_adapter_weights(model, path: str | Path) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    f = Path(path) / "adapter_model.safetensors"
+    if not f.exists():
+        raise FileNotFoundError(f"base_adapter: {f} not found; give a folder written by `arc-ttft ttt`")
+    set_peft_model_state_dict(model, load_file(str(f)))
+
+
+def make_optimizer(model, cfg: TTTConfig, steps: int):
+    from transformers import get_scheduler
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    on_cuda = params[0].is_cuda
+    # fused AdamW is fastest on CUDA; foreach is the fast path on CPU.
+    opt = torch.optim.AdamW(
+        params,
+        lr=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        fused=on_cuda or None,
+        foreach=None if on_cuda else True,
+    )
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.lr_schedule]
+    warmup = min(cfg.warmup_steps, max(0, steps - 1))
+    sched = get_scheduler(name, opt, num_warmup_steps=warmup, num_training_steps=max(1, steps))
+    return opt, sched
+
+
+@dataclass
+class TTTResult:
+    """What one task's training did (also written to run.jsonl)."""
+
+    task_id: str
+    steps: int
+    seconds: float
+    first_loss: float | None
+    final_loss: float | None
+    stop_reason: str  # max_steps | max_time | budget | no_steps
+    adapter: str | None
+    losses: list[float] = field(default_factory=list)
+    answer_tokens: int = 0
+    dropped_pairs: int = 0
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        return self.seconds / self.steps if self.steps else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "losses"}
+        d["losses"] = [round(x, 5) for x in self.losses]
+        return d
+
+
+def train_steps(
+    model,
+    samples: list[Sample],
+    cfg: TTTConfig,
+    steps: int,
+    *,
+    max_seconds: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress: bool = False,
+    desc: str = "ttt",
+    on_step: Callable[[int, float], None] | None = None,
+) -> tuple[list[float], str, int, float]:
+    """Train the active adapter for up to ``steps`` steps on ``samples`` (cycled).
+
+    Stops cleanly when ``max_seconds`` is reached or ``should_stop()`` says so, checked
+    before every step. Returns (losses, stop_reason, answer_tokens, seconds).
+    """
+    from tqdm.auto import tqdm
+
+    device = next(p for p in model.parameters() if p.requires_grad).device
+    # Pre-pack every distinct batch once; steps cycle over them.
+    bs = cfg.batch_size
+    n_batches = max(1, min(steps, math.ceil(len(samples) / bs)))
+    batches = [
+        pack([samples[(i * bs + j) % len(samples)] for j in range(bs)], device)
+        for i in range(n_batches)
+    ]
+    opt, sched = make_optimizer(model, cfg, steps)
+    model.train()
+    losses: list[float] = []
+    tokens = 0
+    reason = "max_steps"
+    t0 = time.monotonic()
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    for step in range(steps):
+        if max_seconds is not None and time.monotonic() - t0 >= max_seconds:
+            reason = "max_time"
+            break
+        if should_stop is not None and should_stop():
+            reason = "budget"
+            break
+        loss, n = answer_loss(model, batches[step % len(batches)])
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        # .item() syncs with the device; one sync per step is the price of logging.
+        losses.append(loss.item())
+        tokens += n
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if on_step:
+            on_step(step, losses[-1])
+    bar.close()
+    model.eval()
+    return losses, reason, tokens, time.monotonic() - t0
+
+
+def train_task(
+    model,
+    tokenizer,
+    task: Task,
+    cfg: TTTConfig,
+    fmt: str,
+    max_seq_len: int | None,
+    *,
+    steps: int | None = None,
+    output_dir: str | Path | None = None,
+    events: EventLog | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress: bool = False,
+    reset: bool = True,
+) -> TTTResult:
+    """Fresh (or continued) adapter for one task: build samples, train, save."""
+    steps = cfg.ttt_steps if steps is None else steps
+    events = events or EventLog()
+    if steps <= 0:
+        return TTTResult(task.id, 0, 0.0, None, None, "no_steps", None)
+    seed = cfg.seed + _stable_hash(task.id)
+    if reset:
+        reset_adapter(model, seed, cfg.base_adapter if cfg.adapter_mode == "continue" else None)
+    samples = make_samples(
+        task, fmt, tokenizer, steps * cfg.batch_size, seed, max_seq_len, cfg.label_mode
+    )
+    losses, reason, tokens, seconds = train_steps(
+        model,
+        samples,
+        cfg,
+        steps,
+        max_seconds=cfg.ttt_max_seconds,
+        should_stop=should_stop,
+        progress=progress,
+        desc=f"ttt {task.id}",
+    )
+    adapter = None
+    if output_dir is not None and losses:
+        adapter = str(save_adapter(model, Path(output_dir) / task.id))
+    result = TTTResult(
+        task_id=task.id,
+        steps=len(losses),
+        seconds=round(seconds, 3),
+        first_loss=losses[0] if losses else None,
+        final_loss=losses[-1] if losses else None,
+        stop_reason=reason,
+        adapter=adapter,
+        losses=losses,
+        answer_tokens=tokens,
+        dropped_pairs=max(len(s.dropped) for s in samples) if samples else 0,
+    )
+    events.log("ttt", task=task.id, **{k: v for k, v in result.to_dict().items() if k != "task_id"})
+    return result
+
+
+def save_adapter(model, folder: Path) -> Path:
+    """Write the adapter (safetensors + adapter_config.json) atomically enough for --resume.
+
+    Written to a temporary folder first, then renamed: a killed run never leaves a
+    half-written adapter that looks finished.
+    """
+    import shutil
+
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder
+
+
+def train_shared(
+    model,
+    tokenizer,
+    tasks: list[Task],
+    cfg: TTTConfig,
+    fmt: str,
+    max_seq_len: int | None,
+    *,
+    output_dir: str | Path | None = None,
+    events: EventLog | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress: bool = False,
+) -> TTTResult:
+    """One adapter for all tasks: ``ttt_steps`` steps per task, samples interleaved."""
+    events = events or EventLog()
+    reset_adapter(model, cfg.seed, cfg.base_adapter)
+    per = [
+        make_samples(t, fmt, tokenizer, cfg.ttt_steps * cfg.batch_size, cfg.seed + i, max_seq_len, cfg.label_mode)
+        for i, t in enumerate(tasks)
+    ]
+    samples = [s for group in zip(*per) for s in group]  # round robin over tasks
+    steps = cfg.ttt_steps * len(tasks)
+    losses, reason, tokens, seconds = train_steps(
+        model, samples, cfg, steps, max_seconds=cfg.ttt_max_seconds, should_stop=should_stop,
+        progress=progress, desc="ttt shared",
+    )
+    adapter = str(save_adapter(model, Path(output_dir) / "shared")) if output_dir and losses else None
+    result = TTTResult("shared", len(losses), round(seconds, 3), losses[0] if losses else None,
+                       losses[-1] if losses else None, reason, adapter, losses, tokens)
+    events.log("ttt", task="shared", **{k: v for k, v in result.to_dict().items() if k != "task_id"})
+    return result
+
+
+def run_ttt(
+    tasks: list[Task],
+    model_cfg: ModelConfig,
+    cfg: TTTConfig,
+    output_dir: str | Path,
+    *,
+    events: EventLog | None = None,
+    steps_for: Callable[[Task], int] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress: bool = True,
+    device: str | None = None,
+) -> list[TTTResult]:
+    """Load the model once and train an adapter per task (or one shared adapter).
+
+    ``steps_for(task)`` lets the budget guard decide each task's steps just before it
+    starts (re-planned from measured costs); by default every task gets ``ttt_steps``.
+    """
+    from arc_ttft import models
+
+    events = events or EventLog()
+    model, tokenizer = models.load_model(model_cfg, device=device, for_training=True)
+    model = prepare_peft_model(model, cfg)
+    max_seq_len = model_cfg.max_seq_len or models.default_seq_len(model_cfg.model)
+    out = Path(output_dir)
+    if cfg.adapter_mode == "shared":
+        return [train_shared(model, tokenizer, tasks, cfg, model_cfg.format, max_seq_len,
+                             output_dir=out, events=events, should_stop=should_stop, progress=progress)]
+    results = []
+    for task in tasks:
+        steps = steps_for(task) if steps_for else cfg.ttt_steps
+        results.append(
+            train_task(model, tokenizer, task, cfg, model_cfg.format, max_seq_len, steps=steps,
+                       output_dir=out, events=events, should_stop=should_stop, progress=progress)
+        )
+    return results
+
+
+def _stable_hash(s: str) -> int:
+    """A seed offset from a task id that is the same in every process (unlike hash())."""
+    import zlib
+
+    return zlib.crc32(s.encode()) % 100_000

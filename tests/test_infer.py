@@ -1,0 +1,158 @@
+"""The transformers backend and the Backend helpers, on the tiny offline model."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from arc_ttft import models
+from arc_ttft.infer import InferenceTimeout, Request, stop_ids, with_timeout
+from arc_ttft.infer.hf import HFBackend
+
+PROMPTS = [
+    "input:\n123\n456\noutput:\n",
+    "<|im_start|>user\ninput:\n1\noutput:\n",
+    "input:\n0000\n1111\n2222\n3333\noutput:\n3333\n2222\n1111\n0000\n\ninput:\n98\noutput:\n",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_path():
+    return models.ensure_tiny_model()
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_path):
+    be = HFBackend.from_path(tiny_path, batch_size=8)
+    yield be
+    be.close()
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_path, tmp_path_factory):
+    """A LoRA adapter with non-zero B weights, saved to a folder."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32)
+    cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"],
+                     init_lora_weights=False)  # fmt: skip
+    torch.manual_seed(1)
+    peft_model = get_peft_model(base, cfg)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    folder = tmp_path_factory.mktemp("adapter") / "task1"
+    peft_model.save_pretrained(folder)
+    return str(folder)
+
+
+def _ids(backend, text):
+    return backend.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _manual_greedy(model, prompt, n, stops):
+    ids = list(prompt)
+    out = []
+    with torch.no_grad():
+        for _ in range(n):
+            logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
+            t = int(logits.argmax())
+            out.append(t)
+            ids.append(t)
+            if t in stops:
+                break
+    return out
+
+
+def test_greedy_equals_manual_argmax(backend):
+    stops = stop_ids(backend.tokenizer)
+    for text in PROMPTS:
+        prompt = _ids(backend, text)
+        [[c]] = backend.generate([Request(prompt, None, 1, 0.0, 12, stops)])
+        assert c.token_ids == _manual_greedy(backend.base, prompt, 12, stops)
+        assert c.n_tokens == len(c.token_ids)
+
+
+def test_batched_left_padded_equals_one_at_a_time(backend):
+    stops = stop_ids(backend.tokenizer)
+    reqs = [Request(_ids(backend, t), None, 1, 0.0, 10, stops, key=i) for i, t in enumerate(PROMPTS)]
+    together = backend.generate(reqs)
+    alone = [backend.generate([r])[0] for r in reqs]
+    for a, b in zip(together, alone):
+        assert a[0].token_ids == b[0].token_ids
+        assert a[0].logprob == pytest.approx(b[0].logprob, abs=1e-4)
+        assert a[0].text == b[0].text
+
+
+def test_cumulative_logprob_equals_forward_score(backend, adapter):
+    stops = stop_ids(backend.tokenizer)
+    for ad in (None, adapter):
+        prompts = [_ids(backend, t) for t in PROMPTS]
+        outs = backend.generate([Request(p, ad, 1, 0.0, 10, stops) for p in prompts])
+        scores = backend.score_many([(p, o[0].token_ids, ad) for p, o in zip(prompts, outs)])
+        for o, s in zip(outs, scores):
+            assert o[0].logprob == pytest.approx(s, abs=1e-3)
+            assert o[0].logprob < 0
+        # the single form agrees with the batched one
+        assert backend.score(prompts[0], outs[0][0].token_ids, ad) == pytest.approx(scores[0], abs=1e-4)
+
+
+def test_adapter_changes_outputs_and_base_stays_base(backend, adapter):
+    stops = stop_ids(backend.tokenizer)
+    prompts = [_ids(backend, t) for t in PROMPTS]
+    base1 = backend.generate([Request(p, None, 1, 0.0, 10, stops) for p in prompts])
+    tuned = backend.generate([Request(p, adapter, 1, 0.0, 10, stops) for p in prompts])
+    base2 = backend.generate([Request(p, None, 1, 0.0, 10, stops) for p in prompts])
+    assert [c[0].token_ids for c in base1] != [c[0].token_ids for c in tuned]
+    assert [c[0].token_ids for c in base1] == [c[0].token_ids for c in base2]
+    # mixed list: each request gets its own model
+    mixed = backend.generate(
+        [Request(prompts[0], adapter, 1, 0.0, 10, stops), Request(prompts[0], None, 1, 0.0, 10, stops)]
+    )
+    assert mixed[0][0].token_ids == tuned[0][0].token_ids
+    assert mixed[1][0].token_ids == base1[0][0].token_ids
+    s_base = backend.score(prompts[0], tuned[0][0].token_ids, None)
+    s_tuned = backend.score(prompts[0], tuned[0][0].token_ids, adapter)
+    assert s_base != pytest.approx(s_tuned, abs=1e-3)
+
+
+def test_sampling_returns_n_completions(backend):
+    stops = stop_ids(backend.tokenizer)
+    prompt = _ids(backend, PROMPTS[0])
+    [comps] = backend.generate([Request(prompt, None, 4, 1.5, 8, stops)])
+    assert len(comps) == 4
+    assert all(1 <= c.n_tokens <= 8 for c in comps)
+    assert len({tuple(c.token_ids) for c in comps}) > 1  # high temperature: not all the same
+
+
+def test_text_is_cut_before_the_stop_token(backend):
+    from arc_ttft.infer.base import cut_at_stop, decode_answer
+
+    tok = backend.tokenizer
+    ids = _ids(backend, "12\n34") + [tok.eos_token_id] + _ids(backend, "99")
+    assert decode_answer(tok, ids, [tok.eos_token_id]) == "12\n34"
+    assert cut_at_stop(ids, [tok.eos_token_id])[-1] == tok.eos_token_id
+
+
+def test_hung_call_times_out_quickly():
+    t0 = time.monotonic()
+    with pytest.raises(InferenceTimeout):
+        with_timeout(lambda: time.sleep(30), 0.2)
+    assert time.monotonic() - t0 < 2
+    assert with_timeout(lambda: 7, 1.0) == 7
+    with pytest.raises(ZeroDivisionError):
+        with_timeout(lambda: 1 / 0, 1.0)
+
+
+def test_make_backend_hf(tiny_path):
+    from arc_ttft.config import InferConfig
+    from arc_ttft.infer import make_backend, pick_backend
+
+    be = make_backend(InferConfig(backend="hf"), tiny_path, device="cpu")
+    assert be.name == "hf" and be.tokenizer is not None
+    be.close()
+    assert pick_backend("hf") == "hf"

@@ -1,0 +1,326 @@
+"""Model registry, path resolution, the tiny offline model, loading (fp32, random, 4-bit)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from arc_ttft import cli, models
+from arc_ttft.config import ModelConfig
+
+REQUIRED = [
+    "tiny",
+    "Qwen2-0.5B",
+    "Qwen2-0.5B-Instruct",
+    "Qwen2.5-0.5B",
+    "Qwen2.5-0.5B-Instruct",
+    "Qwen2.5-1.5B",
+    "Qwen2.5-1.5B-Instruct",
+    "SmolLM-135M-Instruct",
+    "SmolLM-360M-Instruct",
+    "SmolLM-1.7B-Instruct",
+    "Phi-1.5",
+    "Phi-2",
+    "Phi-3-mini-4k-instruct",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_path() -> Path:
+    return models.ensure_tiny_model()
+
+
+@pytest.fixture(scope="module")
+def tiny_tok(tiny_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_path)
+
+
+# --- registry -----------------------------------------------------------------------------
+
+
+def test_registry_has_the_candidates():
+    assert set(REQUIRED) <= set(models.REGISTRY)
+    types = {c.config["model_type"] for c in models.REGISTRY.values()}
+    assert {"qwen2", "llama", "phi", "phi3"} <= types
+
+
+@pytest.mark.parametrize("name", sorted(models.REGISTRY))
+def test_registry_entry_is_consistent(name):
+    from transformers import AutoModelForCausalLM
+
+    c = models.REGISTRY[name]
+    cfg = c.config
+    assert c.name == name
+    assert models.find_candidate(c.hub_id) is c and models.find_candidate(name.lower()) is c
+    assert 0 < c.default_seq_len <= c.max_context <= cfg["max_position_embeddings"]
+    assert cfg["hidden_size"] % cfg["num_attention_heads"] == 0
+    assert cfg["num_attention_heads"] % cfg["num_key_value_heads"] == 0
+    # Parameter count: by arithmetic and by building on the meta device (no memory).
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(models.build_config(cfg))
+    built = sum(p.numel() for p in model.parameters())
+    assert models.config_params(cfg) == built
+    assert abs(built / 1e6 - c.params_m) <= 0.10 * c.params_m, (built, c.params_m)
+
+
+def test_default_seq_len(tmp_path):
+    assert models.default_seq_len("Qwen2.5-0.5B-Instruct") == 8192
+    assert models.default_seq_len("Qwen/Qwen2.5-0.5B-Instruct") == 8192
+    assert models.default_seq_len("tiny") == models.REGISTRY["tiny"].default_seq_len
+    assert models.default_seq_len("no-such-model") == 2048
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 1024}))
+    assert models.default_seq_len(str(tmp_path)) == 1024
+
+
+# --- the tiny model -----------------------------------------------------------------------
+
+
+def test_tiny_model_folder(tiny_path):
+    names = {p.name for p in tiny_path.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= names
+    assert not list(tiny_path.glob("*.bin"))
+    assert tiny_path.name.startswith(f"tiny-{models.TINY_VERSION}-")
+    cfg = json.loads((tiny_path / "config.json").read_text())
+    assert cfg["model_type"] == "qwen2"
+    shape = (cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"])
+    assert shape == (256, 4, 2)
+    assert cfg["hidden_size"] // cfg["num_attention_heads"] == 64  # vLLM CPU accepts head_dim 64
+    assert models.ensure_tiny_model() == tiny_path  # built once
+
+
+def test_tiny_model_is_deterministic(tmp_path, tiny_path):
+    other = models.ensure_tiny_model(tmp_path)
+    assert other.name == tiny_path.name
+
+    def digest(p: Path) -> str:
+        return hashlib.sha256((p / "model.safetensors").read_bytes()).hexdigest()
+
+    assert digest(other) == digest(tiny_path)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tiny-build-")]
+
+
+def test_publish_keeps_the_winner_of_a_race(tmp_path):
+    final = tmp_path / "tiny-x"
+    final.mkdir()
+    (final / "config.json").write_text("{}")
+    loser = tmp_path / ".tiny-build-1"
+    loser.mkdir()
+    (loser / "config.json").write_text('{"loser": true}')
+    assert models._publish(loser, final) == final
+    assert not loser.exists()
+    assert (final / "config.json").read_text() == "{}"
+
+
+def test_tiny_tokenizer_round_trips_through_autotokenizer(tiny_tok):
+    from transformers import Qwen2Tokenizer
+
+    assert isinstance(tiny_tok, Qwen2Tokenizer)
+    assert 300 <= len(tiny_tok) <= 512
+    text = "Solve this.\ninput:\n0123456789\n9876543210\n\n\noutput:\n00\n11\n"
+    ids = tiny_tok(text, add_special_tokens=False)["input_ids"]
+    assert tiny_tok.decode(ids) == text
+    pieces = [tiny_tok.decode([i]) for i in ids]
+    assert "\n\n\n" in pieces  # a newline run is one token
+    # every digit is its own token, never merged with a neighbour
+    assert all(len(p) == 1 for p in pieces if any(ch.isdigit() for ch in p))
+    assert sum(p.isdigit() for p in pieces) == sum(ch.isdigit() for ch in text)
+    digit_ids = [tiny_tok.convert_tokens_to_ids(str(d)) for d in range(10)]
+    assert len(set(digit_ids)) == 10
+
+
+def test_tiny_tokenizer_special_tokens_and_chat_template(tiny_tok):
+    assert tiny_tok.eos_token == "<|endoftext|>" and tiny_tok.pad_token == "<|endoftext|>"
+    for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        ids = tiny_tok(t, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and tiny_tok.decode(ids) == t
+    msgs = [{"role": "user", "content": "input:\n12\n"}]
+    text = tiny_tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    assert text == "<|im_start|>user\ninput:\n12\n<|im_end|>\n<|im_start|>assistant\n"
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def test_load_tiny_and_forward(tiny_path):
+    model, tok = models.load_model(ModelConfig(model="tiny"), device="cpu")
+    assert model.dtype == torch.float32 and not model.training
+    assert tok.pad_token_id is not None
+    batch = tok(["input:\n12\n34\n"], return_tensors="pt")
+    with torch.no_grad():
+        out = model(**batch)
+    assert out.logits.shape == (1, batch["input_ids"].shape[1], 512)
+    assert torch.isfinite(out.logits).all()
+
+
+def test_load_for_training_turns_off_cache():
+    model, _ = models.load_model(ModelConfig(model="tiny"), device="cpu", for_training=True)
+    assert model.training and model.config.use_cache is False
+
+
+def test_random_weights_smollm_builds_from_inline_config():
+    cfg = ModelConfig(model="SmolLM-135M-Instruct", random_weights=True, dtype="bfloat16")
+    model, tok = models.load_model(cfg, device="cpu")
+    assert model.config.model_type == "llama" and model.config.vocab_size == 49152
+    assert model.dtype == torch.bfloat16
+    assert abs(sum(p.numel() for p in model.parameters()) / 1e6 - 134.5) < 1
+    # No real tokenizer offline: the tiny one stands in (timing only), ids fit the vocab.
+    ids = tok("input:\n12\n", return_tensors="pt")["input_ids"]
+    assert int(ids.max()) < model.config.vocab_size
+    with torch.no_grad():
+        assert model(ids).logits.shape[-1] == 49152
+
+
+def test_missing_model_without_random_weights_raises():
+    with pytest.raises(models.ModelNotFoundError):
+        models.load_tokenizer(ModelConfig(model="Qwen2.5-0.5B-Instruct"))
+
+
+def test_pick_and_resolve_dtype(monkeypatch):
+    assert models.pick_dtype("cpu") == torch.float32
+    assert models.pick_dtype(None) == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=None: (7, 5))  # T4
+    assert models.pick_dtype("cuda:1") == torch.float16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=None: (8, 9))  # L4
+    assert models.pick_dtype("cuda:0") == torch.bfloat16
+    assert models.resolve_dtype("float32", "cuda:0") == torch.float32
+    assert models.resolve_dtype("auto", "cpu") == torch.float32
+    with pytest.raises(ValueError, match="dtype"):
+        models.resolve_dtype("fp8")
+
+
+def test_int4_lora_forward_backward_on_cpu():
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes not installed")
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = models.load_model(
+        ModelConfig(model="tiny", int4=True), device="cpu", for_training=True
+    )
+    assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, lora)
+    batch = tok("input:\n12\n34\noutput:\n43\n21\n", return_tensors="pt")
+    out = peft_model(**batch, labels=batch["input_ids"])
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    grads = [p.grad for n, p in peft_model.named_parameters() if "lora_" in n]
+    assert grads and all(g is not None for g in grads)
+    assert any(float(g.abs().sum()) > 0 for g in grads)
+
+
+# --- resolving paths ----------------------------------------------------------------------
+
+
+def _fake_model(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    return folder
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """An empty hub cache under HF_HOME (offline)."""
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "hf" / "hub"
+
+
+def _cache_snapshot(hub: Path, hub_id: str, rev: str = "abc123") -> Path:
+    repo = hub / ("models--" + hub_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(rev)
+    return _fake_model(repo / "snapshots" / rev)
+
+
+def test_resolve_explicit_path_first(tmp_path, fake_hub):
+    folder = _fake_model(tmp_path / "my-model")
+    kaggle = tmp_path / "kaggle"
+    _fake_model(kaggle / "my-model")
+    assert models.resolve_model_path(str(folder), search_roots=[kaggle]) == folder
+
+
+def test_resolve_kaggle_before_hub_cache(tmp_path, fake_hub):
+    kaggle = tmp_path / "kaggle"
+    hit = _fake_model(kaggle / "qwen2.5-0.5b-instruct")
+    _fake_model(kaggle / "qwen2.5-0.5b")  # a near name must not match
+    _cache_snapshot(fake_hub, "Qwen/Qwen2.5-0.5B-Instruct")
+    assert models.resolve_model_path("Qwen2.5-0.5B-Instruct", search_roots=[kaggle]) == hit
+    assert models.resolve_model_path("Qwen/Qwen2.5-0.5B-Instruct", search_roots=[kaggle]) == hit
+
+
+def test_resolve_kaggle_models_layout(tmp_path, fake_hub):
+    kaggle = tmp_path / "kaggle"
+    _fake_model(kaggle / "qwen2.5" / "transformers" / "0.5b-instruct" / "1")
+    hit = _fake_model(kaggle / "qwen2.5" / "transformers" / "0.5b-instruct" / "2")
+    assert models.resolve_model_path("Qwen2.5-0.5B-Instruct", search_roots=[kaggle]) == hit
+
+
+def test_resolve_hub_cache(tmp_path, fake_hub):
+    snap = _cache_snapshot(fake_hub, "HuggingFaceTB/SmolLM-135M-Instruct")
+    empty = tmp_path / "kaggle"
+    assert models.resolve_model_path("SmolLM-135M-Instruct", search_roots=[empty]) == snap
+    # a hub id outside the registry works too
+    snap2 = _cache_snapshot(fake_hub, "someone/other-model")
+    assert models.resolve_model_path("someone/other-model", search_roots=[empty]) == snap2
+
+
+def test_resolve_downloads_only_when_online(tmp_path, fake_hub, monkeypatch):
+    calls = []
+
+    def fake_download(hub_id):
+        calls.append(hub_id)
+        return _fake_model(tmp_path / "downloaded")
+
+    monkeypatch.setattr(models, "_download", fake_download)
+    with pytest.raises(models.ModelNotFoundError):
+        models.resolve_model_path("Phi-2", search_roots=[])
+    assert calls == []
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    assert models.resolve_model_path("Phi-2", search_roots=[]) == tmp_path / "downloaded"
+    assert calls == ["microsoft/phi-2"]
+    with pytest.raises(models.ModelNotFoundError):
+        models.resolve_model_path("Phi-2", search_roots=[], download=False)
+
+
+def test_offline_error_lists_every_place(tmp_path, fake_hub):
+    kaggle = tmp_path / "kaggle"
+    kaggle.mkdir()
+    with pytest.raises(models.ModelNotFoundError) as e:
+        models.resolve_model_path("Qwen2.5-0.5B-Instruct", search_roots=[kaggle])
+    msg = str(e.value)
+    assert len(e.value.looked) == 4
+    assert "explicit path" in msg
+    assert str(kaggle) in msg and "qwen2.5-0.5b-instruct" in msg
+    assert str(fake_hub / "models--Qwen--Qwen2.5-0.5B-Instruct") in msg
+    assert "HF_HUB_OFFLINE" in msg
+    assert "Kaggle" in e.value.fix and "--model" in e.value.fix
+
+
+def test_folder_without_config_is_reported(tmp_path, fake_hub):
+    (tmp_path / "weights").mkdir()
+    with pytest.raises(models.ModelNotFoundError, match="holds no config.json"):
+        models.resolve_model_path(str(tmp_path / "weights"), search_roots=[])
+
+
+# --- CLI ----------------------------------------------------------------------------------
+
+
+def test_cli_models_prints_the_registry(capsys):
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:2] == ["name", "hub"]
+    assert len(lines) == 2 + len(models.REGISTRY)
+    for name in REQUIRED:
+        assert name in out
+    row = next(line for line in lines if line.startswith("Qwen2.5-0.5B-Instruct "))
+    assert row.split()[1:] == ["Qwen/Qwen2.5-0.5B-Instruct", "494.0", "32768", "8192"]

@@ -1,0 +1,165 @@
+"""TTT engine on the tiny offline model: labels, packing, loss, save/reload, max_time."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from arc_ttft import encoding, models, ttt
+from arc_ttft.config import ModelConfig, TTTConfig
+from arc_ttft.events import EventLog
+from arc_ttft.tasks import Example, Task
+
+
+def _task(seed: int = 0, n_train: int = 3, size: int = 3) -> Task:
+    """A task whose rule is 'flip left-right', small enough for fast tests."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(n_train + 1):
+        g = rng.integers(0, 10, size=(size, size + 1)).astype(np.int8)
+        pairs.append(Example(g, g[:, ::-1].copy()))
+    return Task(f"flip{seed}", pairs[:-1], pairs[-1:])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = ModelConfig(model="tiny")
+    model, tok = models.load_model(cfg, device="cpu", for_training=True)
+    return model, tok
+
+
+@pytest.fixture()
+def peft_model(tiny):
+    model, tok = tiny
+    cfg = TTTConfig(ttt_steps=4, lora_rank=8, learning_rate=1e-3)
+    pm = ttt.prepare_peft_model(model, cfg)
+    yield pm, tok, cfg
+    pm.unload()  # give the base model back untouched for the next test
+
+
+def test_labels_cover_exactly_the_answer(tiny):
+    _, tok = tiny
+    task = _task()
+    s = ttt.make_samples(task, "digits", tok, 1, seed=0)[0]
+    answer = [(i, t) for i, t in enumerate(s.labels) if t != ttt.IGNORE]
+    first = answer[0][0]
+    # Contiguous, at the end, equal to the input ids there.
+    assert [i for i, _ in answer] == list(range(first, len(s.input_ids)))
+    assert all(s.input_ids[i] == t for i, t in answer)
+    text = tok.decode([t for _, t in answer])
+    grid = encoding.parse_answer(text, "digits")
+    assert grid is not None
+    # Identity view first: the answer is one of the task's train outputs.
+    assert any(np.array_equal(grid, ex.output) for ex in task.train)
+    assert text.endswith(encoding.end_marker(tok))
+
+
+def test_label_mode_outputs_adds_earlier_outputs(tiny):
+    _, tok = tiny
+    task = _task()
+    a = ttt.make_samples(task, "digits", tok, 1, seed=0)[0]
+    b = ttt.make_samples(task, "digits", tok, 1, seed=0, label_mode="outputs")[0]
+    assert a.input_ids == b.input_ids
+    extra = [i for i, (x, y) in enumerate(zip(a.labels, b.labels)) if x != y]
+    assert extra, "outputs mode labels nothing more than the answer"
+    # The second example's output grid is among the extra labelled tokens.
+    render = encoding.get_format("digits").render
+    assert render(task.train[0].output).replace("\n", "") in "".join(
+        tok.decode([b.input_ids[i]]) for i in extra
+    ).replace("\n", "") or len(extra) > 5
+
+
+def test_samples_are_seeded_and_leave_one_out(tiny):
+    _, tok = tiny
+    task = _task()
+    a = ttt.make_samples(task, "digits", tok, 8, seed=3)
+    b = ttt.make_samples(task, "digits", tok, 8, seed=3)
+    assert [s.input_ids for s in a] == [s.input_ids for s in b]
+    assert len({tuple(s.input_ids) for s in a}) > 1
+
+
+def test_packed_loss_equals_unpacked(peft_model):
+    pm, tok, _ = peft_model
+    samples = ttt.make_samples(_task(), "digits", tok, 3, seed=1)
+    pm.eval()
+    with torch.no_grad():
+        packed, n = ttt.answer_loss(pm, ttt.pack(samples))
+        parts = [ttt.answer_loss(pm, ttt.pack([s])) for s in samples]
+    weighted = sum(loss.item() * k for loss, k in parts) / sum(k for _, k in parts)
+    assert n == sum(k for _, k in parts)
+    assert packed.item() == pytest.approx(weighted, rel=1e-4)
+
+
+def test_ttt_lowers_answer_loss_and_saves(peft_model, tmp_path):
+    pm, tok, _ = peft_model
+    cfg = TTTConfig(ttt_steps=24, lora_rank=8, learning_rate=3e-3, warmup_steps=0)
+    task = _task(1)
+    events = EventLog(tmp_path / "run.jsonl")
+    res = ttt.train_task(pm, tok, task, cfg, "digits", 2048, output_dir=tmp_path, events=events)
+    assert res.steps == 24 and res.stop_reason == "max_steps"
+    assert np.mean(res.losses[-4:]) < 0.7 * np.mean(res.losses[:4])
+    assert (tmp_path / task.id / "adapter_model.safetensors").exists()
+    assert (tmp_path / task.id / "adapter_config.json").exists()
+    assert events.events[-1]["stage"] == "ttt" and events.events[-1]["steps"] == 24
+
+    # Reload into the same wrapper after a reset: logits come back exactly.
+    sample = ttt.pack(ttt.make_samples(task, "digits", tok, 1, seed=9))
+    with torch.no_grad():
+        trained = ttt.answer_loss(pm, sample)[0].item()
+        ttt.reset_adapter(pm, seed=123)
+        fresh = ttt.answer_loss(pm, sample)[0].item()
+        ttt.load_adapter_weights(pm, tmp_path / task.id)
+        reloaded = ttt.answer_loss(pm, sample)[0].item()
+    assert fresh != pytest.approx(trained, abs=1e-3)
+    assert reloaded == pytest.approx(trained, rel=1e-5)
+
+
+def test_max_time_stops_within_one_step(peft_model):
+    pm, tok, _ = peft_model
+    cfg = TTTConfig(ttt_steps=10_000, lora_rank=8, ttt_max_seconds=1.0)
+    samples = ttt.make_samples(_task(), "digits", tok, 8, seed=0)
+    t0 = time.monotonic()
+    losses, reason, _, seconds = ttt.train_steps(pm, samples, cfg, cfg.ttt_steps, max_seconds=1.0)
+    took = time.monotonic() - t0
+    step = seconds / len(losses)
+    assert reason == "max_time"
+    assert 1.0 <= seconds <= 1.0 + step + 0.05
+    assert took < 5
+
+
+def test_should_stop_is_checked_every_step(peft_model):
+    pm, tok, cfg = peft_model
+    calls = []
+    samples = ttt.make_samples(_task(), "digits", tok, 4, seed=0)
+    losses, reason, _, _ = ttt.train_steps(
+        pm, samples, cfg, 50, should_stop=lambda: calls.append(1) or len(calls) > 3
+    )
+    assert reason == "budget" and len(losses) == 3
+
+
+def test_missing_target_modules_error_lists_linears(tiny):
+    model, _ = tiny
+    with pytest.raises(ValueError, match="linear layers are"):
+        ttt.prepare_peft_model(model, TTTConfig(lora_targets=["nonexistent"]))
+
+
+def test_run_ttt_per_task_and_steps_for(tmp_path):
+    tasks = [_task(2), _task(3, n_train=2)]
+    cfg = TTTConfig(ttt_steps=3, lora_rank=4)
+    res = ttt.run_ttt(
+        tasks, ModelConfig(model="tiny"), cfg, tmp_path, steps_for=lambda t: 2, progress=False
+    )
+    assert [r.steps for r in res] == [2, 2]
+    assert all((tmp_path / t.id / "adapter_model.safetensors").exists() for t in tasks)
+
+
+def test_int4_path_trains(tmp_path):
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes not installed")
+    cfg = TTTConfig(ttt_steps=2, lora_rank=4, learning_rate=1e-3)
+    res = ttt.run_ttt(
+        [_task(4)], ModelConfig(model="tiny", int4=True), cfg, tmp_path, progress=False
+    )
+    assert res[0].steps == 2 and np.isfinite(res[0].final_loss)
