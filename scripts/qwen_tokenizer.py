@@ -25,8 +25,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-
 from arc_ttft.encoding import QWEN2_PATTERN
 
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -51,13 +49,15 @@ def default_ranks_path() -> Path:
 def read_ranks(path: Path) -> dict[bytes, int]:
     """``base64 rank`` lines -> {token bytes: rank}."""
     ranks: dict[bytes, int] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for line in path.read_text().splitlines():
         if not line.strip():
             continue
         tok, rank = line.split()
         ranks[base64.b64decode(tok)] = int(rank)
     if len(ranks) < 1000:
-        raise SystemExit(f"qwen_tokenizer: {path} has only {len(ranks)} tokens; is it qwen.tiktoken?")
+        raise SystemExit(
+            f"qwen_tokenizer: {path} has only {len(ranks)} tokens; is it qwen.tiktoken?"
+        )
     return ranks
 
 
@@ -92,8 +92,12 @@ def recover_merge(token: bytes, ranks: dict[bytes, int]) -> tuple[bytes, bytes]:
     return parts[0], parts[1]
 
 
-def build(ranks: dict[bytes, int]) -> Tokenizer:
-    """A `tokenizers` byte-level BPE equal to the tiktoken ranks."""
+def build(ranks: dict[bytes, int]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Byte-level BPE vocabulary and merges (in rank order) equal to the tiktoken ranks.
+
+    Qwen2Tokenizer supplies the rest (NFC, Qwen2's split regex, byte-level decoding);
+    ``check`` compares the result with tiktoken itself.
+    """
     table = byte_alphabet()
 
     def text(b: bytes) -> str:
@@ -105,21 +109,15 @@ def build(ranks: dict[bytes, int]) -> Tokenizer:
         if len(tok) > 1:
             a, b = recover_merge(tok, ranks)
             merges.append((text(a), text(b)))
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-    tk.normalizer = normalizers.NFC()
-    tk.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tk.decoder = decoders.ByteLevel()
-    return tk, vocab, merges
+    return vocab, merges
 
 
 def save(vocab: dict[str, int], merges: list[tuple[str, str]], out: Path, eos: str):
     from transformers import AddedToken, Qwen2Tokenizer
 
+    # Special tokens sit in the vocabulary right after the regular ones, so their ids
+    # are 151643+ in this order whatever order transformers registers them in.
+    vocab = {**vocab, **{s: len(vocab) + i for i, s in enumerate(SPECIALS)}}
     tok = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
@@ -128,7 +126,11 @@ def save(vocab: dict[str, int], merges: list[tuple[str, str]], out: Path, eos: s
         pad_token="<|endoftext|>",
     )
     tok.add_special_tokens(
-        {"additional_special_tokens": [AddedToken(s, special=True, normalized=False) for s in SPECIALS]}
+        {
+            "additional_special_tokens": [
+                AddedToken(s, special=True, normalized=False) for s in SPECIALS
+            ]
+        }
     )
     tok.chat_template = CHATML
     out.mkdir(parents=True, exist_ok=True)
@@ -136,12 +138,12 @@ def save(vocab: dict[str, int], merges: list[tuple[str, str]], out: Path, eos: s
     return tok
 
 
-def check(tok, ranks_path: Path) -> list[str]:
+def check(folder: Path, ranks_path: Path) -> list[str]:
     """Problems found (empty when the tokenizer behaves like Qwen2's)."""
     from transformers import AutoTokenizer
 
     problems = []
-    loaded = AutoTokenizer.from_pretrained(str(tok))
+    loaded = AutoTokenizer.from_pretrained(str(folder))
     for i, s in enumerate(SPECIALS):
         got = loaded.convert_tokens_to_ids(s)
         if got != 151643 + i:
@@ -164,9 +166,8 @@ def check(tok, ranks_path: Path) -> list[str]:
     if importlib.util.find_spec("tiktoken"):
         import tiktoken
 
-        ranks = {base64.b64decode(a): int(b) for a, b in (ln.split() for ln in ranks_path.read_text().splitlines() if ln)}
         enc = tiktoken.Encoding(
-            "qwen", pat_str=QWEN2_PATTERN, mergeable_ranks=ranks, special_tokens={}
+            "qwen", pat_str=QWEN2_PATTERN, mergeable_ranks=read_ranks(ranks_path), special_tokens={}
         )
         for s in samples[:3]:
             a = enc.encode(s)
@@ -181,13 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="Folder to write the tokenizer to.")
     ap.add_argument("--ranks", default=None, help="qwen.tiktoken (default: dashscope's copy).")
     ap.add_argument(
-        "--eos", default="<|im_end|>", choices=["<|im_end|>", "<|endoftext|>"],
+        "--eos",
+        default="<|im_end|>",
+        choices=["<|im_end|>", "<|endoftext|>"],
         help="eos token: <|im_end|> like the instruct models, <|endoftext|> like the base ones.",
     )
     args = ap.parse_args(argv)
     path = Path(args.ranks) if args.ranks else default_ranks_path()
     ranks = read_ranks(path)
-    _, vocab, merges = build(ranks)
+    vocab, merges = build(ranks)
     out = Path(args.out)
     save(vocab, merges, out, args.eos)
     problems = check(out, path)

@@ -156,3 +156,57 @@ def test_make_backend_hf(tiny_path):
     assert be.name == "hf" and be.tokenizer is not None
     be.close()
     assert pick_backend("hf") == "hf"
+
+
+def test_vllm_backend_sizes_engine_and_splits_base_requests(tiny_path, tmp_path, monkeypatch):
+    """With a fake vllm module: engine settings, stable LoRA ids, base/adapter calls apart."""
+    import json
+    import sys
+    import types
+
+    calls = []
+
+    class FakeLLM:
+        def __init__(self, **kw):
+            self.kw = kw
+
+        def generate(self, prompts, params, lora_request=None, use_tqdm=False):
+            calls.append(lora_request)
+            out = []
+            for p in prompts:
+                o = types.SimpleNamespace(token_ids=[5, 6, 0], logprobs=None, cumulative_logprob=-1.5)
+                out.append(types.SimpleNamespace(outputs=[o], prompt=p))
+            return out
+
+    class LoRARequest:
+        def __init__(self, name, lid, path):
+            self.name, self.id, self.path = name, lid, path
+
+    fake = types.ModuleType("vllm")
+    fake.LLM = FakeLLM
+    fake.SamplingParams = lambda **kw: kw
+    inputs = types.ModuleType("vllm.inputs")
+    inputs.TokensPrompt = dict
+    lora = types.ModuleType("vllm.lora")
+    lreq = types.ModuleType("vllm.lora.request")
+    lreq.LoRARequest = LoRARequest
+    for name, mod in {"vllm": fake, "vllm.inputs": inputs, "vllm.lora": lora, "vllm.lora.request": lreq}.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    from arc_ttft.infer.vllm import VLLMBackend, round_rank
+
+    folders = []
+    for i, r in enumerate((4, 12)):
+        f = tmp_path / f"ad{i}"
+        f.mkdir()
+        (f / "adapter_config.json").write_text(json.dumps({"r": r}))
+        folders.append(str(f))
+    be = VLLMBackend(str(tiny_path), dtype="float32", max_model_len=256, max_lora_rank=4)
+    reqs = [Request([1, 2], a, 1, 0.0, 8, [0]) for a in (folders[0], None, folders[1], folders[0])]
+    out = be.generate(reqs)
+    kw = be.llm.kw
+    assert kw["enable_lora"] and kw["max_loras"] == 3 and kw["max_lora_rank"] == 16
+    assert kw["dtype"] == "float32" and kw["max_model_len"] == 256
+    assert calls[0] is None  # base requests alone
+    assert [r.id for r in calls[1]] == [1, 2, 1]  # stable ids per folder
+    assert out[1][0].token_ids == [5, 6, 0] and out[1][0].logprob == -1.5
+    assert round_rank(1) == 1 and round_rank(9) == 16 and round_rank(64) == 64

@@ -214,6 +214,16 @@ def test_int4_lora_forward_backward_on_cpu():
     assert any(float(g.abs().sum()) > 0 for g in grads)
 
 
+def test_random_weights_int4_quantizes_a_saved_copy(tmp_path, monkeypatch):
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes not installed")
+    monkeypatch.setenv("ARC_TTFT_CACHE", str(tmp_path))
+    cfg = ModelConfig(model="tiny", random_weights=True, int4=True)
+    model, _ = models.load_model(cfg, device="cpu")
+    assert type(model.model.layers[0].mlp.up_proj).__name__ == "Linear4bit"
+    saved = [p for p in tmp_path.iterdir() if p.name.startswith("random-tiny-float32-")]
+    assert len(saved) == 1 and (saved[0] / "model.safetensors").is_file()
+
+
 # --- resolving paths ----------------------------------------------------------------------
 
 

@@ -60,8 +60,7 @@ class View:
             raise ValueError(f"View.transform: {self.transform!r} must be an int in 0..7")
         if sorted(self.colours) != list(IDENTITY_COLOURS):
             raise ValueError(
-                f"View.colours: {self.colours!r} must be a permutation of 0..9 "
-                "(colours[old] = new)"
+                f"View.colours: {self.colours!r} must be a permutation of 0..9 (colours[old] = new)"
             )
         if self.order is not None and sorted(self.order) != list(range(len(self.order))):
             raise ValueError(f"View.order: {self.order!r} must be a permutation of 0..n-1")
@@ -162,25 +161,61 @@ def make_views(
         views.append(identity_view())
         seen.add(_view_key(views[0]))
 
-    transforms: list[int] = []
+    # Rounds of all 8 transforms in shuffled order; the identity view counts for round one.
+    pending = [t for t in range(len(DIHEDRAL)) if not (views and t == 0)]
+    rng.shuffle(pending)
     while len(views) < n:
-        if not transforms:
-            transforms = list(range(len(DIHEDRAL)))
-            rng.shuffle(transforms)
-        t = transforms.pop()
+        if not pending:
+            pending = list(range(len(DIHEDRAL)))
+            rng.shuffle(pending)
+        # The round's next transform if it still has an unseen view, else the next one
+        # that does, else any transform at all; only then accept a repeat.
+        candidates = pending + [t for t in range(len(DIHEDRAL)) if t not in pending]
         view = None
-        for _ in range(64):  # look for an unseen view with this transform
-            view = View(t, _random_colours(rng, permute_colours, keep_background), None)
-            if shuffle_order and n_train > 1:
-                order = list(range(n_train))
-                rng.shuffle(order)
-                view = View(t, view.colours, tuple(order))
-            if _view_key(view) not in seen:
+        for t in candidates:
+            view = _fresh_view(
+                rng, t, n_train, seen, permute_colours, keep_background, shuffle_order
+            )
+            if view is not None:
                 break
-        assert view is not None
+        if view is None:
+            view = _draw_view(
+                rng, pending[0], n_train, permute_colours, keep_background, shuffle_order
+            )
+        if view.transform in pending:
+            pending.remove(view.transform)
         seen.add(_view_key(view))
         views.append(view)
     return views
+
+
+def _draw_view(
+    rng: random.Random, t: int, n_train: int, permute: bool, keep_bg: bool, shuffle: bool
+) -> View:
+    colours = _random_colours(rng, permute, keep_bg)
+    order = None
+    if shuffle and n_train > 1:
+        perm = list(range(n_train))
+        rng.shuffle(perm)
+        order = tuple(perm)
+    return View(t, colours, order)
+
+
+def _fresh_view(
+    rng: random.Random,
+    t: int,
+    n_train: int,
+    seen: set[tuple],
+    permute: bool,
+    keep_bg: bool,
+    shuffle: bool,
+) -> View | None:
+    """A random view with transform ``t`` not in ``seen``, or None after a few tries."""
+    for _ in range(16):
+        v = _draw_view(rng, t, n_train, permute, keep_bg, shuffle)
+        if _view_key(v) not in seen:
+            return v
+    return None
 
 
 def _random_colours(rng: random.Random, permute: bool, keep_background: bool) -> tuple[int, ...]:

@@ -249,6 +249,9 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
     on_cuda = device.startswith("cuda")
     out["device"] = device
     rss0 = _proc_status_kib("VmRSS") or 0
+    isolated = bool(spec.get("isolated"))
+    if on_cuda and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats(device)
     mcfg = ModelConfig(
         model=spec["model"],
         random_weights=bool(spec.get("random_weights")),
@@ -312,8 +315,9 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
     finally:
         if on_cuda and torch.cuda.is_available():
             out["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / GIB, 3)
-        else:
+        elif isolated:
             out["peak_mem_gib"] = round(max(0, _peak_rss_kib() - rss0) * 1024 / GIB, 3)
+        # In-process on CPU the peak RSS is the whole session's: no honest figure.
         del model
 
 
@@ -332,7 +336,7 @@ def _set_memory_cap(gb: float) -> None:
 
 
 def _child_main(spec_json: str) -> int:
-    spec = json.loads(spec_json)
+    spec = {**json.loads(spec_json), "isolated": True}
     import torch  # noqa: F401  (imports count as the baseline, before the cap)
 
     from arc_ttft import models, ttt  # noqa: F401
@@ -611,7 +615,12 @@ def _machine() -> str:
     cores = os.cpu_count()
     mem = (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) / GIB
     cpu = platform.processor() or platform.machine()
-    return f"CPU {cpu}, {cores} cores, {mem:.0f} GiB RAM, torch {torch.__version__}"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    # Shared machines: the load average says how much the timings were contended.
+    return (
+        f"CPU {cpu}, {cores} cores, {mem:.0f} GiB RAM, torch {torch.__version__}, "
+        f"load average {load:.1f} when the table was written"
+    )
 
 
 def format_markdown(rows: list[Row], searches: list[SearchResult], cfg: CandidatesConfig) -> str:

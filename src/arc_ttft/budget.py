@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any, TypeVar
 
 import numpy as np
@@ -124,9 +125,16 @@ class Budget:
         """Share of the whole budget (margin included) used so far."""
         return self.elapsed() / self.total_seconds
 
-    def can_start(self, estimated_seconds: float, reserve_seconds: float = 0.0) -> bool:
-        """True when work of ``estimated_seconds`` ends before the deadline minus the reserve."""
-        return estimated_seconds + reserve_seconds <= self.remaining()
+    def can_start(
+        self, estimated_seconds: float, reserve_seconds: float = 0.0, safety: float = 1.0
+    ) -> bool:
+        """True when work of ``estimated_seconds`` (times ``safety``) ends before the
+        deadline minus the reserve.
+
+        Keep ``safety`` at most the one the reserve was made with, or work the reserve was
+        kept for is refused; > 1 suits small chunks whose cost varies (say 1.25).
+        """
+        return safety * estimated_seconds + reserve_seconds <= self.remaining()
 
     def step_guard(
         self, step_seconds: float, reserve_seconds: float = 0.0, safety: float = 1.25
@@ -428,12 +436,15 @@ class Plan:
     """TTT steps for every remaining task, the decision behind each, and the figures.
 
     Decisions: ``full`` (target steps), ``cut`` (fewer), ``no-ttt`` (0 steps: the base model
-    answers), ``fallback`` (even inference does not fit: default attempts).
+    answers), ``fallback`` (even inference does not fit: default attempts). Per-task values
+    are kept as sequences in task order (cheap to build on every re-plan); ``steps`` and
+    ``decisions`` are the same as dicts by task id.
     """
 
-    steps: dict[str, int]
-    decisions: dict[str, str]
-    step_seconds: dict[str, float]
+    task_ids: tuple[str, ...]
+    step_counts: list[int]
+    decision_list: list[str]
+    step_seconds_list: list[float]  # predicted seconds of one step, per task
     target_steps: int
     min_steps: int
     even_steps: int  # the evenly cut step count (target when nothing is cut)
@@ -444,12 +455,20 @@ class Plan:
     full_seconds: float  # TTT seconds if every task got target steps
     task_overhead: float
 
+    @cached_property
+    def steps(self) -> dict[str, int]:
+        return dict(zip(self.task_ids, self.step_counts))
+
+    @cached_property
+    def decisions(self) -> dict[str, str]:
+        return dict(zip(self.task_ids, self.decision_list))
+
     def decision(self, task_id: str) -> str:
         return self.decisions.get(task_id, "no-ttt")
 
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(DECISIONS, 0)
-        for d in self.decisions.values():
+        for d in self.decision_list:
             out[d] += 1
         return out
 
@@ -457,14 +476,15 @@ class Plan:
         """JSON-ready numbers for the event log (no ``stage``/``task`` keys)."""
         out: dict[str, Any] = {}
         if task_id is not None:
-            out["decision"] = self.decision(task_id)
-            out["steps"] = self.steps.get(task_id, 0)
-            out["step_seconds"] = round(self.step_seconds.get(task_id, 0.0), 4)
+            i = self.task_ids.index(task_id) if task_id in self.task_ids else None
+            out["decision"] = self.decision_list[i] if i is not None else "no-ttt"
+            out["steps"] = self.step_counts[i] if i is not None else 0
+            out["step_seconds"] = round(self.step_seconds_list[i], 4) if i is not None else None
         out.update(
             target_steps=self.target_steps,
             min_steps=self.min_steps,
             even_steps=self.even_steps,
-            tasks_left=len(self.steps),
+            tasks_left=len(self.task_ids),
             remaining=round(self.remaining_seconds, 2),
             reserve=round(self.reserve_seconds, 2),
             available=round(self.available_seconds, 2),
@@ -475,7 +495,12 @@ class Plan:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Everything, JSON-ready."""
+        out = {k: v for k, v in asdict(self).items() if not k.endswith(("_list", "_counts"))}
+        out["task_ids"] = list(self.task_ids)
+        out["steps"] = self.steps
+        out["decisions"] = self.decisions
+        return out
 
 
 def plan_steps(
@@ -502,19 +527,20 @@ def plan_steps(
 
     A pure function of (tasks, clock, cost model): call it again before every task.
     """
-    ids = [str(t) for t, _ in tasks_remaining]
-    tokens = np.array([float(n) for _, n in tasks_remaining], dtype=float)
+    ids, toks = zip(*tasks_remaining) if tasks_remaining else ((), ())
+    tokens = np.array(toks, dtype=float)
     n = len(ids)
     target = max(0, int(target_steps))
     lo = default_min_steps(target) if min_steps is None else max(1, min(int(min_steps), target))
     remaining = budget.remaining()
     available = remaining - reserve_seconds
-    step_s = np.asarray(cost.ttt_step_seconds(tokens), dtype=float) if n else np.zeros(0)
+    step_s = np.asarray(cost.ttt_step_seconds(tokens), dtype=float)
     over = cost.task_overhead
-    full_seconds = float(target * step_s.sum() + n * over) if target else 0.0
+    per_step = float(step_s.sum())
+    full_seconds = target * per_step + n * over if target else 0.0
 
     steps = np.zeros(n, dtype=int)
-    dec = np.full(n, "no-ttt", dtype=object)
+    dec = ["no-ttt"] * n
     even = target
     if n == 0 or target == 0:
         even = 0
@@ -522,29 +548,31 @@ def plan_steps(
         even = 0
         # Inference of every task does not fit: the tail of the list falls back.
         fits = max(0.0, remaining) / reserve_seconds if reserve_seconds > 0 else 0.0
-        dec[int(math.floor(fits * n)) :] = "fallback"
+        k = int(math.floor(fits * n))
+        dec = ["no-ttt"] * k + ["fallback"] * (n - k)
     elif full_seconds <= available:
         steps[:] = target
-        dec[:] = "full"
+        dec = ["full"] * n
     else:
-        even = int((available - n * over) // step_s.sum()) if step_s.sum() > 0 else target
+        even = int((available - n * over) // per_step) if per_step > 0 else target
         even = max(0, min(even, target))
         if even >= lo:
             steps[:] = even
-            dec[:] = "cut"
+            dec = ["cut"] * n
         else:
             # Not even min_steps for all: as many tasks as fit get min_steps, cheapest first.
             each = lo * step_s + over
             order = np.argsort(each, kind="stable")
             k = int(np.searchsorted(np.cumsum(each[order]), available, side="right"))
             steps[order[:k]] = lo
-            dec[order[:k]] = "cut" if lo < target else "full"
-    trained = steps > 0
-    estimated = float((steps * step_s).sum() + trained.sum() * over)
+            for j in order[:k].tolist():
+                dec[j] = "cut" if lo < target else "full"
+    estimated = float((steps * step_s).sum() + np.count_nonzero(steps) * over)
     return Plan(
-        steps=dict(zip(ids, steps.tolist())),
-        decisions=dict(zip(ids, dec.tolist())),
-        step_seconds=dict(zip(ids, step_s.tolist())),
+        task_ids=tuple(ids),
+        step_counts=steps.tolist(),
+        decision_list=dec,
+        step_seconds_list=step_s.tolist(),
         target_steps=target,
         min_steps=lo,
         even_steps=even,
@@ -572,6 +600,7 @@ class SimulationResult:
     margin_seconds: float
     overruns: int  # runs that ended after the deadline (start + budget - margin)
     hard_overruns: int  # runs that ended after start + budget (Kaggle would kill them)
+    max_overrun_seconds: float  # worst end past the deadline (0 when none)
     mean_fraction_used: float  # end time / budget, mean over runs
     min_fraction_used: float
     max_fraction_used: float
@@ -584,7 +613,7 @@ class SimulationResult:
         d = ", ".join(f"{k} {v:.1f}" for k, v in self.mean_decisions.items())
         return (
             f"{self.runs} runs x {self.tasks} tasks: overruns {self.overruns} "
-            f"(hard {self.hard_overruns}), budget used mean {self.mean_fraction_used:.4f} "
+            f"(hard {self.hard_overruns}, worst {self.max_overrun_seconds:.0f} s), budget used mean {self.mean_fraction_used:.4f} "
             f"(min {self.min_fraction_used:.4f}, max {self.max_fraction_used:.4f}), "
             f"steps/task {self.mean_steps:.1f}, decisions: {d}, "
             f"inference fallbacks {self.mean_infer_fallback:.1f}"
@@ -614,6 +643,8 @@ def simulate(
     write_seconds: float = 5.0,
     chunk_tasks: int = 4,
     reserve_safety: float = 1.1,
+    chunk_safety: float = 1.3,
+    probe_tasks: int = 0,
 ) -> SimulationResult:
     """Simulate whole runs on a fake clock: plan, train, infer, write; count overruns.
 
@@ -623,14 +654,21 @@ def simulate(
     per-task adapter work, writing) are jittered too. The planner starts from a prior that
     is ``prior_factor`` times the truth (``infer_prior_factor`` for inference, default the
     same) and learns from what it measures, exactly as the pipeline does: ``plan_steps``
-    before every task, ``StepGuard`` logic before every step, ``can_start`` before every
-    inference chunk. A run "overruns" when it ends after the deadline.
+    before every task, ``StepGuard`` logic before every step, ``can_start`` (with
+    ``chunk_safety``) before every inference chunk. A run "overruns" when it ends after
+    the deadline.
+
+    ``probe_tasks`` > 0: before TTT, the base model answers that many tasks (one
+    inference chunk, with the training model: no extra load) so the inference reserve
+    is measured instead of taken from the prior; those tasks keep their answers in case
+    their later inference does not fit.
     """
     tok = np.asarray(task_tokens, dtype=float)
     if tok.size == 0 or np.any(tok <= 0):
         raise ValueError("simulate: task_tokens must be a non-empty list of positive counts")
     n = tok.size
-    ids = [str(i) for i in range(n)]
+    pairs = [(str(i), t) for i, t in enumerate(tok.tolist())]
+    tok_mean = float(tok.mean())
     margin = min(0.05 * budget_seconds, 1800.0) if margin_seconds is None else margin_seconds
     c = float(true_sec_per_token_step)
     ipf = prior_factor if infer_prior_factor is None else infer_prior_factor
@@ -642,6 +680,7 @@ def simulate(
     used, steps_run, infer_fb = [], [], []
     dec_totals = dict.fromkeys(DECISIONS, 0)
     overruns = hard = 0
+    worst = 0.0
     for _ in range(runs):
         clock = FakeClock()
         budget = Budget(clock, budget_seconds, margin)
@@ -659,15 +698,18 @@ def simulate(
         )
         clock.advance(load_seconds * jit())
         cost.observe_overhead("load_train", clock.now())
-        reserve = inference_reserve(cost, views * n, tok.mean(), safety=reserve_safety)
+        if probe_tasks > 0:
+            part = tok[:probe_tasks]
+            est = cost.inference_seconds(views * part.size, part.mean())
+            actual = float((c * infer_steps_per_view * views * part * jit(part.size)).sum())
+            clock.advance(actual)
+            cost.observe_inference(est, actual)
         total_steps = 0
         for i in range(n):
-            reserve = inference_reserve(cost, views * n, tok.mean(), safety=reserve_safety)
-            plan = plan_steps(
-                list(zip(ids[i:], tok[i:])), budget, cost, target_steps, reserve, min_steps=min_steps
-            )
-            dec_totals[plan.decisions[ids[i]]] += 1
-            steps = plan.steps[ids[i]]
+            reserve = inference_reserve(cost, views * n, tok_mean, safety=reserve_safety)
+            plan = plan_steps(pairs[i:], budget, cost, target_steps, reserve, min_steps=min_steps)
+            dec_totals[plan.decision_list[0]] += 1
+            steps = plan.step_counts[0]
             if steps <= 0:
                 continue
             # The training loop, vectorised: the same stop rule StepGuard applies per step.
@@ -690,17 +732,22 @@ def simulate(
         cost.observe_overhead("load_infer", t)
         fb = 0
         for s in range(0, n, chunk_tasks):
-            part = tok[s : s + chunk_tasks]
-            est = cost.inference_seconds(views * part.size, part.mean())
-            if not budget.can_start(est, reserve_seconds=cost.overhead("write")):
-                fb += part.size
-                continue
-            actual = float((c * infer_steps_per_view * views * part * jit(part.size)).sum())
-            clock.advance(actual)
-            cost.observe_inference(est, actual)
+            chunk = tok[s : s + chunk_tasks]
+            est = cost.inference_seconds(views * chunk.size, chunk.mean())
+            fits = budget.can_start(est, cost.overhead("write"), chunk_safety)
+            # A chunk that does not fit is tried task by task: small ones may still fit.
+            for j, part in enumerate([chunk] if fits else np.split(chunk, chunk.size)):
+                est = cost.inference_seconds(views * part.size, part.mean())
+                if not budget.can_start(est, cost.overhead("write"), chunk_safety):
+                    fb += int(s + j >= probe_tasks)  # probed tasks keep their base answers
+                    continue
+                actual = float((c * infer_steps_per_view * views * part * jit(part.size)).sum())
+                clock.advance(actual)
+                cost.observe_inference(est, actual)
         clock.advance(write_seconds * jit())
         end = budget.elapsed()
         overruns += end > budget_seconds - margin
+        worst = max(worst, end - (budget_seconds - margin))
         hard += end > budget_seconds
         used.append(end / budget_seconds)
         steps_run.append(total_steps / n)
@@ -713,6 +760,7 @@ def simulate(
         margin_seconds=float(margin),
         overruns=int(overruns),
         hard_overruns=int(hard),
+        max_overrun_seconds=float(worst),
         mean_fraction_used=float(u.mean()),
         min_fraction_used=float(u.min()),
         max_fraction_used=float(u.max()),

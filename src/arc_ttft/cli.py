@@ -131,6 +131,85 @@ def cmd_score(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 
 
+def _tokens_flags(p: argparse.ArgumentParser) -> None:
+    _data_flags(p)
+    C.add_arguments(p, C.ModelConfig, only=["format", "max_seq_len"])
+    p.add_argument(
+        "--tokenizer",
+        help="Tokenizer folder (transformers AutoTokenizer, local only); "
+        "default: a Qwen2-like estimate (see scripts/qwen_tokenizer.py for the real one).",
+    )
+
+
+@command(
+    "tokens",
+    "Tokens per task (all train pairs + first test pair) in one grid format, and what fits.",
+    _tokens_flags,
+)
+def cmd_tokens(args: argparse.Namespace) -> int:
+    """Statistics lines, then ``median: N tokens, fit4096: P%, fit8192: Q%`` last."""
+    from arc_ttft import encoding as E
+    from arc_ttft import tasks as T
+
+    data = C.validate(C.from_namespace(C.DataConfig, args))
+    model = C.validate(C.from_namespace(C.ModelConfig, args))
+    try:
+        fmt = E.get_format(model.format)
+    except ValueError as e:
+        raise C.ConfigError([str(e)]) from None
+    tokenizer, tok_name = None, "Qwen2-like estimate (no --tokenizer)"
+    if args.tokenizer:
+        import os
+
+        from transformers import AutoTokenizer
+
+        if not os.path.isdir(args.tokenizer):
+            raise C.ConfigError(
+                [
+                    f"tokenizer: {args.tokenizer!r} is not a folder; give a saved tokenizer "
+                    "(e.g. python scripts/qwen_tokenizer.py --out DIR)"
+                ]
+            )
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise C.ConfigError([f"tokenizer: cannot load {args.tokenizer!r} ({e})"]) from None
+        tok_name = args.tokenizer
+    try:
+        loaded = T.load_tasks(data.challenges, data.solutions, skip_invalid=data.skip_invalid)
+    except T.TaskValidationError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    for p in loaded.problems:
+        print(f"warning: {p}", file=sys.stderr)
+    tasks = T.select_tasks(loaded.tasks, data.tasks or None, data.max_tasks)
+    if not tasks:
+        print("arc-ttft tokens: no tasks selected", file=sys.stderr)
+        return 1
+    lengths = [4096, 8192]
+    if model.max_seq_len and model.max_seq_len not in lengths:
+        lengths.append(model.max_seq_len)
+    rep = E.token_report(tasks, fmt, tokenizer, lengths)
+    med, lb_med = rep.percentile(50), rep.percentile(50, lower_bound=True)
+    print(f"tasks: {len(tasks)} from {data.challenges}; format: {fmt.name}; tokenizer: {tok_name}")
+    print(
+        f"lower bound (cells + row ends): median {lb_med}, "
+        f"p90 {rep.percentile(90, lower_bound=True)}, max {rep.percentile(100, lower_bound=True)}, "
+        f"fit4096: {rep.fit(4096, lower_bound=True):.1f}%, "
+        f"fit8192: {rep.fit(8192, lower_bound=True):.1f}%"
+    )
+    ratio = f" ({med / lb_med:.3f}x the lower bound)" if lb_med else ""
+    p90, top = rep.percentile(90), rep.percentile(100)
+    print(f"tokens per task: median {med}{ratio}, p90 {p90}, max {top}")
+    for length in lengths:
+        print(
+            f"at {length}: fit {rep.fit(length):.1f}%, {rep.dropped[length]} tasks need train "
+            f"pairs dropped, {rep.overflow[length]} do not fit even with one pair"
+        )
+    print(f"median: {med} tokens, fit4096: {rep.fit(4096):.1f}%, fit8192: {rep.fit(8192):.1f}%")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 # models / ttt: models, ttt, candidates, lora-rank-sweep, bench
 # ---------------------------------------------------------------------------------------
@@ -194,6 +273,89 @@ def cmd_lora_rank_sweep(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 # inference: predict
 # ---------------------------------------------------------------------------------------
+
+
+def _predict_flags(p: argparse.ArgumentParser) -> None:
+    _data_flags(p)
+    C.add_arguments(p, C.ModelConfig)
+    C.add_arguments(p, C.InferConfig)
+    p.add_argument(
+        "--adapters",
+        help="Folder with one LoRA adapter subfolder per task id (adapter_config.json + "
+        "adapter_model.safetensors); tasks without one use the base model.",
+    )
+    p.add_argument("--output", required=True, help="Output folder (candidates/, submission.json).")
+    p.add_argument("--seed", type=int, default=0, help="Seed for the views and sampling.")
+
+
+@command(
+    "predict",
+    "Generate candidates over augmented views, vote/re-score, write submission.json.",
+    _predict_flags,
+)
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Prints one line per task (candidates, attempt sources) and a summary (and the score
+    when solutions are known); writes OUTPUT/candidates/<task>.json and submission.json."""
+    import json
+    import time
+    from pathlib import Path
+
+    from arc_ttft import infer, models, select
+    from arc_ttft import submission as S
+    from arc_ttft import tasks as T
+
+    data = C.validate(C.from_namespace(C.DataConfig, args))
+    mcfg = C.validate(C.from_namespace(C.ModelConfig, args))
+    icfg = C.validate(C.from_namespace(C.InferConfig, args))
+    loaded = T.load_tasks(data.challenges, data.solutions, skip_invalid=data.skip_invalid)
+    for p in loaded.problems:
+        print(f"skipped: {p}", file=sys.stderr)
+    tasks = T.select_tasks(loaded.tasks, data.tasks or None, data.max_tasks)
+    adapters: dict[str, str | None] = {}
+    if args.adapters:
+        root = Path(args.adapters)
+        if not root.is_dir():
+            print(f"arc-ttft predict: --adapters {root}: not a folder", file=sys.stderr)
+            return 2
+        for t in tasks:
+            sub = root / t.id
+            adapters[t.id] = str(sub) if (sub / "adapter_config.json").is_file() else None
+    out = Path(args.output)
+    (out / "candidates").mkdir(parents=True, exist_ok=True)
+    max_seq_len = mcfg.max_seq_len or models.default_seq_len(mcfg.model)
+    cfg = C.RunConfig(data=data, model=mcfg, infer=icfg)
+    cfg.ttt.seed = args.seed
+    if adapters:
+        ranks = [infer.vllm_adapter_rank(a) for a in adapters.values() if a]
+        cfg.ttt.lora_rank = max(ranks, default=cfg.ttt.lora_rank)
+    t0 = time.monotonic()
+    backend = infer.make_backend(cfg, device=models.default_device())
+    try:
+        sels = select.predict_tasks(
+            tasks, backend, backend.tokenizer, icfg, mcfg.format, adapters, max_seq_len,
+            seed=args.seed,
+        )  # fmt: skip
+    finally:
+        backend.close()
+    answers = {}
+    for t in tasks:
+        answers[t.id] = [s.attempts(t, i) for i, s in enumerate(sels[t.id])]
+        (out / "candidates" / f"{t.id}.json").write_text(
+            json.dumps({"task_id": t.id, "adapter": adapters.get(t.id),
+                        "selections": [s.to_dict() for s in sels[t.id]]}, indent=1)  # fmt: skip
+        )
+        counts = ",".join(str(len(s.candidates)) for s in sels[t.id])
+        invalid = sum(s.invalid for s in sels[t.id])
+        print(f"{t.id}: candidates {counts} invalid {invalid}")
+    sub = S.build_submission(tasks, answers)
+    S.write_submission(sub, out / "submission.json")
+    print(
+        f"predicted {len(tasks)} tasks with {backend.name} in {time.monotonic() - t0:.1f} s "
+        f"-> {out / 'submission.json'}"
+    )
+    if all(ex.output is not None for t in tasks for ex in t.test):
+        print(S.format_score(S.score_submission(sub, tasks)))
+    return 0
 
 
 # ---------------------------------------------------------------------------------------

@@ -49,7 +49,9 @@ if TYPE_CHECKING:
 
 Grid = np.ndarray
 
-INSTRUCTION = "Find the rule that maps each input grid to its output grid. Apply it to the last input."
+INSTRUCTION = (
+    "Find the rule that maps each input grid to its output grid. Apply it to the last input."
+)
 INPUT_LABEL = "input:\n"
 OUTPUT_LABEL = "output:\n"
 FALLBACK_END = "\n</answer>"

@@ -130,7 +130,7 @@ def _phi(hidden, inter, layers, rotary, resid_pdrop) -> dict:
 
 
 # The tiny offline model (tests, dry runs). head_dim 64: vLLM's CPU attention rejects 16.
-TINY_VERSION = "v1"
+TINY_VERSION = "v2"
 TINY_CONFIG: dict = {
     "model_type": "qwen2",
     "architectures": ["Qwen2ForCausalLM"],
@@ -147,7 +147,10 @@ TINY_CONFIG: dict = {
     "tie_word_embeddings": True,
     "use_sliding_window": False,
     "attention_dropout": 0.0,
-    "initializer_range": 0.02,
+    # 5x the usual 0.02: with tied embeddings and std 0.02 the logits of a random model
+    # stay within a few nats, and LoRA (which cannot touch the norm or the embeddings)
+    # then plateaus near uniform loss; 0.1 lets TTT actually fit the demonstrations.
+    "initializer_range": 0.1,
 }
 
 _QWEN_05 = (896, 4864, 24, 14, 2)
@@ -540,6 +543,7 @@ def _quiet_progress():
 
 def _publish(tmp: Path, final: Path) -> Path:
     """Move a finished build into place atomically; if another process won, keep theirs."""
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
     try:
         os.rename(tmp, final)
     except OSError:
@@ -662,12 +666,12 @@ def _random_config(name: str, trust_remote_code: bool):
     return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
-def build_random_model(cfg, dtype, seed: int = 0):
-    """A registry model with random weights from its inline config (no download)."""
+def build_random_model(cfg, dtype, seed: int = 0, config=None):
+    """A model with random weights from its architecture (registry config: no download)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    config = _random_config(cfg.model, cfg.trust_remote_code)
+    config = config or _random_config(cfg.model, cfg.trust_remote_code)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return AutoModelForCausalLM.from_config(
@@ -677,15 +681,22 @@ def build_random_model(cfg, dtype, seed: int = 0):
 
 
 def _random_weights_folder(cfg, dtype) -> Path:
-    """Random weights saved once to the cache, so the 4-bit path can quantize them on load."""
+    """Random weights saved once to the cache, so the 4-bit path can quantize them on load.
+
+    The folder name carries a hash of the architecture, so a changed config rebuilds.
+    """
+    config = _random_config(cfg.model, cfg.trust_remote_code)
+    digest = hashlib.sha256(config.to_json_string().encode()).hexdigest()[:10]
     dname = str(dtype).replace("torch.", "")
-    final = _cache_root(None) / f"random-{cfg.model.replace('/', '--')}-{dname}"
+    final = _cache_root(None) / f"random-{Path(cfg.model).name}-{dname}-{digest}"
     if (final / "config.json").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".random-build-", dir=final.parent))
     try:
-        build_random_model(cfg, dtype).save_pretrained(tmp, safe_serialization=True)
+        model = build_random_model(cfg, dtype, config=config)
+        with _quiet_progress():
+            model.save_pretrained(tmp, safe_serialization=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

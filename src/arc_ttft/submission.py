@@ -188,7 +188,7 @@ def validate_submission(sub: Any, tasks: Iterable[Task]) -> list[str]:
                 Problem(
                     t.id,
                     "submission",
-                    f"{len(entries)} entries for {n} test input(s)",
+                    f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'} for {n} test input{'' if n == 1 else 's'}",
                     "give exactly one {attempt_1, attempt_2} object per test input, in order",
                 )
             )

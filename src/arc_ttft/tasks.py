@@ -37,6 +37,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -135,22 +136,19 @@ def grid_problems(x: Any) -> list[tuple[str, str]]:
 
     Valid: a list of 1..30 rows, each a list of the same length 1..30, of ints 0-9.
     """
-    # Fast path: nearly every grid is fine, and numpy checks it in one go.
-    if isinstance(x, list):
-        try:
-            a = np.asarray(x)
-        except (ValueError, TypeError):
-            a = None
-        if (
-            a is not None
-            and a.ndim == 2
-            and a.dtype.kind in "iu"
-            and 1 <= a.shape[0] <= MAX_SIZE
-            and 1 <= a.shape[1] <= MAX_SIZE
-            and a.min() >= 0
-            and a.max() <= 9
-        ):
-            return []
+    # Fast path: nearly every grid is fine; these checks iterate in C, and `type is int`
+    # also rules out JSON true/false (bools are ints to Python).
+    if (
+        isinstance(x, list)
+        and 1 <= len(x) <= MAX_SIZE
+        and set(map(type, x)) == {list}
+        and len(widths := set(map(len, x))) == 1
+        and 1 <= widths.pop() <= MAX_SIZE
+        and set(map(type, chain.from_iterable(x))) == {int}
+        and min(map(min, x)) >= 0
+        and max(map(max, x)) <= 9
+    ):
+        return []
     return _grid_problems_slow(x)
 
 
@@ -176,7 +174,7 @@ def _grid_problems_slow(x: Any) -> list[tuple[str, str]]:
         width = Counter(len(r) for r in rows).most_common(1)[0][0]
         for i, r in enumerate(x):
             if isinstance(r, list) and len(r) != width:
-                out.append((f"row {i} has {len(r)} cells, expected {width}", _FIX_RECT))
+                out.append((f"row {i} has {_n(len(r), 'cell')}, expected {width}", _FIX_RECT))
         if not 1 <= width <= MAX_SIZE:
             out.append((f"{width} columns, expected 1..{MAX_SIZE}", _FIX_SIZE))
     bad = [
@@ -192,6 +190,11 @@ def _grid_problems_slow(x: Any) -> list[tuple[str, str]]:
         what = "outside 0-9" if isinstance(v, int) and not isinstance(v, bool) else "not an integer"
         out.append((f"cell [{i}][{j}] is {json.dumps(v)}, {what}{more}", _FIX_CELLS))
     return out
+
+
+def _n(k: int, noun: str) -> str:
+    """``1 cell``, ``7 cells``."""
+    return f"{k} {noun}" if k == 1 else f"{k} {noun}s"
 
 
 def _kind(x: Any) -> str:
@@ -320,7 +323,7 @@ def _apply_solutions(task: Task, sols: Any, sol_name: str, problems: list[Proble
             Problem(
                 task.id,
                 "solutions",
-                f"{len(sols)} grid(s) for {n} test input(s)",
+                f"{_n(len(sols), 'grid')} for {_n(n, 'test input')}",
                 f"give exactly one output grid per test input in {sol_name}",
             )
         )

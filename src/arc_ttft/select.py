@@ -1,0 +1,404 @@
+"""From views to two attempts: prompts per view, one backend call, inversion, vote, re-score.
+
+For each test input of each task:
+
+1. ``N`` views (``augment.make_views``, seeded per task, the identity first), each with
+   ``k`` samples. A view's prompt shows the view-transformed train pairs (in the view's
+   order) and asks for the view-transformed test input.
+2. Every completion is parsed (``encoding.parse_answer``) and mapped back to the task's
+   frame (``augment.invert_grid``). Unparsable answers are dropped and counted.
+3. Vote: identical grids are grouped; rank by count, ties broken by the mean per-token
+   log-probability of the samples that produced the grid.
+4. Re-score (``InferConfig.rescore = M > 0``, product of experts): each distinct
+   candidate (the ``RESCORE_MAX_CANDIDATES`` best by vote) is scored under ``M``
+   views drawn with another seed (the same views for every candidate): the candidate is
+   transformed by the view and ``backend.score`` gives log P(answer | view prompt).
+   The rank key is ``sum of the M log-likelihoods + rescore_vote_weight * log(count)``:
+   weight 0 is the pure product of experts, the default 1 lets a grid that many views
+   agreed on win close calls. Ties fall back to the vote order.
+5. Attempts 1 and 2 are the two best distinct grids; with fewer than two, the gaps are
+   filled with ``submission.fallback_attempts`` (the test input, then ``[[0]]``).
+
+All prompts of all tasks go to the backend in ONE ``generate`` call (and all re-scoring
+in one ``score_many`` call), so vLLM can batch the whole shard across adapters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from arc_ttft import augment, encoding
+from arc_ttft.infer.base import Request, max_new_tokens_for, stop_ids
+from arc_ttft.tasks import Task, to_list
+
+RESCORE_MAX_CANDIDATES = 8  # re-score only the best few by vote: cost grows with M x this
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """Which task, test input and view a request belongs to."""
+
+    task_id: str
+    test_index: int
+    view_index: int
+    view: augment.View
+
+
+@dataclass
+class Candidate:
+    """One distinct predicted grid (in the task's own frame) and its evidence."""
+
+    grid: list[list[int]]
+    count: int = 0
+    views: list[int] = field(default_factory=list)  # view index per sample that produced it
+    logprobs: list[float] = field(default_factory=list)  # mean per-token logprob per sample
+    rescore: float | None = None  # summed log-likelihood under the re-scoring views
+    rank_score: float | None = None  # the key it was ranked by (see the module docstring)
+
+    @property
+    def mean_logprob(self) -> float:
+        return float(np.mean(self.logprobs)) if self.logprobs else -math.inf
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "grid": self.grid,
+            "count": self.count,
+            "views": self.views,
+            "mean_logprob": _finite(self.mean_logprob),
+            "rescore": _finite(self.rescore),
+            "rank_score": _finite(self.rank_score),
+        }
+
+
+@dataclass
+class Selection:
+    """The ranked candidates of one test input, with what happened on the way."""
+
+    task_id: str
+    test_index: int
+    candidates: list[Candidate] = field(default_factory=list)  # best first
+    samples: int = 0  # completions received
+    invalid: int = 0  # completions that did not parse into a grid
+    skipped_views: int = 0  # views whose prompt did not fit max_seq_len
+    rescored: bool = False
+    rescore_views: list[str] = field(default_factory=list)
+
+    def top(self, k: int = 2) -> list[np.ndarray]:
+        """The ``k`` best distinct grids (fewer when there are fewer candidates)."""
+        return [np.asarray(c.grid, dtype=np.int8) for c in self.candidates[:k]]
+
+    def attempts(self, task: Task | None = None, test_index: int | None = None) -> tuple:
+        """(attempt_1, attempt_2) as lists of lists; gaps filled with the fallback attempts."""
+        got = [c.grid for c in self.candidates[:2]]
+        if len(got) < 2:
+            if task is None:
+                raise ValueError(
+                    f"{self.task_id}: test {self.test_index}: fewer than two candidates; "
+                    "pass the task so the fallback attempts can fill the gap"
+                )
+            for g in _fallbacks(task, self.test_index if test_index is None else test_index):
+                if len(got) == 2:
+                    break
+                if g not in got:
+                    got.append(g)
+            while len(got) < 2:
+                got.append([[0]])
+        return got[0], got[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "test_index": self.test_index,
+            "samples": self.samples,
+            "invalid": self.invalid,
+            "skipped_views": self.skipped_views,
+            "rescored": self.rescored,
+            "rescore_views": self.rescore_views,
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+
+def _finite(x: float | None) -> float | None:
+    """JSON has no infinities: None instead."""
+    if x is None or not math.isfinite(x):
+        return None
+    return round(float(x), 6)
+
+
+def _fallbacks(task: Task, test_index: int) -> list[list[list[int]]]:
+    try:
+        from arc_ttft.submission import fallback_attempts
+    except ImportError:  # the submission module is optional here
+        return [to_list(task.test[test_index].input), [[0]]]
+    return [to_list(g) for g in fallback_attempts(task, test_index)]
+
+
+# ---------------------------------------------------------------------------------------
+# Views and requests
+# ---------------------------------------------------------------------------------------
+
+
+def task_seed(seed: int, task_id: str) -> int:
+    """A per-task seed that does not depend on the task's position in the run."""
+    return (seed * 1_000_003 + zlib.crc32(task_id.encode())) % (2**31)
+
+
+def task_views(task: Task, n: int, seed: int = 0) -> list[augment.View]:
+    """The ``n`` generation views of a task (identity first), reproducible from ``seed``."""
+    return augment.make_views(task, n, task_seed(seed, task.id), identity_first=True)
+
+
+def rescore_views(task: Task, m: int, seed: int = 0) -> list[augment.View]:
+    """``m`` views for re-scoring, drawn with another seed than the generation views."""
+    return augment.make_views(task, m, task_seed(seed + 7919, task.id), identity_first=False)
+
+
+def view_prompt(
+    task: Task,
+    view: augment.View,
+    test_index: int,
+    fmt: str,
+    tokenizer: Any,
+    max_seq_len: int | None = None,
+) -> encoding.Prompt:
+    """The prompt for one test input of ``task`` as seen under ``view``."""
+    vt = augment.apply_task(view, task)
+    examples = [(ex.input, ex.output) for ex in vt.train]
+    return encoding.build_prompt(
+        examples, vt.test[test_index].input, fmt, tokenizer, max_seq_len=max_seq_len
+    )
+
+
+def _prompt_ids(prompt: encoding.Prompt, tokenizer: Any) -> list[int]:
+    return list(tokenizer(prompt.text, add_special_tokens=False)["input_ids"])
+
+
+def build_requests(
+    tasks: Sequence[Task],
+    views_per_task: dict[str, list[augment.View]],
+    fmt: str,
+    tokenizer: Any,
+    adapters: dict[str, str | None],
+    cfg: Any,
+    max_seq_len: int | None = None,
+) -> tuple[list[tuple[RequestKey, Request]], dict[tuple[str, int], int]]:
+    """One request per (task, test input, view); also the views skipped per test input.
+
+    The generation cap is ``cfg.max_new_tokens`` or ``max_new_tokens_for(task)``; with
+    ``max_seq_len`` the prompt drops train pairs to leave room for it, and a prompt that
+    still leaves no room is skipped (counted) rather than failing the whole batch.
+    """
+    stops = stop_ids(tokenizer)
+    out: list[tuple[RequestKey, Request]] = []
+    skipped: dict[tuple[str, int], int] = {}
+    for task in tasks:
+        cap = cfg.max_new_tokens or max_new_tokens_for(task, fmt, tokenizer)
+        room = None if max_seq_len is None else max(1, max_seq_len - cap)
+        for ti in range(len(task.test)):
+            skipped[(task.id, ti)] = 0
+            for vi, view in enumerate(views_per_task[task.id]):
+                ids = _prompt_ids(view_prompt(task, view, ti, fmt, tokenizer, room), tokenizer)
+                new = cap if max_seq_len is None else min(cap, max_seq_len - len(ids))
+                if new < 1:
+                    skipped[(task.id, ti)] += 1
+                    continue
+                req = Request(
+                    prompt_ids=ids,
+                    adapter=adapters.get(task.id),
+                    n=cfg.samples,
+                    temperature=cfg.temperature,
+                    max_new_tokens=new,
+                    stop_token_ids=stops,
+                    key=RequestKey(task.id, ti, vi, view),
+                )
+                out.append((req.key, req))
+    return out, skipped
+
+
+# ---------------------------------------------------------------------------------------
+# Vote and re-score
+# ---------------------------------------------------------------------------------------
+
+
+def collect(
+    tasks: Sequence[Task],
+    keyed: Sequence[tuple[RequestKey, Any]],
+    completions: Sequence[Sequence[Any]],
+    fmt: str,
+    tokenizer: Any = None,
+    skipped: dict[tuple[str, int], int] | None = None,
+    stats: encoding.ParseStats | None = None,
+) -> dict[str, list[Selection]]:
+    """Parse, invert and vote every completion; Selections per task in test order."""
+    end = encoding.end_marker(tokenizer) if tokenizer is not None else None
+    found: dict[tuple[str, int], dict[bytes, Candidate]] = {}
+    sel: dict[tuple[str, int], Selection] = {}
+    for t in tasks:
+        for ti in range(len(t.test)):
+            sel[(t.id, ti)] = Selection(t.id, ti, skipped_views=(skipped or {}).get((t.id, ti), 0))
+            found[(t.id, ti)] = {}
+    for (key, _), comps in zip(keyed, completions):
+        s = sel[(key.task_id, key.test_index)]
+        for c in comps:
+            s.samples += 1
+            g = encoding.parse_answer(c.text, fmt, stats, end=end)
+            if g is None or not _valid(g):
+                s.invalid += 1
+                continue
+            g = augment.invert_grid(key.view, np.asarray(g, dtype=np.int8))
+            h = _grid_key(g)
+            cand = found[(key.task_id, key.test_index)].get(h)
+            if cand is None:
+                cand = found[(key.task_id, key.test_index)][h] = Candidate(to_list(g))
+            cand.count += 1
+            cand.views.append(key.view_index)
+            cand.logprobs.append(c.logprob / max(1, c.n_tokens))
+    for k, s in sel.items():
+        s.candidates = vote(list(found[k].values()))
+    out: dict[str, list[Selection]] = {t.id: [] for t in tasks}
+    for (tid, _), s in sorted(sel.items(), key=lambda kv: kv[0][1]):
+        out[tid].append(s)
+    return out
+
+
+def _valid(g: Any) -> bool:
+    a = np.asarray(g)
+    return (
+        a.ndim == 2
+        and 1 <= a.shape[0] <= 30
+        and 1 <= a.shape[1] <= 30
+        and bool(((a >= 0) & (a <= 9)).all())
+    )
+
+
+def _grid_key(g: np.ndarray) -> bytes:
+    return np.asarray(g.shape, dtype=np.int32).tobytes() + np.asarray(g, dtype=np.int8).tobytes()
+
+
+def vote(cands: list[Candidate]) -> list[Candidate]:
+    """Rank by count, then by mean per-token log-probability (higher first)."""
+    for c in cands:
+        c.rank_score = float(c.count)
+    return sorted(cands, key=lambda c: (-c.count, -c.mean_logprob))
+
+
+def rank_rescored(cands: list[Candidate], vote_weight: float) -> list[Candidate]:
+    """Rank by summed log-likelihood + vote_weight x log(count); vote order breaks ties."""
+    order = {id(c): i for i, c in enumerate(cands)}
+    for c in cands:
+        ll = c.rescore if c.rescore is not None else -math.inf
+        c.rank_score = ll + vote_weight * math.log(max(1, c.count))
+    return sorted(cands, key=lambda c: (-c.rank_score, order[id(c)]))
+
+
+def rescore(
+    tasks: Sequence[Task],
+    selections: dict[str, list[Selection]],
+    backend: Any,
+    tokenizer: Any,
+    fmt: str,
+    adapters: dict[str, str | None],
+    m: int,
+    seed: int = 0,
+    vote_weight: float = 1.0,
+    max_seq_len: int | None = None,
+) -> int:
+    """Re-score the top candidates of every selection with ``m`` views in one call.
+
+    Only selections with two or more candidates are re-scored (one candidate has nothing
+    to beat). Returns the number of (candidate, view) scores computed.
+    """
+    if m < 1:
+        return 0
+    end = encoding.end_marker(tokenizer)
+    render = encoding.get_format(fmt).render
+    items: list[tuple[list[int], list[int], str | None]] = []
+    owners: list[Candidate] = []
+    todo: list[Selection] = []
+    for task in tasks:
+        views = None
+        for s in selections[task.id]:
+            top = s.candidates[:RESCORE_MAX_CANDIDATES]
+            if len(top) < 2:
+                continue
+            views = views or rescore_views(task, m, seed)
+            for v in views:
+                ids = _prompt_ids(view_prompt(task, v, s.test_index, fmt, tokenizer, max_seq_len), tokenizer)
+                for c in top:
+                    answer = render(augment.apply_grid(v, np.asarray(c.grid, dtype=np.int8))) + end
+                    a_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+                    items.append((ids, a_ids, adapters.get(task.id)))
+                    owners.append(c)
+            for c in top:
+                c.rescore = 0.0
+            s.rescored = True
+            s.rescore_views = [augment.describe(v) for v in views]
+            todo.append(s)
+    if not items:
+        return 0
+    for c, v in zip(owners, backend.score_many(items)):
+        c.rescore += v
+    for s in todo:
+        top = rank_rescored(s.candidates[:RESCORE_MAX_CANDIDATES], vote_weight)
+        s.candidates = top + s.candidates[RESCORE_MAX_CANDIDATES:]
+    return len(items)
+
+
+# ---------------------------------------------------------------------------------------
+# The whole step
+# ---------------------------------------------------------------------------------------
+
+
+def predict_tasks(
+    tasks: Sequence[Task],
+    backend: Any,
+    tokenizer: Any,
+    cfg: Any,
+    fmt: str,
+    adapters: dict[str, str | None] | None = None,
+    max_seq_len: int | None = None,
+    *,
+    seed: int = 0,
+    events: Any = None,
+) -> dict[str, list[Selection]]:
+    """Views -> one generate call -> parse/invert/vote -> (re-score) for ``tasks``.
+
+    ``cfg`` is an InferConfig (views, samples, temperature, rescore, rescore_vote_weight,
+    max_new_tokens). ``adapters`` maps task id -> adapter folder (None or missing: base
+    model). Returns task id -> one Selection per test input, in test order.
+    """
+    adapters = adapters or {}
+    t0 = time.monotonic()
+    views = {t.id: task_views(t, cfg.views, seed) for t in tasks}
+    keyed, skipped = build_requests(tasks, views, fmt, tokenizer, adapters, cfg, max_seq_len)
+    t1 = time.monotonic()
+    completions = backend.generate([r for _, r in keyed]) if keyed else []
+    t2 = time.monotonic()
+    stats = encoding.ParseStats()
+    selections = collect(tasks, keyed, completions, fmt, tokenizer, skipped, stats)
+    n_scores = rescore(
+        tasks, selections, backend, tokenizer, fmt, adapters, cfg.rescore, seed,
+        getattr(cfg, "rescore_vote_weight", 1.0), max_seq_len,
+    )  # fmt: skip
+    t3 = time.monotonic()
+    if events is not None:
+        events.log(
+            "infer",
+            tasks=len(tasks),
+            requests=len(keyed),
+            completions=sum(len(c) for c in completions),
+            invalid=stats.failed,
+            scores=n_scores,
+            prompt_seconds=round(t1 - t0, 3),
+            generate_seconds=round(t2 - t1, 3),
+            select_seconds=round(t3 - t2, 3),
+            backend=getattr(backend, "name", type(backend).__name__),
+        )
+    return selections

@@ -1,0 +1,170 @@
+"""Candidate table and LoRA-rank sweep on the tiny offline model."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from arc_ttft import bench, cli, ttt
+from arc_ttft.config import ConfigError, from_flat
+from arc_ttft.tasks import Example, Task
+
+
+def _read_csv(path: str) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_config_reads_lists_of_ints():
+    cfg = from_flat(bench.CandidatesConfig, {"seq_lens": "256,512", "models": "tiny,Qwen2-0.5B"})
+    assert cfg.seq_lens == [256, 512]
+    assert cfg.models == ["tiny", "Qwen2-0.5B"]
+    with pytest.raises(ConfigError, match="seq_lens"):
+        from_flat(bench.CandidatesConfig, {"seq_lens": "256,long"})
+    assert from_flat(bench.RankSweepConfig, {"ranks": "4,8"}).ranks == [4, 8]
+    line = bench.command_line(cfg, "candidates")
+    assert line == "arc-ttft candidates --models tiny,Qwen2-0.5B --seq-lens 256,512"
+
+
+def test_candidates_table_two_lengths(tmp_path):
+    """Two lengths measured (in process, fast), one over the tiny model's 8192 context."""
+    cfg = bench.CandidatesConfig(
+        models=["tiny"], seq_lens=[64, 128, 16384], steps=2, isolate=False,
+        output=str(tmp_path), name="t",
+    )  # fmt: skip
+    res = bench.run_candidates(cfg, progress=False)
+    ok = [r for r in res.rows if r.status == "ok"]
+    assert [r.seq_len for r in ok] == [64, 128]
+    for r in ok:
+        assert r.seconds > 0 and r.sec_per_step > 0 and r.steps == 2
+        assert r.params_m == pytest.approx(1.31, abs=0.05) and r.dtype == "float32"
+        assert r.hours_per_1000 == pytest.approx(1000 * r.sec_per_step / 3600, rel=1e-2)
+        assert r.test_set_hours == pytest.approx(100 * 32 * r.sec_per_step / 3600, rel=1e-2)
+        assert r.fits is True and math.isfinite(r.loss)
+        assert r.peak_mem_gib is None  # in process on CPU: no honest per-config peak
+    over = res.rows[-1]
+    assert over.status == "over_context" and "16384 > max context 8192" in over.reason
+    assert over.sec_per_step is None
+    rows = _read_csv(res.paths["csv"])
+    assert [r["status"] for r in rows] == ["ok", "ok", "over_context"]
+    assert float(rows[0]["sec_per_step"]) > 0
+    md = (tmp_path / "t.md").read_text()
+    assert "| tiny | 1.3 | 8 | 64 | float32 |" in md
+    assert "over_context: seq_len 16384 > max context 8192" in md
+    assert "inference is left out" in md and "arc-ttft candidates" in md
+
+
+@pytest.mark.slow  # a fresh interpreter per configuration (~7 s idle)
+def test_candidates_in_a_subprocess_measure_peak_memory(tmp_path):
+    cfg = bench.CandidatesConfig(
+        models=["tiny"], seq_lens=[128], steps=2, budget_hours=1e-6, output=str(tmp_path)
+    )
+    row = bench.run_candidates(cfg, progress=False).rows[0]
+    assert row.status == "ok", row.reason
+    assert row.sec_per_step > 0 and 0 < row.peak_mem_gib < 4
+    assert row.fits is False  # nothing fits a budget of a few milliseconds
+
+
+def test_oom_in_the_step_becomes_a_row(tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(ttt, "train_steps", boom)
+    cfg = bench.CandidatesConfig(
+        models=["tiny"], seq_lens=[64], steps=1, isolate=False, output=str(tmp_path)
+    )
+    row = bench.run_candidates(cfg, progress=False).rows[0]
+    assert row.status == "oom" and "out of memory at seq_len 64" in row.reason
+    assert row.sec_per_step is None and row.fits is None
+
+
+@pytest.mark.slow  # a fresh interpreter per configuration (~7 s idle)
+def test_memory_cap_gives_a_real_oom_row(tmp_path):
+    """A subprocess with little address space fails in the step, not the parent."""
+    cfg = bench.CandidatesConfig(
+        models=["tiny"], seq_lens=[4096], steps=1, memory_cap_gb=0.25, output=str(tmp_path)
+    )
+    row = bench.run_candidates(cfg, progress=False).rows[0]
+    assert row.status == "oom", row.reason
+    assert "memory" in row.reason
+
+
+def test_load_failure_and_params_cap_are_rows(tmp_path):
+    cfg = bench.CandidatesConfig(
+        models=["tiny", "no-such-model", "Qwen2.5-1.5B"],
+        seq_lens=[64],
+        steps=1,
+        isolate=False,
+        max_params_m=1000,
+        output=str(tmp_path),
+    )
+    rows = bench.run_candidates(cfg, progress=False).rows
+    assert [r.status for r in rows] == ["ok", "load_failed", "estimated"]
+    assert "not found" in rows[1].reason
+    est = rows[2]
+    assert "1,544M > --max-params-m 1000" in est.reason and "estimated from tiny" in est.reason
+    assert est.sec_per_step == pytest.approx(rows[0].sec_per_step * 1544 / rows[0].params_m, rel=0.01)
+
+
+def test_find_max_seq_len_doubles_then_bisects(monkeypatch):
+    calls = []
+
+    def fake_probe(spec, isolate=True, timeout_s=None):
+        calls.append(spec["seq_len"])
+        if spec["seq_len"] <= 1500:
+            return {"status": "ok"}
+        return {"status": "oom", "reason": "out of memory"}
+
+    monkeypatch.setattr(bench, "run_probe", fake_probe)
+    cfg = bench.CandidatesConfig(models=["tiny"], search_step=256)
+    known = [bench.Row("tiny", 1.3, 8192, 512, 1, "ok")]
+    res = bench.search_max_seq_len(cfg, "tiny", known)
+    assert (res.max_ok, res.first_fail) == (1280, 1536)
+    assert calls == [1024, 2048, 1536, 1280]
+    # Everything fits: stops at the model's context.
+    monkeypatch.setattr(bench, "run_probe", lambda *a, **k: {"status": "ok"})
+    res = bench.search_max_seq_len(cfg, "tiny", known)
+    assert res.max_ok == 8192 and res.stopped_by == "max_context"
+
+
+def _flip_task(seed: int) -> Task:
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(4):
+        g = rng.integers(0, 10, size=(3, 4)).astype(np.int8)
+        pairs.append(Example(g, g[:, ::-1].copy()))
+    return Task(f"flip{seed}", pairs[:3], pairs[3:])
+
+
+def test_rank_sweep_writes_csv_and_plot(tmp_path):
+    cfg = bench.RankSweepConfig(ranks=[2, 8], ttt_steps=3, last_k=2, output=str(tmp_path))
+    res = bench.run_rank_sweep(cfg, progress=False, tasks=[_flip_task(0), _flip_task(1)])
+    assert len(res.per_task) == 4
+    for rec in res.per_task:
+        assert math.isfinite(rec["train_loss"]) and math.isfinite(rec["val_loss"])
+        assert rec["steps"] == 3
+    assert [s["rank"] for s in res.summary] == [2, 8]
+    assert all(s["n_tasks"] == 2 for s in res.summary)
+    rows = _read_csv(res.paths["csv"])
+    assert {r["task_id"] for r in rows} == {"flip0", "flip1"}
+    png = (tmp_path / "lora-rank-sweep.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert "| 2 | 2 |" in res.table
+
+
+def test_cli_commands(tmp_path, capsys):
+    out = str(tmp_path)
+    rc = cli.main(["candidates", "--models", "tiny", "--seq-lens", "64", "--steps", "1",
+                   "--isolate", "false", "--output", out])  # fmt: skip
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| tiny | 1.3 | 8 | 64 |" in printed and "candidates.csv" in printed
+    rc = cli.main(["lora-rank-sweep", "--ranks", "4", "--max-tasks", "1", "--ttt-steps", "1",
+                   "--challenges", "arc1-eval", "--output", out])  # fmt: skip
+    assert rc == 0
+    assert "lora-rank-sweep.png" in capsys.readouterr().out
+    assert cli.main(["candidates", "--steps", "0", "--output", out]) == 2

@@ -1,0 +1,306 @@
+"""The budget guard: deadline, cost model, step planning, guards, and the fake-clock simulation."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arc_ttft import budget as B
+
+# ---------------------------------------------------------------------------------------
+# Clock and Budget
+# ---------------------------------------------------------------------------------------
+
+
+def test_budget_deadline_remaining_and_fraction():
+    clock = B.FakeClock(100.0)
+    b = B.Budget(clock, 1000.0, 50.0)
+    assert b.start == 100.0 and b.deadline == 1050.0 and b.margin == 50.0
+    assert b.remaining() == 950.0 and not b.expired()
+    clock.advance(250)
+    assert b.elapsed() == 250 and b.fraction_used() == 0.25 and b.remaining() == 700
+    clock.advance(700)
+    assert b.expired() and b.remaining() == 0
+
+
+def test_budget_rejects_bad_arguments_with_fix():
+    with pytest.raises(ValueError, match="total_seconds.*budget-hours"):
+        B.Budget(B.FakeClock(), 0)
+    with pytest.raises(ValueError, match="margin_seconds.*safety-margin"):
+        B.Budget(B.FakeClock(), 100, 100)
+    with pytest.raises(ValueError):
+        B.FakeClock().advance(-1)
+
+
+def test_real_clock_is_monotonic():
+    c = B.Clock()
+    a = c.now()
+    assert c.now() >= a
+
+
+def test_can_start_respects_reserve_and_safety():
+    clock = B.FakeClock()
+    b = B.Budget(clock, 100, 10)  # deadline 90
+    assert b.can_start(60, reserve_seconds=30)
+    assert not b.can_start(61, reserve_seconds=30)
+    assert not b.can_start(50, reserve_seconds=30, safety=1.25)
+    clock.advance(91)
+    assert not b.can_start(0)
+
+
+def test_step_guard_stops_before_a_step_that_cannot_end_in_time():
+    clock = B.FakeClock()
+    b = B.Budget(clock, 100, 0)
+    guard = b.step_guard(step_seconds=4.0, reserve_seconds=20.0, safety=1.0)  # limit 80
+    steps = 0
+    while not guard():
+        clock.advance(4.0)
+        steps += 1
+    assert steps == 20 and clock.now() <= 80 and guard.stopped
+
+
+def test_step_guard_uses_the_measured_step_when_slower_than_predicted():
+    clock = B.FakeClock()
+    b = B.Budget(clock, 100, 0)
+    guard = b.step_guard(step_seconds=1.0, safety=1.0)
+    steps = 0
+    while not guard():
+        clock.advance(9.0)  # really 9 s, predicted 1 s
+        steps += 1
+    assert clock.now() <= 100
+    assert steps == 11  # 99 s: a 12th step would end at 108
+
+
+def test_with_deadline_returns_raises_and_propagates():
+    assert B.with_deadline(lambda: 42, 5) == 42
+    with pytest.raises(B.DeadlineExceeded):
+        B.with_deadline(lambda: time.sleep(2), 0.05)
+    with pytest.raises(KeyError):
+        B.with_deadline(lambda: {}["x"], 5)
+
+
+# ---------------------------------------------------------------------------------------
+# Cost model
+# ---------------------------------------------------------------------------------------
+
+
+def test_cost_model_prior_then_scale_then_fit():
+    cost = B.CostModel(step_a=1.0, step_b=0.01)
+    assert cost.ttt_step_seconds(100) == pytest.approx(2.0)
+    # One length measured 2x slower than the prior: the prior's shape, scaled.
+    cost.observe_ttt(100, 4.0, steps=10)
+    assert cost.speed_factor() == pytest.approx(2.0)
+    assert cost.ttt_step_seconds(200) == pytest.approx(2 * (1 + 2))
+    # Measurements over a range of lengths: the true line (0.5 + 0.003 t) is recovered.
+    cost = B.CostModel(step_a=1.0, step_b=0.01)
+    for t in (300, 800, 1500, 3000):
+        cost.observe_ttt(t, 0.5 + 0.003 * t, steps=8)
+    a, b = cost.ttt_fit()
+    assert a == pytest.approx(0.5) and b == pytest.approx(0.003)
+    np.testing.assert_allclose(cost.ttt_step_seconds(np.array([1000.0])), [3.5])
+
+
+def test_cost_model_fit_learns_through_noise_and_never_goes_negative():
+    rng = np.random.default_rng(0)
+    cost = B.CostModel(step_a=0.0, step_b=1e-4)
+    for t in rng.integers(200, 5000, 200):
+        cost.observe_ttt(float(t), 2e-3 * t * rng.uniform(0.7, 1.3), steps=16)
+    a, b = cost.ttt_fit()
+    assert a >= 0 and b > 0
+    assert cost.ttt_step_seconds(2000) == pytest.approx(4.0, rel=0.05)
+    cost.observe_ttt(100, 0.0, steps=3)  # nonsense measurements are ignored
+    cost.observe_ttt(100, 1.0, steps=0)
+    assert cost.n_obs == 200
+
+
+def test_inference_learns_from_ttt_speed_then_from_measurements():
+    cost = B.CostModel(step_a=0.0, step_b=1e-3, gen_seconds_per_token=1e-3)
+    assert cost.inference_seconds(10, 100) == pytest.approx(1.0)
+    cost.observe_ttt(1000, 2.0, steps=4)  # device 2x slower than the prior
+    assert cost.inference_seconds(10, 100) == pytest.approx(2.0)
+    est = cost.inference_seconds(10, 100)
+    cost.observe_inference(est, 3 * est)  # measured: 3x the estimate
+    assert cost.inference_seconds(10, 100) == pytest.approx(6.0)
+
+
+def test_inference_reserve_has_overheads_and_a_floor():
+    cost = B.CostModel(gen_seconds_per_token=1e-3, overheads={"load_infer": 30.0, "write": 2.0})
+    assert B.inference_reserve(cost, 1000, 100, safety=1.0) == pytest.approx(100 + 30 + 2)
+    no_load = B.inference_reserve(cost, 1000, 100, safety=1.0, include_load=False)
+    assert no_load == pytest.approx(102)
+    assert B.inference_reserve(cost, 1, 1, floor_seconds=60) == 60
+    cost.observe_overhead("load_infer", 50.0)
+    assert B.inference_reserve(cost, 1000, 100, safety=1.0) == pytest.approx(152)
+
+
+def test_for_device_priors_are_sane():
+    for dev, model in [("cpu", "tiny"), ("cuda:0", "tiny"), ("cuda:0", None), ("cpu", "x/y")]:
+        c = B.CostModel.for_device(dev, model)
+        assert 0 < c.ttt_step_seconds(2048) < 200
+        assert c.inference_seconds(8, 300) > 0
+    assert B.CostModel.for_device("cuda", None).ttt_step_seconds(2048) < B.CostModel.for_device(
+        "cpu", None
+    ).ttt_step_seconds(2048)
+
+
+# ---------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------
+
+
+def _plan(remaining, tokens, target=32, reserve=0.0, min_steps=None):
+    clock = B.FakeClock()
+    b = B.Budget(clock, remaining, 0.0)
+    cost = B.CostModel(step_a=0.0, step_b=1e-3, task_overhead=1.0)  # 1 s/step at 1000 tokens
+    tasks = [(f"t{i}", n) for i, n in enumerate(tokens)]
+    return B.plan_steps(tasks, b, cost, target, reserve, min_steps=min_steps)
+
+
+def test_plan_cuts_then_skips_then_falls_back_as_time_shrinks():
+    tokens = [1000] * 10  # full TTT: 10 x (32 x 1 s + 1 s) = 330 s
+    full = _plan(330 + 100, tokens, reserve=100)
+    assert set(full.decision_list) == {"full"} and full.steps["t0"] == 32
+    assert full.estimated_seconds == pytest.approx(330)
+
+    cut = _plan(200 + 100, tokens, reserve=100)  # (200 - 10) // 10 = 19 steps each
+    assert set(cut.decision_list) == {"cut"} and set(cut.step_counts) == {19}
+    assert cut.even_steps == 19 and cut.estimated_seconds <= 200
+
+    few = _plan(40 + 100, tokens, reserve=100)  # below min_steps=8: 4 tasks x (8 + 1) = 36 s
+    assert few.counts() == {"full": 0, "cut": 4, "no-ttt": 6, "fallback": 0}
+    assert sorted(set(few.step_counts)) == [0, 8] and few.estimated_seconds <= 40
+
+    none = _plan(105, tokens, reserve=100)
+    assert set(none.decision_list) == {"no-ttt"} and sum(none.step_counts) == 0
+
+    fb = _plan(60, tokens, reserve=100)  # reserve does not fit: 60% of inference fits
+    assert fb.decision_list == ["no-ttt"] * 6 + ["fallback"] * 4
+    assert sum(fb.step_counts) == 0
+
+
+def test_plan_gives_min_steps_to_the_cheapest_tasks_first():
+    plan = _plan(30, [5000, 500, 800, 4000], target=32, min_steps=8)
+    # per task at 8 steps: 41, 5, 7.4, 33 s -> the two cheap ones fit in 30 s
+    assert plan.steps == {"t0": 0, "t1": 8, "t2": 8, "t3": 0}
+
+
+def test_plan_edge_cases():
+    assert _plan(100, [], target=32).steps == {}
+    zero = _plan(100, [1000], target=0)
+    assert zero.steps == {"t0": 0} and zero.decision("t0") == "no-ttt"
+    assert zero.decision("unknown") == "no-ttt"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    remaining=st.floats(1, 1e5),
+    reserve=st.floats(0, 1e5),
+    tokens=st.lists(st.integers(10, 20000), min_size=1, max_size=60),
+    target=st.integers(0, 128),
+    a=st.floats(0, 5),
+    b=st.floats(1e-6, 1e-2),
+    over=st.floats(0, 30),
+)
+def test_plan_never_exceeds_the_deadline(remaining, reserve, tokens, target, a, b, over):
+    clock = B.FakeClock()
+    bud = B.Budget(clock, remaining, 0.0)
+    cost = B.CostModel(step_a=a, step_b=b, task_overhead=over)
+    plan = B.plan_steps([(f"t{i}", n) for i, n in enumerate(tokens)], bud, cost, target, reserve)
+    steps = np.array(plan.step_counts)
+    assert steps.min() >= 0 and steps.max() <= target
+    ttt = sum(s * cost.ttt_step_seconds(n) + (over if s else 0) for s, n in zip(steps, tokens))
+    assert ttt == pytest.approx(plan.estimated_seconds)
+    if reserve <= remaining:
+        assert ttt + reserve <= remaining * (1 + 1e-9)
+    else:
+        assert steps.sum() == 0
+    # A task either gets nothing or at least the useful minimum.
+    assert all(s == 0 or s >= plan.min_steps for s in steps)
+    assert set(plan.decision_list) <= set(B.DECISIONS)
+
+
+def test_plan_figures_are_json_ready_for_the_event_log():
+    plan = _plan(200 + 100, [1000] * 10, reserve=100)
+    fig = plan.figures("t3")
+    assert "task" not in fig and "stage" not in fig
+    assert fig["decision"] == "cut" and fig["steps"] == 19 and fig["reserve"] == 100
+    assert fig["counts"]["cut"] == 10
+    json.dumps(fig)
+    json.dumps(plan.to_dict())
+    assert plan.figures("missing")["steps"] == 0
+
+
+def test_replanning_after_each_task_fits_the_deadline_with_a_wrong_prior():
+    """The pipeline's loop: plan, train (2x slower than the prior says), measure, re-plan."""
+    clock = B.FakeClock()
+    bud = B.Budget(clock, 3600, 0)
+    cost = B.CostModel(step_a=0.0, step_b=1e-3, task_overhead=0.0)  # truth: 2e-3
+    tokens = [500 + 100 * i for i in range(30)]
+    reserve = 600.0
+    for i, n in enumerate(tokens):
+        plan = B.plan_steps([(str(j), t) for j, t in enumerate(tokens)][i:], bud, cost, 64, reserve)
+        steps = plan.step_counts[0]
+        guard = bud.step_guard(cost.ttt_step_seconds(n), reserve_seconds=reserve)
+        done = 0
+        for _ in range(steps):
+            if guard():
+                break
+            clock.advance(2e-3 * n)
+            done += 1
+        if done:
+            cost.observe_ttt(n, 2e-3 * n, done)
+    assert clock.now() <= bud.deadline - reserve
+    assert clock.now() >= 0.95 * (bud.deadline - reserve)  # and the time was used
+    assert cost.speed_factor() == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------------------------------
+# Simulation
+# ---------------------------------------------------------------------------------------
+
+
+def test_simulation_small_is_fast_and_safe():
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(300, 6000, 60).tolist()
+    c = 2 * 3600 / (32 * sum(tokens))  # full TTT would need 2x the budget
+    t0 = time.monotonic()
+    r = B.simulate(tokens, 3600, c, runs=100, seed=3, prior_factor=0.5, margin_seconds=120)
+    assert time.monotonic() - t0 < 10
+    assert r.runs == 100 and r.tasks == 60
+    assert r.overruns == 0 and r.hard_overruns == 0
+    assert r.mean_fraction_used >= 0.85
+    assert 0 < r.mean_steps < 32
+
+
+def test_simulation_rejects_bad_tokens():
+    with pytest.raises(ValueError, match="task_tokens"):
+        B.simulate([], 100, 1e-3)
+
+
+def _arc1_eval_tokens() -> list[int]:
+    tasks_mod = pytest.importorskip("arc_ttft.tasks", reason="arc_ttft.tasks not written yet")
+    tasks = tasks_mod.load_tasks("arc1-eval").tasks
+    out = []
+    for t in tasks:
+        grids = [g for ex in t.train + t.test for g in (ex.input, ex.output) if g is not None]
+        out.append(sum(g.shape[0] * (g.shape[1] + 1) for g in grids))
+    return out
+
+
+@pytest.mark.parametrize("prior_factor", [0.5, 1.0, 2.0])
+def test_simulation_arc1_eval_twelve_hours_no_overruns(prior_factor):
+    """400 tasks, 12 h, full TTT would need 2x the budget, step times +-30%, 100 runs."""
+    tokens = _arc1_eval_tokens()
+    budget = 12 * 3600.0
+    c = 2 * budget / (32 * sum(tokens))
+    r = B.simulate(tokens, budget, c, jitter=0.3, runs=100, seed=7, prior_factor=prior_factor)
+    print(r.summary())
+    assert r.tasks == 400
+    assert r.overruns == 0 and r.hard_overruns == 0
+    assert r.mean_fraction_used >= 0.90
+    assert r.mean_infer_fallback == 0

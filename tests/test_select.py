@@ -1,0 +1,222 @@
+"""Views, voting and re-scoring, with fake backends (no model needed)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from arc_ttft import augment, encoding, select
+from arc_ttft.config import InferConfig
+from arc_ttft.infer import Completion, InferenceTimeout, with_timeout
+from arc_ttft.select import Candidate, RequestKey, Selection
+from arc_ttft.tasks import Example, Task
+
+
+class CharTokenizer:
+    """One id per character: enough for prompts, scoring and the end marker."""
+
+    eos_token = "<|endoftext|>"
+    eos_token_id = 0
+    chat_template = None
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(ch) for ch in text]}
+
+    def get_vocab(self):
+        return {self.eos_token: 0}
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(chr(i) for i in ids)
+
+
+def g(rows):
+    return np.array(rows, dtype=np.int8)
+
+
+def make_task(tid="t1", n_tests=1):
+    train = [
+        Example(g([[1, 2, 0], [3, 4, 0]]), g([[0, 3, 1], [0, 4, 2]])),
+        Example(g([[5, 6], [7, 8], [9, 1]]), g([[9, 7, 5], [1, 8, 6]])),
+        Example(g([[2]]), g([[2]])),
+    ]
+    tests = [Example(g([[1, 2, 3], [4, 5, 6]]), g([[4, 1], [5, 2], [6, 3]]))]
+    if n_tests > 1:
+        tests.append(Example(g([[7, 0], [0, 7]]), g([[0, 7], [7, 0]])))
+    return Task(tid, train, tests)
+
+
+class TruthBackend:
+    """Answers every request with the view-transformed ground truth (or junk for some)."""
+
+    name = "fake"
+
+    def __init__(self, tasks, fmt="digits", junk_views=(), tokenizer=None):
+        self.tasks = {t.id: t for t in tasks}
+        self.fmt = fmt
+        self.junk_views = set(junk_views)
+        self.calls = 0
+        self.end = encoding.end_marker(tokenizer or CharTokenizer())
+
+    def generate(self, requests):
+        self.calls += 1
+        out = []
+        for r in requests:
+            k: RequestKey = r.key
+            if k.view_index in self.junk_views:
+                out.append([Completion([1], "not a grid", -5.0, 1) for _ in range(r.n)])
+                continue
+            truth = self.tasks[k.task_id].test[k.test_index].output
+            text = encoding.get_format(self.fmt).render(augment.apply_grid(k.view, truth))
+            out.append([Completion([1, 2], text + self.end, -1.0, 2) for _ in range(r.n)])
+        return out
+
+    def score_many(self, items):
+        return [-1.0 for _ in items]
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("fmt", ["digits", "shaped"])
+def test_views_invert_end_to_end(fmt):
+    tasks = [make_task("a", n_tests=2), make_task("b")]
+    be = TruthBackend(tasks, fmt)
+    cfg = InferConfig(views=8, samples=1, rescore=0)
+    sels = select.predict_tasks(tasks, be, CharTokenizer(), cfg, fmt, {"a": "/x/a", "b": None})
+    assert be.calls == 1  # every prompt of every task in one call
+    assert [len(sels[t.id]) for t in tasks] == [2, 1]
+    for t in tasks:
+        for ti, s in enumerate(sels[t.id]):
+            assert s.test_index == ti and s.samples == 8 and s.invalid == 0
+            assert len(s.candidates) == 1 and s.candidates[0].count == 8
+            np.testing.assert_array_equal(s.top(1)[0], t.test[ti].output)
+            a1, a2 = s.attempts(t, ti)
+            assert a1 == t.test[ti].output.tolist()
+            assert a2 != a1  # the gap is filled with a fallback, never a repeat
+            json.dumps(s.to_dict())
+
+
+def test_views_are_distinct_and_identity_first():
+    t = make_task()
+    views = select.task_views(t, 8, seed=3)
+    assert views[0].is_identity
+    assert len({(v.transform, v.colours, v.order) for v in views}) == 8
+    assert select.task_views(t, 8, seed=3) == views  # reproducible
+    keyed, skipped = select.build_requests(
+        [t], {t.id: views}, "digits", CharTokenizer(), {t.id: "/ad"}, InferConfig(views=8)
+    )
+    assert len(keyed) == 8 and skipped == {(t.id, 0): 0}
+    assert all(r.adapter == "/ad" for _, r in keyed)
+    # the identity prompt holds the original test input as rendered text
+    text = "".join(chr(i) for i in keyed[0][1].prompt_ids)
+    assert "123\n456" in text
+    assert keyed[0][1].max_new_tokens >= 3 * 3 + len("<|endoftext|>")
+
+
+def test_invalid_answers_are_dropped_and_counted():
+    t = make_task()
+    be = TruthBackend([t], junk_views={1, 2, 3})
+    sels = select.predict_tasks([t], be, CharTokenizer(), InferConfig(views=8, rescore=0), "digits")
+    s = sels[t.id][0]
+    assert s.samples == 8 and s.invalid == 3 and s.candidates[0].count == 5
+    assert sorted(s.candidates[0].views) == [0, 4, 5, 6, 7]
+
+
+def test_too_long_prompts_are_skipped_not_fatal():
+    t = make_task()
+    cfg = InferConfig(views=4, rescore=0)
+    sels = select.predict_tasks([t], TruthBackend([t]), CharTokenizer(), cfg, "digits", max_seq_len=20)
+    s = sels[t.id][0]
+    assert s.skipped_views == 4 and s.candidates == []
+    assert s.attempts(t, 0) == (t.test[0].input.tolist(), [[0]])
+
+
+def _cand(grid, count, lp, rescore=None):
+    return Candidate(grid, count, [0] * count, [lp] * count, rescore)
+
+
+def test_vote_ranks_by_count_then_logprob():
+    a, b, c = _cand([[1]], 3, -2.0), _cand([[2]], 5, -3.0), _cand([[3]], 3, -0.5)
+    ranked = select.vote([a, b, c])
+    assert [x.grid for x in ranked] == [[[2]], [[3]], [[1]]]
+    s = Selection("t", 0, ranked)
+    assert s.attempts() == ([[2]], [[3]])
+
+
+def test_rescore_ranking_and_vote_weight():
+    a = _cand([[1]], 6, -1.0, rescore=-20.0)
+    b = _cand([[2]], 2, -1.0, rescore=-19.5)
+    # pure product of experts: the likelier grid wins
+    assert select.rank_rescored([a, b], 0.0)[0] is b
+    # with the vote term, 6 votes (log 6 = 1.79) beat 2 (log 2 = 0.69) over a 0.5 gap
+    assert select.rank_rescored([a, b], 1.0)[0] is a
+
+
+class ScoringBackend(TruthBackend):
+    """Generates two different grids; scores make the minority grid the likelier one."""
+
+    def __init__(self, task, good, bad):
+        super().__init__([task])
+        self.good, self.bad = good, bad
+        self.scored = []
+
+    def generate(self, requests):
+        out = []
+        for r in requests:
+            v = r.key.view
+            grid = self.bad if r.key.view_index % 4 else self.good  # 2 good, 6 bad of 8
+            text = encoding.get_format("digits").render(augment.apply_grid(v, grid))
+            out.append([Completion([1], text + self.end, -1.0, 1)])
+        return out
+
+    def score_many(self, items):
+        self.scored.append(len(items))
+        out = []
+        for _, answer_ids, _ in items:
+            text = "".join(chr(i) for i in answer_ids)
+            # views transpose and recolour, so recognise the good grid by its cell count
+            cells = sum(ch.isdigit() for ch in text.split("<")[0])
+            out.append(-1.0 if cells == self.good.size else -9.0)
+        return out
+
+
+def test_rescoring_can_overturn_the_vote():
+    t = make_task()
+    good, bad = g([[1, 1, 1]]), g([[2], [2]])
+    be = ScoringBackend(t, good, bad)
+    cfg = InferConfig(views=8, rescore=3, rescore_vote_weight=1.0)
+    s = select.predict_tasks([t], be, CharTokenizer(), cfg, "digits")[t.id][0]
+    assert be.scored == [3 * 2]  # one call: 3 views x 2 candidates
+    assert s.rescored and len(s.rescore_views) == 3
+    assert s.attempts(t, 0) == (good.tolist(), bad.tolist())
+    assert s.candidates[0].rescore == pytest.approx(-3.0)
+    # without re-scoring the majority wins
+    s0 = select.predict_tasks([t], be, CharTokenizer(), InferConfig(views=8, rescore=0), "digits")
+    assert s0[t.id][0].attempts(t, 0) == (bad.tolist(), good.tolist())
+
+
+class HangingBackend:
+    name = "hang"
+
+    def generate(self, requests):
+        time.sleep(60)
+
+    def score_many(self, items):
+        time.sleep(60)
+
+    def close(self):
+        pass
+
+
+def test_hanging_backend_is_timed_out_quickly():
+    t = make_task()
+    t0 = time.monotonic()
+    with pytest.raises(InferenceTimeout):
+        with_timeout(
+            lambda: select.predict_tasks([t], HangingBackend(), CharTokenizer(), InferConfig(), "digits"),
+            0.3,
+        )
+    assert time.monotonic() - t0 < 3

