@@ -230,6 +230,39 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ttt_flags(p: argparse.ArgumentParser) -> None:
+    for group in (C.DataConfig, C.ModelConfig, C.TTTConfig):
+        C.add_arguments(p, group)
+    p.add_argument("--output", default="runs/adapters", help="Folder for one adapter per task.")
+
+
+@command("ttt", "Train a LoRA adapter per task; report steps, seconds and loss.", _ttt_flags)
+def cmd_ttt(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from arc_ttft import ttt
+    from arc_ttft.events import EventLog
+    from arc_ttft.tasks import load_tasks, select_tasks
+
+    data = C.validate(C.from_namespace(C.DataConfig, args))
+    model = C.validate(C.from_namespace(C.ModelConfig, args))
+    cfg = C.validate(C.from_namespace(C.TTTConfig, args))
+    loaded = load_tasks(data.challenges, data.solutions, skip_invalid=data.skip_invalid)
+    tasks = select_tasks(loaded.tasks, data.tasks or None, data.max_tasks)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    events = EventLog(out / "run.jsonl")
+    results = ttt.run_ttt(tasks, model, cfg, out, events=events)
+    print(f"{'task':<20} {'steps':>6} {'seconds':>8} {'s/step':>7} {'first':>7} {'final':>7}  stop")
+    for r in results:
+        first = f"{r.first_loss:.4f}" if r.first_loss is not None else "-"
+        final = f"{r.final_loss:.4f}" if r.final_loss is not None else "-"
+        sps = f"{r.seconds_per_step:.3f}" if r.seconds_per_step else "-"
+        print(f"{r.task_id:<20} {r.steps:>6} {r.seconds:>8.2f} {sps:>7} {first:>7} {final:>7}  {r.stop_reason}")
+    print(f"adapters: {out}")
+    return 0
+
+
 def _candidates_flags(p: argparse.ArgumentParser) -> None:
     from arc_ttft.bench import CandidatesConfig
 
@@ -361,6 +394,55 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 # pipeline: run, dry-run, recall
 # ---------------------------------------------------------------------------------------
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    C.add_arguments(p, C.RunConfig)
+
+
+# The dry run's embedded defaults: CPU, tiny model, 5 bundled tasks, 3 minutes.
+DRY_RUN_DEFAULTS = {
+    "challenges": "arc1-eval",
+    "max_tasks": 5,
+    "model": "tiny",
+    "max_seq_len": 1024,
+    "budget_minutes": 3.0,
+    "safety_margin_minutes": 0.25,
+    "ttt_steps": 16,
+    "learning_rate": 1e-2,
+    "views": 4,
+    "rescore": 2,
+    "backend": "hf",
+    "output": "runs/dry-run",
+}
+
+
+def _run(cfg: C.RunConfig) -> int:
+    from arc_ttft import pipeline
+
+    result = pipeline.run(cfg)
+    print(f"outputs: {result.output}")
+    for name in ("submission.json", "summary.md", "report.html", "run.jsonl", "config.json"):
+        print(f"  {result.output / name}")
+    print(f"tasks: {result.n_tasks}, seconds: {result.seconds:.1f}")
+    if result.score is not None:
+        print(result.score_line())
+    return 0
+
+
+@command("run", "The whole pipeline under the budget guard; writes submission.json.", _run_flags)
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run(C.validate(C.from_namespace(C.RunConfig, args)))
+
+
+@command(
+    "dry-run",
+    "The whole pipeline on CPU with the tiny offline model: 5 bundled tasks, 3 minutes.",
+    _run_flags,
+)
+def cmd_dry_run(args: argparse.Namespace) -> int:
+    given = {k: v for k, v in vars(args).items() if k in C.flat_fields(C.RunConfig)}
+    return _run(C.validate(C.from_flat(C.RunConfig, {**DRY_RUN_DEFAULTS, **given})))
 
 
 # ---------------------------------------------------------------------------------------

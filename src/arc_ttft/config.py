@@ -171,6 +171,11 @@ class InferConfig:
     gpu_memory_utilization: float = _f(0.85, "vLLM: share of GPU memory for weights + KV cache.")
     enforce_eager: bool = _f(False, "vLLM: no CUDA graphs (less memory, slower).")
     merge_adapters: bool = _f(False, "vLLM: merge each adapter into the weights instead of multi-LoRA.")
+    fallback: str = _f(
+        "input",
+        "Attempts for tasks without predictions: the test input then [[0]], or zeros.",
+        choices=["input", "zeros"],
+    )
 
     def problems(self) -> list[str]:
         out = []

@@ -177,16 +177,15 @@ def ttt_stage(
 
     for i, task in enumerate(todo):
         remaining = [(t.id, tokens[t.id]) for t in todo[i:]]
-        plan = B.plan_steps(
-            remaining, guard, cost, cfg.ttt.ttt_steps, reserve_seconds=inference_reserve(tasks, cfg, cost)
-        )
+        reserve = inference_reserve(tasks, cfg, cost)
+        plan = B.plan_steps(remaining, guard, cost, cfg.ttt.ttt_steps, reserve_seconds=reserve)
         steps = plan.steps.get(task.id, 0)
         events.log("budget", task=task.id, **plan.figures(task.id))
         if steps <= 0:
             adapters[task.id] = None
             _write_json(task_dir(out, task.id) / "ttt.json", {"adapter": None, "decision": plan.decision(task.id)})
             continue
-        stop = guard.step_guard(cost.ttt_step_seconds(tokens[task.id]))
+        stop = guard.step_guard(cost.ttt_step_seconds(tokens[task.id]), reserve_seconds=reserve)
         seq_len = max_seq_len
         result = None
         for attempt in range(2):
@@ -214,12 +213,23 @@ def ttt_stage(
     return adapters
 
 
-def inference_reserve(tasks: list[Task], cfg: C.RunConfig, cost: B.CostModel) -> float:
-    """Seconds to keep for inference of every task, from the measured (or prior) costs."""
-    n_prompts = sum(len(t.test) for t in tasks) * cfg.infer.views * cfg.infer.samples
-    n_scores = sum(len(t.test) for t in tasks) * cfg.infer.rescore * 2
-    out_tokens = np.mean([max(ex.input.size + ex.input.shape[0] for ex in t.test) for t in tasks]) if tasks else 0
-    return cost.inference_seconds(n_prompts, int(out_tokens), n_scores)
+def inference_reserve(
+    tasks: list[Task], cfg: C.RunConfig, cost: B.CostModel, include_load: bool = True
+) -> float:
+    """Seconds to keep for inference of ``tasks``, from the measured (or prior) costs."""
+    if not tasks:
+        return 0.0
+    n_tests = sum(len(t.test) for t in tasks)
+    n_prompts = n_tests * cfg.infer.views * cfg.infer.samples
+    n_scores = n_tests * cfg.infer.rescore * 2  # ~two distinct candidates per test input
+    # Answer tokens ~ the size of the test input grid in digit rows: H x (W + 1).
+    out_tokens = float(np.mean([ex.input.shape[0] * (ex.input.shape[1] + 1) for t in tasks for ex in t.test]))
+    # The floor guards against an optimistic prior; it scales with the budget so that a
+    # short run (the dry run, tests) is not all reserve.
+    floor = min(60.0, 0.1 * cfg.budget.budget_seconds()) if include_load else 0.0
+    return B.inference_reserve(
+        cost, n_prompts, out_tokens, n_scores, include_load=include_load, floor_seconds=floor
+    )
 
 
 def inference_stage(
@@ -251,7 +261,7 @@ def inference_stage(
     try:
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
-            est = inference_reserve(part, cfg, cost)
+            est = inference_reserve(part, cfg, cost, include_load=False)
             if not guard.can_start(est):
                 events.log("budget", decision="fallback", tasks=[t.id for t in part],
                            estimated_seconds=round(est, 2), remaining=round(guard.remaining(), 2))
@@ -273,7 +283,13 @@ def inference_stage(
                 if isinstance(e, B.DeadlineExceeded):
                     break  # a hung backend cannot be trusted with more work
                 continue
-            cost.observe_inference(inference_reserve(part, cfg, cost), time.monotonic() - t1)
+            n_tests = sum(len(t.test) for t in part)
+            cost.observe_inference(
+                cost.inference_seconds(n_tests * cfg.infer.views * cfg.infer.samples,
+                                       float(np.mean([ex.input.shape[0] * (ex.input.shape[1] + 1) for t in part for ex in t.test])),
+                                       n_tests * cfg.infer.rescore * 2),
+                time.monotonic() - t1,
+            )
             for t in part:
                 sels = selections[t.id]
                 attempts = [s.attempts(t, i) for i, s in enumerate(sels)]
@@ -282,13 +298,9 @@ def inference_stage(
                     "selections": [s.to_dict() for s in sels],
                 })
                 events.log("select", task=t.id, candidates=[len(s.candidates) for s in sels])
-            write_submission_now(out, tasks, cfg_fallback(cfg))
+            write_submission_now(out, tasks, cfg.infer.fallback)
     finally:
         backend.close()
-
-
-def cfg_fallback(cfg: C.RunConfig) -> str:
-    return "input"
 
 
 # ---------------------------------------------------------------------------------------
@@ -323,7 +335,7 @@ def _run_workers(shards: list[list[Task]], cfg: C.RunConfig, out: Path, guard: B
         procs.append(subprocess.Popen(cmd, env=env))
     while any(p.poll() is None for p in procs):
         time.sleep(10)
-        write_submission_now(out, all_tasks)  # merge what the workers finished so far
+        write_submission_now(out, all_tasks, cfg.infer.fallback)  # merge what the workers finished so far
         if guard.expired():
             for p in procs:
                 p.terminate()
@@ -366,7 +378,7 @@ def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True
     events.log("start", tasks=len(tasks), budget_seconds=cfg.budget.budget_seconds(),
                deadline_in=round(guard.remaining(), 1), source=cfg.data.challenges)
     # A valid submission before any model is loaded.
-    write_submission_now(out, tasks)
+    write_submission_now(out, tasks, cfg.infer.fallback)
 
     import torch
 
@@ -377,7 +389,7 @@ def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True
     else:
         process_shard(tasks, cfg, out, guard, events, progress=progress)
 
-    sub = write_submission_now(out, tasks)
+    sub = write_submission_now(out, tasks, cfg.infer.fallback)
     problems = submission.validate_submission(sub, tasks)
     assert not problems, problems  # build_submission fills every gap; this is a bug if hit
     score = None
@@ -387,7 +399,10 @@ def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True
     result.tasks = {t.id: {"ttt": read_ttt(out, t.id)} for t in tasks}
     from arc_ttft import report
 
-    report.write_outputs(out, tasks, sub, score, events)
+    header = {"model": cfg.model.model, "challenges": cfg.data.challenges,
+              "budget used": f"{guard.fraction_used():.1%} of {cfg.budget.budget_seconds():.0f} s",
+              "ttt steps (target)": cfg.ttt.ttt_steps, "views": cfg.infer.views}
+    report.write_outputs(out, tasks, sub, score, events, header)
     events.log("end", seconds=result.seconds, score=score.score if score else None,
                used=round(guard.fraction_used(), 4))
     return result
