@@ -110,6 +110,11 @@ class TTTConfig:
     warmup_steps: int = _f(2, "Linear warm-up steps.")
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     batch_size: int = _f(1, "Sequences per step (packed without padding when > 1).")
+    ttt_views: int | None = _f(
+        None,
+        "Distinct augmented views in a task's training data, cycled (default: a fresh view "
+        "for every pass over the pairs; 1 = the plain task only).",
+    )
     label_mode: str = _f(
         "answer",
         "Which tokens carry loss: the answer grid only, or every output grid after the first.",
@@ -136,6 +141,8 @@ class TTTConfig:
             out.append(f"lora_rank: {self.lora_rank} must be >= 1")
         if self.learning_rate <= 0:
             out.append(f"learning_rate: {self.learning_rate} must be > 0")
+        if self.ttt_views is not None and self.ttt_views < 1:
+            out.append(f"ttt_views: {self.ttt_views} must be >= 1 (or unset)")
         if self.batch_size < 1:
             out.append(f"batch_size: {self.batch_size} must be >= 1")
         if not 0 <= self.lora_dropout < 1:

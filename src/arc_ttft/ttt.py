@@ -98,18 +98,22 @@ def make_samples(
     max_seq_len: int | None = None,
     label_mode: str = "answer",
     holdout: int | None = None,
+    n_views: int | None = None,
 ) -> list[Sample]:
     """``n`` leave-one-out samples of ``task`` under random views (seeded).
 
     The first ``len(train)`` samples use the identity view, so short runs still see every
-    pair plain. ``holdout`` leaves one train pair out entirely (validation in rank sweeps).
+    pair plain. ``n_views`` caps the distinct views (cycled; None = a new view for every
+    pass over the pairs). ``holdout`` leaves one train pair out entirely (validation).
     """
     pairs = [ex for i, ex in enumerate(task.train) if i != holdout]
     if len(pairs) < 2:
         # Nothing to leave out: learn the single pair with no examples but itself.
         pairs = pairs * 2
     base = Task(task.id, pairs, [])
-    views = augment.make_views(len(pairs), max(1, math.ceil(n / len(pairs))), seed)
+    passes = max(1, math.ceil(n / len(pairs)))
+    views = augment.make_views(len(pairs), min(passes, n_views or passes), seed)
+    views = [views[i % len(views)] for i in range(passes)]
     rng = random.Random(seed)
     out: list[Sample] = []
     for v in views:
@@ -355,7 +359,8 @@ def train_task(
     if reset:
         reset_adapter(model, seed, cfg.base_adapter if cfg.adapter_mode == "continue" else None)
     samples = make_samples(
-        task, fmt, tokenizer, steps * cfg.batch_size, seed, max_seq_len, cfg.label_mode
+        task, fmt, tokenizer, steps * cfg.batch_size, seed, max_seq_len, cfg.label_mode,
+        n_views=cfg.ttt_views,
     )
     losses, reason, tokens, seconds = train_steps(
         model,
@@ -422,7 +427,8 @@ def train_shared(
     events = events or EventLog()
     reset_adapter(model, cfg.seed, cfg.base_adapter)
     per = [
-        make_samples(t, fmt, tokenizer, cfg.ttt_steps * cfg.batch_size, cfg.seed + i, max_seq_len, cfg.label_mode)
+        make_samples(t, fmt, tokenizer, cfg.ttt_steps * cfg.batch_size, cfg.seed + i, max_seq_len,
+                     cfg.label_mode, n_views=cfg.ttt_views)
         for i, t in enumerate(tasks)
     ]
     samples = [s for group in zip(*per) for s in group]  # round robin over tasks

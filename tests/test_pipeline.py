@@ -1,0 +1,173 @@
+"""The pipeline end to end on the tiny model: valid submission, resume, faults, budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from arc_ttft import config as C
+from arc_ttft import pipeline, submission, ttt
+from arc_ttft.events import read_events
+from arc_ttft.tasks import load_tasks, select_tasks
+
+SMALL = dict(
+    challenges="arc1-eval",
+    model="tiny",
+    max_seq_len=512,
+    ttt_steps=2,
+    learning_rate=1e-2,
+    views=2,
+    rescore=1,
+    backend="hf",
+    budget_minutes=5.0,
+)
+
+
+def _cfg(tmp_path: Path, **kw) -> C.RunConfig:
+    return C.validate(C.from_flat(C.RunConfig, {**SMALL, "output": str(tmp_path / "run"), **kw}))
+
+
+def _tasks(cfg: C.RunConfig):
+    return select_tasks(load_tasks(cfg.data.challenges).tasks, cfg.data.tasks or None, cfg.data.max_tasks)
+
+
+def _valid(path: Path, tasks) -> None:
+    sub = submission.read_submission(path)
+    assert submission.validate_submission(sub, tasks) == []
+
+
+def test_run_writes_every_output(tmp_path):
+    cfg = _cfg(tmp_path, max_tasks=5)
+    res = pipeline.run(cfg, progress=False)
+    out = Path(cfg.output)
+    tasks = _tasks(cfg)
+    _valid(out / "submission.json", tasks)
+    for name in ("config.json", "run.jsonl", "summary.md", "report.html"):
+        assert (out / name).stat().st_size > 0, name
+    assert res.score is not None and res.score_line().startswith("score: ")
+    assert C.load(C.RunConfig, out / "config.json") == cfg
+    stages = {e["stage"] for e in read_events(out / "run.jsonl")}
+    assert {"start", "budget", "ttt", "infer", "select", "end"} <= stages
+    html = (out / "report.html").read_text()
+    assert all(t.id in html for t in tasks)
+    # Every task got an adapter and answers on disk (what --resume reads).
+    for t in tasks:
+        assert pipeline.read_answers(out, t.id) is not None
+        assert (out / "adapters" / t.id / "adapter_model.safetensors").exists()
+
+
+def test_fault_in_one_task_leaves_the_others(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path, max_tasks=3)
+    tasks = _tasks(cfg)
+    bad = tasks[1].id
+    real = ttt.train_task
+
+    def flaky(model, tok, task, *a, **kw):
+        if task.id == bad:
+            raise RuntimeError("injected failure")
+        return real(model, tok, task, *a, **kw)
+
+    monkeypatch.setattr(ttt, "train_task", flaky)
+    pipeline.run(cfg, progress=False)
+    out = Path(cfg.output)
+    _valid(out / "submission.json", tasks)
+    events = read_events(out / "run.jsonl")
+    faults = [e for e in events if e["stage"] == "fault"]
+    assert faults and faults[0]["task"] == bad and "injected" in faults[0]["error"]
+    # The faulty task falls back to the base model; the others keep their adapters.
+    assert pipeline.read_ttt(out, bad)["adapter"] is None
+    for t in tasks:
+        assert pipeline.read_answers(out, t.id) is not None
+        if t.id != bad:
+            assert pipeline.read_ttt(out, t.id)["adapter"]
+
+
+def test_short_budget_with_slow_steps_ends_on_time(tmp_path, monkeypatch):
+    real = ttt.answer_loss
+
+    def slow(model, batch):
+        time.sleep(0.5)
+        return real(model, batch)
+
+    monkeypatch.setattr(ttt, "answer_loss", slow)
+    cfg = _cfg(tmp_path, max_tasks=4, ttt_steps=1000, budget_minutes=1.0, safety_margin_minutes=0.1)
+    t0 = time.monotonic()
+    pipeline.run(cfg, progress=False)
+    took = time.monotonic() - t0
+    assert took <= 60.0
+    tasks = _tasks(cfg)
+    _valid(Path(cfg.output) / "submission.json", tasks)
+    events = read_events(Path(cfg.output) / "run.jsonl")
+    steps = [e["steps"] for e in events if e["stage"] == "ttt" and "steps" in e]
+    assert steps and max(steps) < 1000  # the guard cut the steps
+
+
+def test_killed_mid_ttt_then_resumed(tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "arc_ttft", "run", "--output", str(out), "--max-tasks", "3",
+            "--ttt-steps", "40"]  # fmt: skip
+    for k, v in SMALL.items():
+        if k != "ttt_steps":
+            args += ["--" + k.replace("_", "-"), str(v)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ)
+    log = out / "run.jsonl"
+    deadline = time.monotonic() + 240
+    # Wait for the first finished task, then kill hard in the middle of the next one.
+    while time.monotonic() < deadline:
+        if log.exists() and any(e["stage"] == "ttt" for e in read_events(log)):
+            break
+        assert proc.poll() is None, "run ended before it could be killed"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    cfg = C.load(C.RunConfig, out / "config.json")
+    tasks = _tasks(cfg)
+    _valid(out / "submission.json", tasks)  # valid at the moment of the kill
+    trained_before = [e["task"] for e in read_events(log) if e["stage"] == "ttt" and "steps" in e]
+    assert trained_before
+
+    cfg.resume = True
+    pipeline.run(cfg, progress=False)
+    events = read_events(log)
+    resumed = [e["task"] for e in events if e.get("decision") == "resumed"]
+    assert set(trained_before) <= set(resumed)
+    trained = [e["task"] for e in events if e["stage"] == "ttt" and "steps" in e]
+    assert len(trained) == len(set(trained)) == len(tasks), "a task was trained twice"
+    _valid(out / "submission.json", tasks)
+
+
+def test_resume_reuses_answers(tmp_path):
+    cfg = _cfg(tmp_path, max_tasks=2, ttt_steps=0)
+    pipeline.run(cfg, progress=False)
+    first = json.loads((Path(cfg.output) / "submission.json").read_text())
+    cfg.resume = True
+    pipeline.run(cfg, progress=False)
+    assert json.loads((Path(cfg.output) / "submission.json").read_text()) == first
+    infer_events = [e for e in read_events(Path(cfg.output) / "run.jsonl") if e["stage"] == "infer"]
+    assert len(infer_events) == 1, "answers were computed again on resume"
+
+
+def test_shard_tasks_balances_cost():
+    tasks = load_tasks("arc1-eval").tasks[:40]
+    shards = pipeline.shard_tasks(tasks, 2, "digits", 10)
+    assert sorted(t.id for s in shards for t in s) == sorted(t.id for t in tasks)
+    from arc_ttft import encoding
+
+    loads = [sum(encoding.task_tokens(t, "digits") for t in s) for s in shards]
+    assert max(loads) / min(loads) < 1.1
+
+
+def test_bad_config_lists_every_problem(tmp_path):
+    with pytest.raises(C.ConfigError) as e:
+        C.validate(C.from_flat(C.RunConfig, {"ttt_steps": -1, "views": 0, "max_tasks": 0}))
+    text = str(e.value)
+    assert "ttt_steps" in text and "views" in text and "max_tasks" in text
+    with pytest.raises(C.ConfigError, match="unknown parameter"):
+        C.from_flat(C.RunConfig, {"ttt_stepz": 3})
