@@ -31,6 +31,12 @@
 # `-p models "Qwen2.5-0.5B-Instruct,Qwen2.5-1.5B-Instruct" -p seq_lens "2048,4096,8192"
 # -p steps 10 -p random_weights False -p rank_model Qwen2.5-0.5B-Instruct`.
 
+# %%
+from IPython.display import Image, Markdown, display
+
+from arc_ttft import bench
+from arc_ttft.config import from_flat
+
 # %% tags=["parameters"]
 models = "tiny"  # comma separated registry names, hub ids or folders
 seq_lens = "256,512"
@@ -49,11 +55,6 @@ rank_ttt_steps = 4
 output = "runs/candidates"
 
 # %%
-from IPython.display import Image, Markdown, display
-
-from arc_ttft import bench
-from arc_ttft.config import from_flat
-
 cand_cfg = from_flat(
     bench.CandidatesConfig,
     {
@@ -82,7 +83,9 @@ assert ok, "no configuration ran; see the notes column"
 best = [r for r in ok if r.fits]
 print(f"{len(ok)} of {len(cand.rows)} configurations ran; {len(best)} fit {budget_hours:g} h")
 for r in sorted(best, key=lambda r: (-r.seq_len, r.sec_per_step)):
-    print(f"  {r.model} @ {r.seq_len}: {r.sec_per_step:.3f} s/step, test set {r.test_set_hours:.2f} h")
+    print(
+        f"  {r.model} @ {r.seq_len}: {r.sec_per_step:.3f} s/step, test set {r.test_set_hours:.2f} h"
+    )
 
 # %%
 sweep_cfg = from_flat(

@@ -4,7 +4,7 @@ The model sees exactly the pipeline's prompt layout (``encoding.build_prompt`` w
 tiny tokenizer's chat template) and tokenisation (``encoding.tokenize_prompt``), so TTT
 and inference can use it unchanged. Loss is on every output grid after the first one
 (the rule is known from then on), which gives 3-4x more signal per token than the
-answer alone. Sequences are packed without padding into rows of ``--row-tokens``.
+answer alone. Batches hold tasks of similar length, right-padded.
 
 Schedules (learning rate: warm-up + cosine; curriculum: grid sizes) run on progress =
 max(step / steps, elapsed / minutes), so a wall-clock cap still ends with a full decay.
@@ -129,60 +129,64 @@ def encode_task(task: dict, fmt: str, tok, label_outputs: bool = True) -> Exampl
 
 
 def task_stream(seed: int, fmt: str, tok, sizes_fn, families=None, max_len: int = 2048):
-    """Endless encoded tasks; ``sizes_fn()`` gives the current (min_size, max_size)."""
+    """Endless encoded tasks; ``sizes_fn()`` gives the current (min_size, max_size).
+
+    Each task draws its own max side in [min(4, max_size), max_size], so small grids
+    keep appearing after the curriculum grows (no forgetting of the easy cases).
+    """
     names = list(families or synthetic.DEFAULT_FAMILIES)
     rng = np.random.default_rng(seed)
     while True:
         lo, hi = sizes_fn()
+        hi = int(rng.integers(min(4, hi), hi + 1))
         fam = names[int(rng.integers(len(names)))]
-        task = synthetic.make_task(fam, rng, (3, 4), lo, hi)
+        task = synthetic.make_task(fam, rng, (3, 4), lo, max(hi, lo + 1, 2))
         ex = encode_task(task, fmt, tok)
         if len(ex.ids) <= max_len:
             yield ex
 
 
-def make_batch(stream, batch_tokens: int, row_tokens: int) -> dict[str, torch.Tensor]:
-    """Rows of packed sequences (position ids restart per sequence), right-padded.
+def batch_stream(stream, batch_tokens: int, pool: int = 64):
+    """Endless lists of examples of about ``batch_tokens`` padded tokens each.
 
-    Padded positions get position 0 and label IGNORE; each padding token is then its own
-    one-token "sequence" for the packed-attention mask, which keeps real tokens exact.
+    Draws ``pool`` examples, sorts them by length and cuts batches of neighbours, so
+    right-padding wastes little; batch order is shuffled within the pool.
     """
-    rows: list[list[Example]] = []
-    total = 0
-    cur: list[Example] = []
-    cur_len = 0
-    while total < batch_tokens:
-        ex = next(stream)
-        if cur and cur_len + len(ex.ids) > row_tokens:
-            rows.append(cur)
-            cur, cur_len = [], 0
-        cur.append(ex)
-        cur_len += len(ex.ids)
-        total += len(ex.ids)
-    if cur:
-        rows.append(cur)
-    width = max(sum(len(e.ids) for e in r) for r in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    pos = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, row in enumerate(rows):
-        k = 0
-        for e in row:
-            n = len(e.ids)
-            ids[r, k : k + n] = torch.tensor(e.ids)
-            lab = torch.tensor(e.labels)
-            lab[0] = IGNORE  # no loss across a sequence boundary
-            labels[r, k : k + n] = lab
-            pos[r, k : k + n] = torch.arange(n)
-            k += n
-    return {"input_ids": ids, "labels": labels, "position_ids": pos}
+    rng = random.Random(0)
+    while True:
+        items = sorted((next(stream) for _ in range(pool)), key=lambda e: len(e.ids))
+        batches, cur = [], []
+        for e in items:
+            if cur and len(e.ids) * (len(cur) + 1) > batch_tokens:
+                batches.append(cur)
+                cur = []
+            cur.append(e)
+        if cur:
+            batches.append(cur)
+        rng.shuffle(batches)
+        yield from batches
+
+
+def make_batch(examples: list[Example]) -> dict[str, torch.Tensor]:
+    """One row per sequence, right-padded; padding carries no loss.
+
+    Right padding needs no attention mask: under the causal mask real tokens never see
+    the pads after them. (Packing with position restarts was ~2x slower here: the
+    block-diagonal mask costs more than the padding it saves.)
+    """
+    width = max(len(e.ids) for e in examples)
+    ids = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    for r, e in enumerate(examples):
+        n = len(e.ids)
+        ids[r, :n] = torch.tensor(e.ids)
+        labels[r, :n] = torch.tensor(e.labels)
+    return {"input_ids": ids, "labels": labels}
 
 
 def batch_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Mean cross-entropy over labelled tokens (logits only where labels are)."""
-    out = model(
-        input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
-    ).logits
+    """Mean cross-entropy over labelled tokens."""
+    out = model(input_ids=batch["input_ids"], use_cache=False).logits
     logits = out[:, :-1]
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
@@ -236,7 +240,8 @@ def train(args, log=print) -> dict:
     def sizes():
         return stage_at(args.curriculum, progress)
 
-    stream = task_stream(args.seed, args.format, tok, sizes, max_len=args.row_tokens)
+    stream = task_stream(args.seed, args.format, tok, sizes, max_len=args.max_len)
+    batches = batch_stream(stream, args.batch_tokens)
     curve = out / "loss.csv"
     with curve.open("w", newline="") as f:
         csv.writer(f).writerow(["step", "seconds", "tokens", "loss", "lr", "min_size", "max_size"])
@@ -254,7 +259,7 @@ def train(args, log=print) -> dict:
         lr = lr_at(progress, args.lr, args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = make_batch(stream, args.batch_tokens, args.row_tokens)
+        batch = make_batch(next(batches))
         with autocast:
             loss, _ = batch_loss(model, batch)
         loss.backward()
@@ -268,7 +273,15 @@ def train(args, log=print) -> dict:
         lo, hi = sizes()
         with curve.open("a", newline="") as f:
             csv.writer(f).writerow(
-                [step, round(time.monotonic() - t0, 1), tokens, round(value, 5), f"{lr:.3g}", lo, hi]
+                [
+                    step,
+                    round(time.monotonic() - t0, 1),
+                    tokens,
+                    round(value, 5),
+                    f"{lr:.3g}",
+                    lo,
+                    hi,
+                ]
             )
         if step % args.log_every == 0 or step == 1:
             el = time.monotonic() - t0
@@ -343,30 +356,68 @@ def plot_curve(csv_path: Path, png: Path) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def evaluate(model, tok, challenges: dict, solutions: dict, fmt: str, max_new: int = 600) -> dict:
-    """Exact-match accuracy of greedy answers, overall and per family."""
-    model.eval()
-    model.config.use_cache = True
+def _greedy(model, tok, ids: list[int], max_new: int) -> str:
     eos = tok.convert_tokens_to_ids(tok.eos_token)
+    with torch.no_grad():
+        gen = model.generate(
+            torch.tensor([ids]),
+            max_new_tokens=max_new,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=eos,
+            use_cache=True,
+        )
+    return tok.decode(gen[0, len(ids) :], skip_special_tokens=False)
+
+
+def evaluate(
+    model,
+    tok,
+    challenges: dict,
+    solutions: dict,
+    fmt: str,
+    max_new: int = 600,
+    ttt_steps: int = 0,
+    ttt_lr: float = 1e-3,
+    ttt_rank: int = 16,
+    log=None,
+) -> dict:
+    """Exact-match accuracy of greedy answers, overall and per family.
+
+    With ``ttt_steps`` > 0, each task first gets a fresh LoRA adapter trained with the
+    pipeline's own TTT code (``ttt.train_task``: leave-one-out samples under random
+    views, answer-only loss), then is decoded greedily with it.
+    """
+    from arc_ttft import ttt
+    from arc_ttft.config import TTTConfig
+    from arc_ttft.tasks import Example as TaskExample
+    from arc_ttft.tasks import Task
+
+    cfg = TTTConfig(ttt_steps=ttt_steps, learning_rate=ttt_lr, lora_rank=ttt_rank,
+                    lora_alpha=2.0 * ttt_rank, warmup_steps=2)  # fmt: skip
+    if ttt_steps > 0:
+        model = ttt.prepare_peft_model(model, cfg)
+    model.eval()
     per: dict[str, list[int]] = defaultdict(list)
     reasons: Counter = Counter()
-    for tid, task in challenges.items():
+    for k, (tid, task) in enumerate(challenges.items()):
         examples = [(np.array(p["input"]), np.array(p["output"])) for p in task["train"]]
-        prompt = encoding.build_prompt(examples, np.array(task["test"][0]["input"]), fmt, tok)
+        query = np.array(task["test"][0]["input"])
+        if ttt_steps > 0:
+            t = Task(tid, [TaskExample(i, o) for i, o in examples], [TaskExample(query)])
+            ttt.train_task(model, tok, t, cfg, fmt, None, steps=ttt_steps)
+            model.eval()
+        prompt = encoding.build_prompt(examples, query, fmt, tok)
         ids, _ = encoding.tokenize_prompt(prompt, tok)
-        x = torch.tensor([ids])
-        gen = model.generate(
-            x, max_new_tokens=max_new, do_sample=False, eos_token_id=eos, pad_token_id=eos
-        )
-        text = tok.decode(gen[0, len(ids) :], skip_special_tokens=False)
+        text = _greedy(model, tok, ids, max_new)
         stats = encoding.ParseStats()
         grid = encoding.parse_answer(text, fmt, stats, end=tok.eos_token)
         reasons.update(stats.reasons)
         want = np.array(solutions[tid][0])
         ok = grid is not None and grid.shape == want.shape and bool((grid == want).all())
         per[synthetic.family_of(tid)].append(int(ok))
-    model.config.use_cache = False
+        if log and (k + 1) % 10 == 0:
+            log(f"eval {k + 1}/{len(challenges)} correct {sum(map(sum, per.values()))}")
     fams = {f: (sum(v), len(v)) for f, v in sorted(per.items())}
     n_ok = sum(a for a, _ in fams.values())
     n = sum(b for _, b in fams.values())
@@ -377,8 +428,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=100000, help="max optimizer steps")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock cap (schedules fit it)")
-    p.add_argument("--batch-tokens", type=int, default=4096, help="tokens per step (packed)")
-    p.add_argument("--row-tokens", type=int, default=1024, help="packed row length")
+    p.add_argument("--batch-tokens", type=int, default=2048, help="padded tokens per step")
+    p.add_argument("--max-len", type=int, default=1536, help="skip longer training tasks")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
@@ -396,6 +447,10 @@ def parse_args(argv=None):
     p.add_argument("--eval-tasks", type=int, default=100)
     p.add_argument("--eval-seed", type=int, default=999)
     p.add_argument("--eval-max-size", type=int, default=10)
+    p.add_argument("--eval-min-size", type=int, default=3)
+    p.add_argument("--ttt-steps", type=int, default=0, help="eval: LoRA TTT steps per task")
+    p.add_argument("--ttt-lr", type=float, default=1e-3, help="eval: TTT learning rate")
+    p.add_argument("--eval-out", default=None, help="eval: write the result JSON here")
     return p.parse_args(argv)
 
 
@@ -408,12 +463,19 @@ def main(argv=None) -> None:
         tok = load_tokenizer(args.eval_only)
         model = AutoModelForCausalLM.from_pretrained(args.eval_only, dtype=torch.float32)
         ch, sol = synthetic.generate(
-            args.eval_tasks, seed=args.eval_seed, max_size=args.eval_max_size
+            args.eval_tasks,
+            seed=args.eval_seed,
+            min_size=args.eval_min_size,
+            max_size=args.eval_max_size,
         )
         t = time.monotonic()
-        res = evaluate(model, tok, ch, sol, args.format)
+        res = evaluate(model, tok, ch, sol, args.format, ttt_steps=args.ttt_steps,
+                       ttt_lr=args.ttt_lr, log=lambda m: print(m, flush=True))  # fmt: skip
         res["seconds"] = round(time.monotonic() - t, 1)
+        res["args"] = vars(args)
         print(json.dumps(res))
+        if args.eval_out:
+            Path(args.eval_out).write_text(json.dumps(res, indent=2))
         return
     train(args, log=lambda m: print(m, flush=True))
 

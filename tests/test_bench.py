@@ -107,7 +107,9 @@ def test_load_failure_and_params_cap_are_rows(tmp_path):
     assert "not found" in rows[1].reason
     est = rows[2]
     assert "1,544M > --max-params-m 1000" in est.reason and "estimated from tiny" in est.reason
-    assert est.sec_per_step == pytest.approx(rows[0].sec_per_step * 1544 / rows[0].params_m, rel=0.01)
+    assert est.sec_per_step == pytest.approx(
+        rows[0].sec_per_step * 1544 / rows[0].params_m, rel=0.01
+    )
 
 
 def test_find_max_seq_len_doubles_then_bisects(monkeypatch):

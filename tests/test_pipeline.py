@@ -171,3 +171,17 @@ def test_bad_config_lists_every_problem(tmp_path):
     assert "ttt_steps" in text and "views" in text and "max_tasks" in text
     with pytest.raises(C.ConfigError, match="unknown parameter"):
         C.from_flat(C.RunConfig, {"ttt_stepz": 3})
+
+
+def test_two_workers_merge_into_one_submission(tmp_path):
+    """The multi-GPU path (one process per GPU, sharded, merged) with two CPU workers."""
+    cfg = _cfg(tmp_path, max_tasks=3, ttt_steps=1, views=1, rescore=0, workers=2)
+    pipeline.run(cfg, progress=False)
+    out = Path(cfg.output)
+    tasks = _tasks(cfg)
+    _valid(out / "submission.json", tasks)
+    shards = [e for e in read_events(out / "run.jsonl") if e["stage"] == "shard"]
+    assert len(shards) == 2 and sum(e["tasks"] for e in shards) == 3
+    assert sorted(p.name for p in out.glob("run.worker*.jsonl")) == ["run.worker0.jsonl", "run.worker1.jsonl"]
+    for t in tasks:
+        assert pipeline.read_answers(out, t.id) is not None

@@ -276,7 +276,10 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
             out["dtype"] = f"nf4/{str(models.resolve_dtype(mcfg.dtype, device)).split('.')[-1]}"
         seq_len = int(spec["seq_len"])
         if out["max_context"] and seq_len > out["max_context"]:
-            out.update(status="over_context", reason=f"seq_len {seq_len} > max context {out['max_context']}")
+            out.update(
+                status="over_context",
+                reason=f"seq_len {seq_len} > max context {out['max_context']}",
+            )
             return out
         tcfg = TTTConfig(
             lora_rank=int(spec.get("lora_rank", 16)),
@@ -300,7 +303,9 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
                 torch.cuda.synchronize()
         except Exception as e:
             if _is_oom(e):
-                out.update(status="oom", reason=f"out of memory at seq_len {seq_len}: {_first_line(e)}")
+                out.update(
+                    status="oom", reason=f"out of memory at seq_len {seq_len}: {_first_line(e)}"
+                )
             else:
                 out.update(status="error", reason=f"{type(e).__name__}: {_first_line(e)}")
             return out
@@ -361,7 +366,10 @@ def run_probe(spec: dict[str, Any], isolate: bool = True, timeout_s: float | Non
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
-        return {"status": "timeout", "reason": f"no result after {timeout_s:.0f} s (--timeout-minutes)"}
+        return {
+            "status": "timeout",
+            "reason": f"no result after {timeout_s:.0f} s (--timeout-minutes)",
+        }
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX) :])
@@ -497,10 +505,17 @@ def run_candidates(cfg: CandidatesConfig, *, progress: bool = True) -> Candidate
         for seq_len in cfg.seq_lens:
             row = Row(model, params_m, max_ctx, seq_len, cfg.steps, "ok")
             if max_ctx is not None and seq_len > max_ctx:
-                row.status, row.reason = "over_context", f"seq_len {seq_len} > max context {max_ctx}"
+                row.status, row.reason = (
+                    "over_context",
+                    f"seq_len {seq_len} > max context {max_ctx}",
+                )
                 rows.append(row)
                 continue
-            if cfg.max_params_m is not None and params_m is not None and params_m > cfg.max_params_m:
+            if (
+                cfg.max_params_m is not None
+                and params_m is not None
+                and params_m > cfg.max_params_m
+            ):
                 row.status = "skipped"
                 row.reason = f"skipped: {params_m:,.0f}M > --max-params-m {cfg.max_params_m:g}"
                 rows.append(row)
@@ -790,7 +805,9 @@ def run_rank_sweep(cfg: RankSweepConfig, *, progress: bool = True, tasks=None) -
             loss, _ = ttt.answer_loss(m, ttt.pack([sample], device))
         return float(loss)
 
-    holdouts = {t.id: ttt.holdout_sample(t, len(t.train) - 1, cfg.format, tok, max_len) for t in task_list}
+    holdouts = {
+        t.id: ttt.holdout_sample(t, len(t.train) - 1, cfg.format, tok, max_len) for t in task_list
+    }
     base_val = {t.id: val_loss(model, holdouts[t.id]) for t in task_list}
     per_task: list[dict[str, Any]] = []
     for rank in cfg.ranks:
@@ -926,7 +943,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 2 and argv[0] == "--one":
         return _child_main(argv[1])
-    print("usage: python -m arc_ttft.bench --one JSON  (use `arc-ttft candidates`)", file=sys.stderr)
+    print(
+        "usage: python -m arc_ttft.bench --one JSON  (use `arc-ttft candidates`)", file=sys.stderr
+    )
     return 2
 
 

@@ -359,7 +359,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     cfg = C.RunConfig(data=data, model=mcfg, infer=icfg)
     cfg.ttt.seed = args.seed
     if adapters:
-        ranks = [infer.vllm_adapter_rank(a) for a in adapters.values() if a]
+        from arc_ttft.infer.vllm import adapter_rank  # no vllm import: reads adapter_config.json
+
+        ranks = [adapter_rank(a) for a in adapters.values() if a]
         cfg.ttt.lora_rank = max(ranks, default=cfg.ttt.lora_rank)
     t0 = time.monotonic()
     backend = infer.make_backend(cfg, device=models.default_device())

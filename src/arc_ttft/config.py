@@ -239,6 +239,9 @@ class RunConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     output: str = _f("runs/latest", "Output folder (submission.json, config.json, run.jsonl, ...).")
     resume: bool = _f(False, "Reuse per-task results already in --output.")
+    workers: int | None = _f(
+        None, "Worker processes, tasks sharded by cost (default: one per visible GPU, 1 on CPU)."
+    )
 
 
 # ---------------------------------------------------------------------------------------

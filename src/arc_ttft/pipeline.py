@@ -324,17 +324,21 @@ def shard_tasks(tasks: list[Task], n: int, fmt: str, steps: int) -> list[list[Ta
 def _run_workers(shards: list[list[Task]], cfg: C.RunConfig, out: Path, guard: B.Budget,
                  events: EventLog, all_tasks: list[Task]) -> None:
     """One process per GPU (CUDA_VISIBLE_DEVICES), each running its shard; merge as they go."""
+    import torch
+
     procs = []
     for gpu, shard in enumerate(shards):
         if not shard:
             continue
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu))
+        env = dict(os.environ)
+        if torch.cuda.is_available():
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu % torch.cuda.device_count())
         cmd = [sys.executable, "-m", "arc_ttft.pipeline", str(out / "config.json"),
                ",".join(t.id for t in shard), str(guard.remaining() + guard.margin), str(gpu)]
         events.log("shard", gpu=gpu, tasks=len(shard))
         procs.append(subprocess.Popen(cmd, env=env))
     while any(p.poll() is None for p in procs):
-        time.sleep(10)
+        time.sleep(2)
         write_submission_now(out, all_tasks, cfg.infer.fallback)  # merge what the workers finished so far
         if guard.expired():
             for p in procs:
@@ -382,10 +386,10 @@ def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True
 
     import torch
 
-    n_gpus = torch.cuda.device_count()
-    if n_gpus > 1 and len(tasks) > 1:
-        _run_workers(shard_tasks(tasks, n_gpus, cfg.model.format, cfg.ttt.ttt_steps), cfg, out,
-                     guard, events, tasks)
+    n_workers = cfg.workers or max(1, torch.cuda.device_count())
+    if n_workers > 1 and len(tasks) > 1:
+        shards = shard_tasks(tasks, n_workers, cfg.model.format, cfg.ttt.ttt_steps)
+        _run_workers(shards, cfg, out, guard, events, tasks)
     else:
         process_shard(tasks, cfg, out, guard, events, progress=progress)
 
@@ -418,7 +422,11 @@ def _worker_main(argv: list[str]) -> int:
     tasks = [t for t in loaded.tasks if t.id in wanted]
     guard = B.Budget(B.Clock(), float(seconds), cfg.budget.margin_seconds())
     events = EventLog(out / f"run.worker{gpu}.jsonl")
-    process_shard(tasks, cfg, out, guard, events, device="cuda:0", progress=False)
+    import torch
+
+    # CUDA_VISIBLE_DEVICES shows this worker one GPU; on CPU (tests) workers share the CPU.
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    process_shard(tasks, cfg, out, guard, events, device=device, progress=False)
     return 0
 
 
