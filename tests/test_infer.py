@@ -79,7 +79,9 @@ def test_greedy_equals_manual_argmax(backend):
 
 def test_batched_left_padded_equals_one_at_a_time(backend):
     stops = stop_ids(backend.tokenizer)
-    reqs = [Request(_ids(backend, t), None, 1, 0.0, 10, stops, key=i) for i, t in enumerate(PROMPTS)]
+    reqs = [
+        Request(_ids(backend, t), None, 1, 0.0, 10, stops, key=i) for i, t in enumerate(PROMPTS)
+    ]
     together = backend.generate(reqs)
     alone = [backend.generate([r])[0] for r in reqs]
     for a, b in zip(together, alone):
@@ -98,7 +100,9 @@ def test_cumulative_logprob_equals_forward_score(backend, adapter):
             assert o[0].logprob == pytest.approx(s, abs=1e-3)
             assert o[0].logprob < 0
         # the single form agrees with the batched one
-        assert backend.score(prompts[0], outs[0][0].token_ids, ad) == pytest.approx(scores[0], abs=1e-4)
+        assert backend.score(prompts[0], outs[0][0].token_ids, ad) == pytest.approx(
+            scores[0], abs=1e-4
+        )
 
 
 def test_adapter_changes_outputs_and_base_stays_base(backend, adapter):
@@ -111,7 +115,10 @@ def test_adapter_changes_outputs_and_base_stays_base(backend, adapter):
     assert [c[0].token_ids for c in base1] == [c[0].token_ids for c in base2]
     # mixed list: each request gets its own model
     mixed = backend.generate(
-        [Request(prompts[0], adapter, 1, 0.0, 10, stops), Request(prompts[0], None, 1, 0.0, 10, stops)]
+        [
+            Request(prompts[0], adapter, 1, 0.0, 10, stops),
+            Request(prompts[0], None, 1, 0.0, 10, stops),
+        ]
     )
     assert mixed[0][0].token_ids == tuned[0][0].token_ids
     assert mixed[1][0].token_ids == base1[0][0].token_ids
@@ -174,7 +181,9 @@ def test_vllm_backend_sizes_engine_and_splits_base_requests(tiny_path, tmp_path,
             calls.append(lora_request)
             out = []
             for p in prompts:
-                o = types.SimpleNamespace(token_ids=[5, 6, 0], logprobs=None, cumulative_logprob=-1.5)
+                o = types.SimpleNamespace(
+                    token_ids=[5, 6, 0], logprobs=None, cumulative_logprob=-1.5
+                )
                 out.append(types.SimpleNamespace(outputs=[o], prompt=p))
             return out
 
@@ -190,7 +199,12 @@ def test_vllm_backend_sizes_engine_and_splits_base_requests(tiny_path, tmp_path,
     lora = types.ModuleType("vllm.lora")
     lreq = types.ModuleType("vllm.lora.request")
     lreq.LoRARequest = LoRARequest
-    for name, mod in {"vllm": fake, "vllm.inputs": inputs, "vllm.lora": lora, "vllm.lora.request": lreq}.items():
+    for name, mod in {
+        "vllm": fake,
+        "vllm.inputs": inputs,
+        "vllm.lora": lora,
+        "vllm.lora.request": lreq,
+    }.items():
         monkeypatch.setitem(sys.modules, name, mod)
     from arc_ttft.infer.vllm import VLLMBackend, round_rank
 
@@ -210,3 +224,22 @@ def test_vllm_backend_sizes_engine_and_splits_base_requests(tiny_path, tmp_path,
     assert [r.id for r in calls[1]] == [1, 2, 1]  # stable ids per folder
     assert out[1][0].token_ids == [5, 6, 0] and out[1][0].logprob == -1.5
     assert round_rank(1) == 1 and round_rank(9) == 16 and round_rank(64) == 64
+
+
+def test_cli_predict_writes_candidates_and_submission(tiny_path, tmp_path, capsys):
+    import json
+
+    from arc_ttft.cli import main
+
+    out = tmp_path / "pred"
+    rc = main(["predict", "--challenges", "arc1-eval", "--max-tasks", "1", "--model", "tiny",
+               "--backend", "hf", "--views", "2", "--rescore", "0", "--max-new-tokens", "8",
+               "--output", str(out)])  # fmt: skip
+    assert rc == 0
+    sub = json.loads((out / "submission.json").read_text())
+    [tid] = sub
+    cand = json.loads((out / "candidates" / f"{tid}.json").read_text())
+    assert cand["selections"][0]["samples"] == 2
+    assert all(set(a) == {"attempt_1", "attempt_2"} for a in sub[tid])
+    text = capsys.readouterr().out
+    assert f"{tid}: candidates" in text and "predicted 1 tasks with hf" in text

@@ -35,7 +35,9 @@ def _cfg(tmp_path: Path, **kw) -> C.RunConfig:
 
 
 def _tasks(cfg: C.RunConfig):
-    return select_tasks(load_tasks(cfg.data.challenges).tasks, cfg.data.tasks or None, cfg.data.max_tasks)
+    return select_tasks(
+        load_tasks(cfg.data.challenges).tasks, cfg.data.tasks or None, cfg.data.max_tasks
+    )
 
 
 def _valid(path: Path, tasks) -> None:
@@ -116,7 +118,9 @@ def test_killed_mid_ttt_then_resumed(tmp_path):
     for k, v in SMALL.items():
         if k != "ttt_steps":
             args += ["--" + k.replace("_", "-"), str(v)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ
+    )
     log = out / "run.jsonl"
     deadline = time.monotonic() + 240
     # Wait for the first finished task, then kill hard in the middle of the next one.
@@ -182,6 +186,9 @@ def test_two_workers_merge_into_one_submission(tmp_path):
     _valid(out / "submission.json", tasks)
     shards = [e for e in read_events(out / "run.jsonl") if e["stage"] == "shard"]
     assert len(shards) == 2 and sum(e["tasks"] for e in shards) == 3
-    assert sorted(p.name for p in out.glob("run.worker*.jsonl")) == ["run.worker0.jsonl", "run.worker1.jsonl"]
+    assert sorted(p.name for p in out.glob("run.worker*.jsonl")) == [
+        "run.worker0.jsonl",
+        "run.worker1.jsonl",
+    ]
     for t in tasks:
         assert pipeline.read_answers(out, t.id) is not None

@@ -128,7 +128,9 @@ def test_invalid_answers_are_dropped_and_counted():
 def test_too_long_prompts_are_skipped_not_fatal():
     t = make_task()
     cfg = InferConfig(views=4, rescore=0)
-    sels = select.predict_tasks([t], TruthBackend([t]), CharTokenizer(), cfg, "digits", max_seq_len=20)
+    sels = select.predict_tasks(
+        [t], TruthBackend([t]), CharTokenizer(), cfg, "digits", max_seq_len=20
+    )
     s = sels[t.id][0]
     assert s.skipped_views == 4 and s.candidates == []
     assert s.attempts(t, 0) == (t.test[0].input.tolist(), [[0]])
@@ -216,7 +218,9 @@ def test_hanging_backend_is_timed_out_quickly():
     t0 = time.monotonic()
     with pytest.raises(InferenceTimeout):
         with_timeout(
-            lambda: select.predict_tasks([t], HangingBackend(), CharTokenizer(), InferConfig(), "digits"),
+            lambda: select.predict_tasks(
+                [t], HangingBackend(), CharTokenizer(), InferConfig(), "digits"
+            ),
             0.3,
         )
     assert time.monotonic() - t0 < 3

@@ -65,9 +65,11 @@ def test_label_mode_outputs_adds_earlier_outputs(tiny):
     assert extra, "outputs mode labels nothing more than the answer"
     # The second example's output grid is among the extra labelled tokens.
     render = encoding.get_format("digits").render
-    assert render(task.train[0].output).replace("\n", "") in "".join(
-        tok.decode([b.input_ids[i]]) for i in extra
-    ).replace("\n", "") or len(extra) > 5
+    assert (
+        render(task.train[0].output).replace("\n", "")
+        in "".join(tok.decode([b.input_ids[i]]) for i in extra).replace("\n", "")
+        or len(extra) > 5
+    )
 
 
 def test_samples_are_seeded_and_leave_one_out(tiny):

@@ -96,7 +96,15 @@ def backends(tiny_path, tmp_path_factory):
 def _reqs(tok, adapter_of, n_new=12):
     stops = stop_ids(tok)
     return [
-        Request(tok(t, add_special_tokens=False)["input_ids"], adapter_of(i), 1, 0.0, n_new, stops, key=i)
+        Request(
+            tok(t, add_special_tokens=False)["input_ids"],
+            adapter_of(i),
+            1,
+            0.0,
+            n_new,
+            stops,
+            key=i,
+        )
         for i, t in enumerate(PROMPTS)
     ]
 

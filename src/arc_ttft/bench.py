@@ -631,10 +631,15 @@ def _machine() -> str:
     mem = (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) / GIB
     cpu = platform.processor() or platform.machine()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    a = torch.randn(1024, 1024)
+    t0 = time.perf_counter()
+    for _ in range(8):
+        a @ a
+    gflops = 8 * 2 * 1024**3 / (time.perf_counter() - t0) / 1e9
     # Shared machines: the load average says how much the timings were contended.
     return (
         f"CPU {cpu}, {cores} cores, {mem:.0f} GiB RAM, torch {torch.__version__}, "
-        f"load average {load:.1f} when the table was written"
+        f"load average {load:.1f} and fp32 matmul {gflops:.0f} GFLOP/s when the table was written"
     )
 
 

@@ -303,6 +303,26 @@ def cmd_lora_rank_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_flags(p: argparse.ArgumentParser) -> None:
+    from arc_ttft.speed import TTTSpeedConfig
+
+    p.add_argument("what", choices=["ttt"], help="ttt: the TTT step, ours vs the 2024 reference recipe.")
+    C.add_arguments(p, TTTSpeedConfig)
+
+
+@command(
+    "bench",
+    "Benchmarks. ttt: answer tokens/s, s/step and peak memory, ours vs the reference recipe.",
+    _bench_flags,
+)
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Rows per length and configuration, a table, then ``speedup: X.XXx tokens/s, memory:
+    Y.YYx peak`` (ours over baseline at the longest length) last."""
+    from arc_ttft import speed
+
+    return speed.main_bench(C.validate(C.from_namespace(speed.TTTSpeedConfig, args)))
+
+
 # ---------------------------------------------------------------------------------------
 # inference: predict
 # ---------------------------------------------------------------------------------------
@@ -375,10 +395,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     answers = {}
     for t in tasks:
         answers[t.id] = [s.attempts(t, i) for i, s in enumerate(sels[t.id])]
-        (out / "candidates" / f"{t.id}.json").write_text(
-            json.dumps({"task_id": t.id, "adapter": adapters.get(t.id),
-                        "selections": [s.to_dict() for s in sels[t.id]]}, indent=1)  # fmt: skip
-        )
+        record = {
+            "task_id": t.id,
+            "adapter": adapters.get(t.id),
+            "selections": [s.to_dict() for s in sels[t.id]],
+        }
+        (out / "candidates" / f"{t.id}.json").write_text(json.dumps(record, indent=1))
         counts = ",".join(str(len(s.candidates)) for s in sels[t.id])
         invalid = sum(s.invalid for s in sels[t.id])
         print(f"{t.id}: candidates {counts} invalid {invalid}")

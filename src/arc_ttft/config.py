@@ -80,7 +80,8 @@ class ModelConfig:
         choices=["auto", "float32", "bfloat16", "float16"],
     )
     max_seq_len: int | None = _f(
-        None, "Longest prompt+answer in tokens; train pairs are dropped to fit (default: registry's)."
+        None,
+        "Longest prompt+answer in tokens; train pairs are dropped to fit (default: registry's).",
     )
     format: str = _f("digits", "Grid text format (see encoding.FORMATS).")
     trust_remote_code: bool = _f(False, "Allow model code from the hub (off unless you ask).")
@@ -98,7 +99,9 @@ class TTTConfig:
         32, "Optimizer steps per task (0 = no test-time fine-tuning).", aliases=["--steps"]
     )
     lora_rank: int = _f(16, "LoRA rank.")
-    lora_alpha: float = _f(32.0, "LoRA alpha (scale = alpha / rank, or alpha / sqrt(rank) with rsLoRA).")
+    lora_alpha: float = _f(
+        32.0, "LoRA alpha (scale = alpha / rank, or alpha / sqrt(rank) with rsLoRA)."
+    )
     lora_dropout: float = _f(0.0, "LoRA dropout.")
     lora_targets: list[str] = _f(
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -106,7 +109,9 @@ class TTTConfig:
     )
     use_rslora: bool = _f(False, "Rank-stabilised LoRA scaling.")
     learning_rate: float = _f(1e-4, "Peak learning rate.")
-    lr_schedule: str = _f("cosine", "Schedule after warm-up.", choices=["cosine", "linear", "constant"])
+    lr_schedule: str = _f(
+        "cosine", "Schedule after warm-up.", choices=["cosine", "linear", "constant"]
+    )
     warmup_steps: int = _f(2, "Linear warm-up steps.")
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     batch_size: int = _f(1, "Sequences per step (packed without padding when > 1).")
@@ -157,7 +162,9 @@ class TTTConfig:
 @dataclass
 class InferConfig:
     backend: str = _f(
-        "auto", "Inference backend: auto (vLLM when usable), vllm, hf.", choices=["auto", "vllm", "hf"]
+        "auto",
+        "Inference backend: auto (vLLM when usable), vllm, hf.",
+        choices=["auto", "vllm", "hf"],
     )
     views: int = _f(8, "Augmented views per test input (the identity view first).")
     samples: int = _f(1, "Samples per view (1 = greedy; diversity comes from the views).")
@@ -177,7 +184,6 @@ class InferConfig:
     infer_timeout_s: float = _f(1800.0, "Abandon an inference call after this many seconds.")
     gpu_memory_utilization: float = _f(0.85, "vLLM: share of GPU memory for weights + KV cache.")
     enforce_eager: bool = _f(False, "vLLM: no CUDA graphs (less memory, slower).")
-    merge_adapters: bool = _f(False, "vLLM: merge each adapter into the weights instead of multi-LoRA.")
     fallback: str = _f(
         "input",
         "Attempts for tasks without predictions: the test input then [[0]], or zeros.",
@@ -191,7 +197,9 @@ class InferConfig:
         if self.samples < 1:
             out.append(f"samples: {self.samples} must be >= 1")
         if self.samples > 1 and self.temperature == 0:
-            out.append("temperature: samples > 1 with temperature 0 gives identical samples; set > 0")
+            out.append(
+                "temperature: samples > 1 with temperature 0 gives identical samples; set > 0"
+            )
         if self.rescore < 0:
             out.append(f"rescore: {self.rescore} must be >= 0")
         if self.infer_timeout_s <= 0:
@@ -223,7 +231,10 @@ class BudgetConfig:
         out = []
         if self.budget_seconds() <= 0:
             out.append("budget_hours/budget_minutes: the budget must be > 0")
-        elif self.safety_margin_minutes is not None and self.margin_seconds() >= self.budget_seconds():
+        elif (
+            self.safety_margin_minutes is not None
+            and self.margin_seconds() >= self.budget_seconds()
+        ):
             out.append("safety_margin_minutes: must be smaller than the budget")
         return out
 
@@ -315,14 +326,20 @@ def _parse_value(t: Any, raw: Any) -> Any:
     return base(raw)
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, only: list[str] | None = None) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type, only: list[str] | None = None
+) -> None:
     """Add one flag per leaf field of ``cls`` (``--field-name``; bools take true/false or no value)."""
     for name, (f, t) in flat_fields(cls).items():
         if only is not None and name not in only:
             continue
         flags = ["--" + name.replace("_", "-")] + list(f.metadata.get("aliases", []))
         base, _ = _unwrap_optional(t)
-        kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": f.metadata.get("help")}
+        kw: dict[str, Any] = {
+            "dest": name,
+            "default": argparse.SUPPRESS,
+            "help": f.metadata.get("help"),
+        }
         if base is bool:
             kw.update(nargs="?", const="true", metavar="BOOL")
         elif "choices" in f.metadata:

@@ -82,7 +82,10 @@ def read_answers(out: Path, task_id: str) -> list[tuple[np.ndarray, np.ndarray]]
     if not f.exists():
         return None
     data = json.loads(f.read_text())
-    return [(np.array(a["attempt_1"], dtype=np.int8), np.array(a["attempt_2"], dtype=np.int8)) for a in data["attempts"]]
+    return [
+        (np.array(a["attempt_1"], dtype=np.int8), np.array(a["attempt_2"], dtype=np.int8))
+        for a in data["attempts"]
+    ]
 
 
 def read_ttt(out: Path, task_id: str) -> dict[str, Any] | None:
@@ -183,7 +186,10 @@ def ttt_stage(
         events.log("budget", task=task.id, **plan.figures(task.id))
         if steps <= 0:
             adapters[task.id] = None
-            _write_json(task_dir(out, task.id) / "ttt.json", {"adapter": None, "decision": plan.decision(task.id)})
+            _write_json(
+                task_dir(out, task.id) / "ttt.json",
+                {"adapter": None, "decision": plan.decision(task.id)},
+            )
             continue
         stop = guard.step_guard(cost.ttt_step_seconds(tokens[task.id]), reserve_seconds=reserve)
         seq_len = max_seq_len
@@ -191,13 +197,28 @@ def ttt_stage(
         for attempt in range(2):
             try:
                 result = ttt.train_task(
-                    model, tokenizer, task, cfg.ttt, cfg.model.format, seq_len, steps=steps,
-                    output_dir=out / "adapters", events=events, should_stop=stop, progress=progress,
+                    model,
+                    tokenizer,
+                    task,
+                    cfg.ttt,
+                    cfg.model.format,
+                    seq_len,
+                    steps=steps,
+                    output_dir=out / "adapters",
+                    events=events,
+                    should_stop=stop,
+                    progress=progress,
                 )
                 break
             except Exception as e:  # noqa: BLE001 - one task's fault must not end the run
-                events.log("fault", task=task.id, where="ttt", error=repr(e)[:500], oom=_is_oom(e),
-                           traceback=traceback.format_exc()[-2000:])
+                events.log(
+                    "fault",
+                    task=task.id,
+                    where="ttt",
+                    error=repr(e)[:500],
+                    oom=_is_oom(e),
+                    traceback=traceback.format_exc()[-2000:],
+                )
                 _free_memory()
                 if attempt == 0 and _is_oom(e):
                     seq_len = max(256, seq_len // 2)  # retry shorter: drop pairs to fit
@@ -207,7 +228,10 @@ def ttt_stage(
         if result is not None and result.steps:
             cost.observe_ttt(tokens[task.id], result.seconds / result.steps, result.steps)
         adapters[task.id] = adapter
-        _write_json(task_dir(out, task.id) / "ttt.json", result.to_dict() if result else {"adapter": None, "decision": "fault"})
+        _write_json(
+            task_dir(out, task.id) / "ttt.json",
+            result.to_dict() if result else {"adapter": None, "decision": "fault"},
+        )
     del model
     _free_memory()
     return adapters
@@ -223,7 +247,9 @@ def inference_reserve(
     n_prompts = n_tests * cfg.infer.views * cfg.infer.samples
     n_scores = n_tests * cfg.infer.rescore * 2  # ~two distinct candidates per test input
     # Answer tokens ~ the size of the test input grid in digit rows: H x (W + 1).
-    out_tokens = float(np.mean([ex.input.shape[0] * (ex.input.shape[1] + 1) for t in tasks for ex in t.test]))
+    out_tokens = float(
+        np.mean([ex.input.shape[0] * (ex.input.shape[1] + 1) for t in tasks for ex in t.test])
+    )
     # The floor guards against an optimistic prior; it scales with the budget so that a
     # short run (the dry run, tests) is not all reserve.
     floor = min(60.0, 0.1 * cfg.budget.budget_seconds()) if include_load else 0.0
@@ -257,46 +283,79 @@ def inference_stage(
     # One call per chunk: the whole shard for vLLM (it batches everything), small chunks
     # for transformers so that the submission improves as the run goes and the guard can
     # stop between chunks.
-    chunk = len(todo) if backend.name == "vllm" else max(1, cfg.infer.infer_batch_size // max(1, cfg.infer.views))
+    chunk = (
+        len(todo)
+        if backend.name == "vllm"
+        else max(1, cfg.infer.infer_batch_size // max(1, cfg.infer.views))
+    )
     try:
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             est = inference_reserve(part, cfg, cost, include_load=False)
             if not guard.can_start(est):
-                events.log("budget", decision="fallback", tasks=[t.id for t in part],
-                           estimated_seconds=round(est, 2), remaining=round(guard.remaining(), 2))
+                events.log(
+                    "budget",
+                    decision="fallback",
+                    tasks=[t.id for t in part],
+                    estimated_seconds=round(est, 2),
+                    remaining=round(guard.remaining(), 2),
+                )
                 continue
             t1 = time.monotonic()
             try:
                 selections = B.with_deadline(
                     lambda part=part: select.predict_tasks(
-                        part, backend, tokenizer, cfg.infer, cfg.model.format,
-                        {t.id: adapters.get(t.id) for t in part}, max_seq_len,
-                        seed=cfg.ttt.seed, events=events,
+                        part,
+                        backend,
+                        tokenizer,
+                        cfg.infer,
+                        cfg.model.format,
+                        {t.id: adapters.get(t.id) for t in part},
+                        max_seq_len,
+                        seed=cfg.ttt.seed,
+                        events=events,
                     ),
                     min(cfg.infer.infer_timeout_s, max(1.0, guard.remaining())),
                 )
             except Exception as e:  # noqa: BLE001 - the chunk falls back, the run goes on
-                events.log("fault", where="inference", tasks=[t.id for t in part], error=repr(e)[:500],
-                           traceback=traceback.format_exc()[-2000:])
+                events.log(
+                    "fault",
+                    where="inference",
+                    tasks=[t.id for t in part],
+                    error=repr(e)[:500],
+                    traceback=traceback.format_exc()[-2000:],
+                )
                 _free_memory()
                 if isinstance(e, B.DeadlineExceeded):
                     break  # a hung backend cannot be trusted with more work
                 continue
             n_tests = sum(len(t.test) for t in part)
             cost.observe_inference(
-                cost.inference_seconds(n_tests * cfg.infer.views * cfg.infer.samples,
-                                       float(np.mean([ex.input.shape[0] * (ex.input.shape[1] + 1) for t in part for ex in t.test])),
-                                       n_tests * cfg.infer.rescore * 2),
+                cost.inference_seconds(
+                    n_tests * cfg.infer.views * cfg.infer.samples,
+                    float(
+                        np.mean(
+                            [
+                                ex.input.shape[0] * (ex.input.shape[1] + 1)
+                                for t in part
+                                for ex in t.test
+                            ]
+                        )
+                    ),
+                    n_tests * cfg.infer.rescore * 2,
+                ),
                 time.monotonic() - t1,
             )
             for t in part:
                 sels = selections[t.id]
                 attempts = [s.attempts(t, i) for i, s in enumerate(sels)]
-                _write_json(task_dir(out, t.id) / "answers.json", {
-                    "attempts": [{"attempt_1": a, "attempt_2": b} for a, b in attempts],
-                    "selections": [s.to_dict() for s in sels],
-                })
+                _write_json(
+                    task_dir(out, t.id) / "answers.json",
+                    {
+                        "attempts": [{"attempt_1": a, "attempt_2": b} for a, b in attempts],
+                        "selections": [s.to_dict() for s in sels],
+                    },
+                )
                 events.log("select", task=t.id, candidates=[len(s.candidates) for s in sels])
             write_submission_now(out, tasks, cfg.infer.fallback)
     finally:
@@ -321,8 +380,14 @@ def shard_tasks(tasks: list[Task], n: int, fmt: str, steps: int) -> list[list[Ta
     return [sorted(s, key=lambda t: order[t.id]) for s in shards]
 
 
-def _run_workers(shards: list[list[Task]], cfg: C.RunConfig, out: Path, guard: B.Budget,
-                 events: EventLog, all_tasks: list[Task]) -> None:
+def _run_workers(
+    shards: list[list[Task]],
+    cfg: C.RunConfig,
+    out: Path,
+    guard: B.Budget,
+    events: EventLog,
+    all_tasks: list[Task],
+) -> None:
     """One process per GPU (CUDA_VISIBLE_DEVICES), each running its shard; merge as they go."""
     import torch
 
@@ -333,13 +398,22 @@ def _run_workers(shards: list[list[Task]], cfg: C.RunConfig, out: Path, guard: B
         env = dict(os.environ)
         if torch.cuda.is_available():
             env["CUDA_VISIBLE_DEVICES"] = str(gpu % torch.cuda.device_count())
-        cmd = [sys.executable, "-m", "arc_ttft.pipeline", str(out / "config.json"),
-               ",".join(t.id for t in shard), str(guard.remaining() + guard.margin), str(gpu)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "arc_ttft.pipeline",
+            str(out / "config.json"),
+            ",".join(t.id for t in shard),
+            str(guard.remaining() + guard.margin),
+            str(gpu),
+        ]
         events.log("shard", gpu=gpu, tasks=len(shard))
         procs.append(subprocess.Popen(cmd, env=env))
     while any(p.poll() is None for p in procs):
         time.sleep(2)
-        write_submission_now(out, all_tasks, cfg.infer.fallback)  # merge what the workers finished so far
+        write_submission_now(
+            out, all_tasks, cfg.infer.fallback
+        )  # merge what the workers finished so far
         if guard.expired():
             for p in procs:
                 p.terminate()
@@ -348,8 +422,15 @@ def _run_workers(shards: list[list[Task]], cfg: C.RunConfig, out: Path, guard: B
             events.log("fault", where="worker", gpu=gpu, returncode=p.returncode)
 
 
-def process_shard(tasks: list[Task], cfg: C.RunConfig, out: Path, guard: B.Budget,
-                  events: EventLog, device: str | None = None, progress: bool = True) -> None:
+def process_shard(
+    tasks: list[Task],
+    cfg: C.RunConfig,
+    out: Path,
+    guard: B.Budget,
+    events: EventLog,
+    device: str | None = None,
+    progress: bool = True,
+) -> None:
     """TTT for the whole shard, then one inference engine for all its adapters."""
     dev = _device(device)
     cost = B.CostModel.for_device(dev, cfg.model.model)
@@ -379,8 +460,13 @@ def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True
     for p in loaded.problems:
         events.log("invalid", problem=str(p))
     tasks = select_tasks(loaded.tasks, cfg.data.tasks or None, cfg.data.max_tasks)
-    events.log("start", tasks=len(tasks), budget_seconds=cfg.budget.budget_seconds(),
-               deadline_in=round(guard.remaining(), 1), source=cfg.data.challenges)
+    events.log(
+        "start",
+        tasks=len(tasks),
+        budget_seconds=cfg.budget.budget_seconds(),
+        deadline_in=round(guard.remaining(), 1),
+        source=cfg.data.challenges,
+    )
     # A valid submission before any model is loaded.
     write_submission_now(out, tasks, cfg.infer.fallback)
 
@@ -403,12 +489,20 @@ def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True
     result.tasks = {t.id: {"ttt": read_ttt(out, t.id)} for t in tasks}
     from arc_ttft import report
 
-    header = {"model": cfg.model.model, "challenges": cfg.data.challenges,
-              "budget used": f"{guard.fraction_used():.1%} of {cfg.budget.budget_seconds():.0f} s",
-              "ttt steps (target)": cfg.ttt.ttt_steps, "views": cfg.infer.views}
+    header = {
+        "model": cfg.model.model,
+        "challenges": cfg.data.challenges,
+        "budget used": f"{guard.fraction_used():.1%} of {cfg.budget.budget_seconds():.0f} s",
+        "ttt steps (target)": cfg.ttt.ttt_steps,
+        "views": cfg.infer.views,
+    }
     report.write_outputs(out, tasks, sub, score, events, header)
-    events.log("end", seconds=result.seconds, score=score.score if score else None,
-               used=round(guard.fraction_used(), 4))
+    events.log(
+        "end",
+        seconds=result.seconds,
+        score=score.score if score else None,
+        used=round(guard.fraction_used(), 4),
+    )
     return result
 
 

@@ -33,7 +33,8 @@ def task_rows(out: Path, tasks: list[Task], score: ScoreResult | None) -> list[d
         sels = ans.get("selections", [])
         cands = [len(s.get("candidates", [])) for s in sels]
         votes = [
-            "/".join(str(c.get("count", 0)) for c in s.get("candidates", [])[:3]) or "-" for s in sels
+            "/".join(str(c.get("count", 0)) for c in s.get("candidates", [])[:3]) or "-"
+            for s in sels
         ]
         attempts = ans.get("attempts", [])
         solved = score.per_task.get(t.id) if score is not None else None
@@ -46,7 +47,9 @@ def task_rows(out: Path, tasks: list[Task], score: ScoreResult | None) -> list[d
                 "ttt": ttt.get("stop_reason") or ttt.get("decision") or "-",
                 "candidates": ",".join(map(str, cands)) or "-",
                 "votes": " | ".join(votes) or "-",
-                "attempts": " | ".join(f"{_shape(a['attempt_1'])}, {_shape(a['attempt_2'])}" for a in attempts)
+                "attempts": " | ".join(
+                    f"{_shape(a['attempt_1'])}, {_shape(a['attempt_2'])}" for a in attempts
+                )
                 or "fallback",
                 "solved": "-" if solved is None else f"{sum(solved)}/{len(solved)}",
             }

@@ -330,7 +330,9 @@ def rescore(
                 continue
             views = views or rescore_views(task, m, seed)
             for v in views:
-                ids = _prompt_ids(view_prompt(task, v, s.test_index, fmt, tokenizer, max_seq_len), tokenizer)
+                ids = _prompt_ids(
+                    view_prompt(task, v, s.test_index, fmt, tokenizer, max_seq_len), tokenizer
+                )
                 for c in top:
                     answer = render(augment.apply_grid(v, np.asarray(c.grid, dtype=np.int8))) + end
                     a_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])

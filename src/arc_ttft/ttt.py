@@ -198,7 +198,13 @@ def prepare_peft_model(model, cfg: TTTConfig):
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     targets = [t for t in cfg.lora_targets if t in names]
     if not targets:
-        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        linear = sorted(
+            {
+                n.rsplit(".", 1)[-1]
+                for n, m in model.named_modules()
+                if isinstance(m, torch.nn.Linear)
+            }
+        )
         raise ValueError(
             f"lora_targets: none of {cfg.lora_targets} exist in this model; linear layers are {linear}"
         )
@@ -229,7 +235,9 @@ def load_adapter_weights(model, path: str | Path) -> None:
 
     f = Path(path) / "adapter_model.safetensors"
     if not f.exists():
-        raise FileNotFoundError(f"base_adapter: {f} not found; give a folder written by `arc-ttft ttt`")
+        raise FileNotFoundError(
+            f"base_adapter: {f} not found; give a folder written by `arc-ttft ttt`"
+        )
     set_peft_model_state_dict(model, load_file(str(f)))
 
 
@@ -246,7 +254,9 @@ def make_optimizer(model, cfg: TTTConfig, steps: int):
         fused=on_cuda or None,
         foreach=None if on_cuda else True,
     )
-    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.lr_schedule]
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[
+        cfg.lr_schedule
+    ]
     warmup = min(cfg.warmup_steps, max(0, steps - 1))
     sched = get_scheduler(name, opt, num_warmup_steps=warmup, num_training_steps=max(1, steps))
     return opt, sched
@@ -359,7 +369,13 @@ def train_task(
     if reset:
         reset_adapter(model, seed, cfg.base_adapter if cfg.adapter_mode == "continue" else None)
     samples = make_samples(
-        task, fmt, tokenizer, steps * cfg.batch_size, seed, max_seq_len, cfg.label_mode,
+        task,
+        fmt,
+        tokenizer,
+        steps * cfg.batch_size,
+        seed,
+        max_seq_len,
+        cfg.label_mode,
         n_views=cfg.ttt_views,
     )
     losses, reason, tokens, seconds = train_steps(
@@ -427,20 +443,47 @@ def train_shared(
     events = events or EventLog()
     reset_adapter(model, cfg.seed, cfg.base_adapter)
     per = [
-        make_samples(t, fmt, tokenizer, cfg.ttt_steps * cfg.batch_size, cfg.seed + i, max_seq_len,
-                     cfg.label_mode, n_views=cfg.ttt_views)
+        make_samples(
+            t,
+            fmt,
+            tokenizer,
+            cfg.ttt_steps * cfg.batch_size,
+            cfg.seed + i,
+            max_seq_len,
+            cfg.label_mode,
+            n_views=cfg.ttt_views,
+        )
         for i, t in enumerate(tasks)
     ]
     samples = [s for group in zip(*per) for s in group]  # round robin over tasks
     steps = cfg.ttt_steps * len(tasks)
     losses, reason, tokens, seconds = train_steps(
-        model, samples, cfg, steps, max_seconds=cfg.ttt_max_seconds, should_stop=should_stop,
-        progress=progress, desc="ttt shared",
+        model,
+        samples,
+        cfg,
+        steps,
+        max_seconds=cfg.ttt_max_seconds,
+        should_stop=should_stop,
+        progress=progress,
+        desc="ttt shared",
     )
-    adapter = str(save_adapter(model, Path(output_dir) / "shared")) if output_dir and losses else None
-    result = TTTResult("shared", len(losses), round(seconds, 3), losses[0] if losses else None,
-                       losses[-1] if losses else None, reason, adapter, losses, tokens)
-    events.log("ttt", task="shared", **{k: v for k, v in result.to_dict().items() if k != "task_id"})
+    adapter = (
+        str(save_adapter(model, Path(output_dir) / "shared")) if output_dir and losses else None
+    )
+    result = TTTResult(
+        "shared",
+        len(losses),
+        round(seconds, 3),
+        losses[0] if losses else None,
+        losses[-1] if losses else None,
+        reason,
+        adapter,
+        losses,
+        tokens,
+    )
+    events.log(
+        "ttt", task="shared", **{k: v for k, v in result.to_dict().items() if k != "task_id"}
+    )
     return result
 
 
@@ -469,14 +512,37 @@ def run_ttt(
     max_seq_len = model_cfg.max_seq_len or models.default_seq_len(model_cfg.model)
     out = Path(output_dir)
     if cfg.adapter_mode == "shared":
-        return [train_shared(model, tokenizer, tasks, cfg, model_cfg.format, max_seq_len,
-                             output_dir=out, events=events, should_stop=should_stop, progress=progress)]
+        return [
+            train_shared(
+                model,
+                tokenizer,
+                tasks,
+                cfg,
+                model_cfg.format,
+                max_seq_len,
+                output_dir=out,
+                events=events,
+                should_stop=should_stop,
+                progress=progress,
+            )
+        ]
     results = []
     for task in tasks:
         steps = steps_for(task) if steps_for else cfg.ttt_steps
         results.append(
-            train_task(model, tokenizer, task, cfg, model_cfg.format, max_seq_len, steps=steps,
-                       output_dir=out, events=events, should_stop=should_stop, progress=progress)
+            train_task(
+                model,
+                tokenizer,
+                task,
+                cfg,
+                model_cfg.format,
+                max_seq_len,
+                steps=steps,
+                output_dir=out,
+                events=events,
+                should_stop=should_stop,
+                progress=progress,
+            )
         )
     return results
 

