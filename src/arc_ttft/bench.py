@@ -172,7 +172,7 @@ def command_line(cfg: Any, command: str) -> str:
         elif isinstance(v, list):
             parts += [flag, ",".join(map(str, v))]
         else:
-            parts += [flag, str(v)]
+            parts += [flag, f"{v:g}" if isinstance(v, float) else str(v)]
     return " ".join(parts)
 
 

@@ -85,6 +85,11 @@ class ModelConfig:
     )
     format: str = _f("digits", "Grid text format (see encoding.FORMATS).")
     trust_remote_code: bool = _f(False, "Allow model code from the hub (off unless you ask).")
+    shrink_vocab: bool = _f(
+        False,
+        "Keep only the tokens prompts can contain (digits, newline, prompt words, special "
+        "tokens): slices embeddings and lm_head, remaps the tokenizer (vocab.load_shrunk).",
+    )
 
     def problems(self) -> list[str]:
         out = []

@@ -20,6 +20,8 @@ business (the inference backends do it), training here uses no padding.
 
 from __future__ import annotations
 
+import functools
+
 import contextlib
 import hashlib
 import json
@@ -469,6 +471,12 @@ def _tiny_corpus() -> list[str]:
     return corpus
 
 
+@functools.lru_cache(maxsize=1)
+def _tiny_corpus_cached() -> tuple[str, ...]:
+    """The corpus is rebuilt from encoding's samples; once per process is enough."""
+    return tuple(_tiny_corpus())
+
+
 def _tiny_folder_name(corpus: list[str]) -> str:
     """tiny-v1-<hash of recipe + corpus>: a changed recipe or corpus builds a new folder."""
     digest = hashlib.sha256()
@@ -565,7 +573,7 @@ def ensure_tiny_model(cache_dir: str | Path | None = None) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    corpus = _tiny_corpus()
+    corpus = _tiny_corpus_cached()
     root = _cache_root(cache_dir)
     final = root / _tiny_folder_name(corpus)
     if (final / "config.json").is_file():

@@ -102,7 +102,9 @@ class TTTSpeedConfig:
 # ---------------------------------------------------------------------------------------
 
 
-def bench_samples(tokenizer, seq_len: int, n: int, fmt: str = "digits", challenges: str = "arc1-eval"):
+def bench_samples(
+    tokenizer, seq_len: int, n: int, fmt: str = "digits", challenges: str = "arc1-eval"
+):
     """``n`` sequences of exactly ``seq_len`` tokens from real tasks, answer at the end.
 
     Tasks in file order; for each, the last train pair asked with the others as examples.
@@ -283,7 +285,9 @@ def _run_baseline(spec, model_cfg, tokenizer, samples, vmap, device) -> dict[str
             use_cpu=not device.startswith("cuda"),
             seed=0,
         )
-        trainer = LoggingTrainer(model=model, args=args, train_dataset=Ordered(), callbacks=[Clock()])
+        trainer = LoggingTrainer(
+            model=model, args=args, train_dataset=Ordered(), callbacks=[Clock()]
+        )
         start = time.perf_counter()
         trainer.train()
     return {"ends": ends, "start": start, "losses": losses, "restricted_losses": restricted}
@@ -308,7 +312,11 @@ def _run_ours(spec, model_cfg, tokenizer, samples, vmap, device, dtype_name) -> 
     ends: list[float] = []
     start = time.perf_counter()
     losses, _, _, _ = ttt.train_steps(
-        model, mapped, _lora(spec), len(mapped), on_step=lambda i, loss: ends.append(time.perf_counter())
+        model,
+        mapped,
+        _lora(spec),
+        len(mapped),
+        on_step=lambda i, loss: ends.append(time.perf_counter()),
     )
     return {"ends": ends, "start": start, "losses": losses, "restricted_losses": losses}
 
@@ -409,7 +417,9 @@ class SpeedResult:
         lines = [head, "|---|---|---|---|---|---|---|"]
         for r in self.rows:
             if r["status"] != "ok":
-                lines.append(f"| {r['seq_len']} | {r['config']} | | {r['status']}: {r.get('reason', '')} | | | |")
+                lines.append(
+                    f"| {r['seq_len']} | {r['config']} | | {r['status']}: {r.get('reason', '')} | | | |"
+                )
                 continue
             raw = " ".join(f"{x:.3f}" for x in r["losses"])
             res = " ".join(f"{x:.3f}" for x in r["restricted_losses"])
@@ -452,7 +462,9 @@ def run_bench(cfg: TTTSpeedConfig, log=print) -> SpeedResult:
     rows = []
     for n in [int(x) for x in cfg.seq_len]:
         for name in cfg.configs:
-            r = run_one({**base, "seq_len": n, "config": name}, cfg.isolate, cfg.timeout_minutes * 60)
+            r = run_one(
+                {**base, "seq_len": n, "config": name}, cfg.isolate, cfg.timeout_minutes * 60
+            )
             rows.append(r)
             if r["status"] == "ok":
                 log(f"{n:>6} {name:<10} {r['sec_per_step']:7.2f} s/step "
@@ -472,8 +484,17 @@ def run_bench(cfg: TTTSpeedConfig, log=print) -> SpeedResult:
     if cfg.output:
         Path(cfg.output).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.output).write_text(
-            json.dumps({"config": dataclasses.asdict(cfg), "tokenizer": tok, "device": device,
-                        "rows": rows, "ratios": result.ratios}, indent=1) + "\n"  # fmt: skip
+            json.dumps(
+                {
+                    "config": dataclasses.asdict(cfg),
+                    "tokenizer": tok,
+                    "device": device,
+                    "rows": rows,
+                    "ratios": result.ratios,
+                },
+                indent=1,
+            )
+            + "\n"  # fmt: skip
         )
     return result
 
@@ -485,7 +506,9 @@ def main_bench(cfg: TTTSpeedConfig) -> int:
     for n, (s, m) in sorted(result.ratios.items()):
         print(f"at {n}: ours/baseline answer tokens/s {s:.2f}x, peak memory {m:.2f}x")
     if not result.ratios:
-        print("ttt bench: no length with both configurations ok; see the rows above", file=sys.stderr)
+        print(
+            "ttt bench: no length with both configurations ok; see the rows above", file=sys.stderr
+        )
         return 1
     print(result.last_line())
     return 0
@@ -496,4 +519,3 @@ if __name__ == "__main__":
         raise SystemExit(_child_main(sys.argv[2]))
     print("usage: arc-ttft bench ttt [flags] (this module's --one is for its own children)")
     raise SystemExit(2)
-

@@ -111,7 +111,10 @@ def prompt_corpus(
     """
     formats = list(formats or encoding.FORMATS)
     rng = np.random.default_rng(seed)
-    texts = list(encoding.sample_corpus(n=2 * n, seed=seed)) + ["0123456789", "\n".join("0123456789")]
+    texts = list(encoding.sample_corpus(n=2 * n, seed=seed)) + [
+        "0123456789",
+        "\n".join("0123456789"),
+    ]
     for fmt in formats:
         render = encoding.get_format(fmt).render
         # Every height (row numbers) and width (shape header) once, values random.
@@ -308,7 +311,9 @@ def check_tokenizer(old, new, vmap: VocabMap, texts: Iterable[str]) -> list[str]
             problems.append(f"{text[:40]!r}: {e}")
             continue
         if mapped != list(b):
-            i = next((k for k, (x, y) in enumerate(zip(mapped, b)) if x != y), min(len(mapped), len(b)))
+            i = next(
+                (k for k, (x, y) in enumerate(zip(mapped, b)) if x != y), min(len(mapped), len(b))
+            )
             problems.append(
                 f"{text[:40]!r}: ids differ from position {i} "
                 f"(old {vmap.to_old(mapped[i : i + 4])} vs new {vmap.to_old(list(b)[i : i + 4])})"

@@ -1,0 +1,118 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Submit: the whole pipeline under the budget, ending in `submission.json`
+#
+# A thin caller of `arc_ttft.pipeline.run`: the parameters below are config field names
+# (`arc-ttft run --help` explains each), `overrides` takes any other field.
+#
+# - **On Kaggle** (`/kaggle/input` exists): reads the competition's test challenges
+#   (`arc-prize-2025`, else `arc-prize-2024`) and writes `/kaggle/working/submission.json`.
+#   Attach the model and a wheels dataset built with `scripts/build_wheels.sh`; the
+#   wheels are installed offline (`pip --no-index`), nothing touches the network.
+# - **Elsewhere**: defaults to the bundled `arc1-eval` tasks and `runs/notebook/`.
+#
+# ```bash
+# papermill notebooks/submit.ipynb out.ipynb -p model Qwen2-0.5B                # Kaggle
+# papermill notebooks/submit.ipynb out.ipynb -p max_tasks 5 -p budget_minutes 3  # local
+# ```
+#
+# The submission on disk is valid from the first seconds and rewritten atomically after
+# every task, so a run cut short still leaves a valid file.
+
+# %%
+import importlib
+import importlib.util
+import subprocess
+import sys
+from glob import glob
+
+from IPython.display import Image, Markdown, display
+
+# %% tags=["parameters"]
+model = "tiny"  # registry name (`arc-ttft models`), hub id or local folder
+challenges = None  # None: the Kaggle competition file, else arc1-eval
+output_dir = None  # None: /kaggle/working on Kaggle, else runs/notebook
+budget_minutes = None  # overrides budget_hours when set
+budget_hours = 12.0
+max_tasks = None
+ttt_steps = None  # None: the config default
+views = None  # None: the config default
+backend = "auto"  # auto (vLLM when usable), vllm, hf
+wheels_dir = None  # None: any /kaggle/input/*wheels* folder, if one is attached
+show_tasks = 2  # tasks drawn at the end
+overrides = {}  # any other RunConfig field, e.g. {"max_seq_len": 4096, "rescore": 0}
+
+# %%
+if importlib.util.find_spec("arc_ttft") is None:
+    # Only on an offline Kaggle machine: the package itself is one of the attached wheels.
+    # This cannot live in the library, which is not installed yet.
+    found = [wheels_dir] if wheels_dir else sorted(glob("/kaggle/input/*wheels*"))
+    if not found:
+        raise ModuleNotFoundError(
+            "arc_ttft is not installed: pip install it (README), or attach the wheels "
+            "dataset built by scripts/build_wheels.sh"
+        )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", found[0]]
+        + ["arc-ttft"],
+        check=True,
+    )
+    importlib.invalidate_caches()
+
+from arc_ttft import kaggle, pipeline, submission, tasks, viz  # noqa: E402
+
+installed = kaggle.install_offline_wheels(wheels_dir)  # None when no wheels folder
+cfg = kaggle.submit_config(
+    {
+        "model": model,
+        "challenges": challenges,
+        "output_dir": output_dir,
+        "budget_minutes": budget_minutes,
+        "budget_hours": budget_hours,
+        "max_tasks": max_tasks,
+        "ttt_steps": ttt_steps,
+        "views": views,
+        "backend": backend,
+    },
+    overrides,
+)
+print(f"kaggle: {kaggle.on_kaggle()}, wheels installed: {installed is not None}")
+print(f"model: {cfg.model.model}, challenges: {cfg.data.challenges}, output: {cfg.output}")
+print(f"budget: {cfg.budget.budget_seconds() / 60:.1f} min, backend: {cfg.infer.backend}")
+
+# %%
+result = pipeline.run(cfg)
+print(f"submission: {result.submission}")
+print(f"tasks: {result.n_tasks}, seconds: {result.seconds:.1f}")
+
+# %%
+print(result.score_line() or "score: unknown (no solutions for these tasks)")
+
+# %%
+display(Markdown((result.output / "summary.md").read_text()))
+
+# %% [markdown]
+# A few tasks in the ARC palette: train pairs, then each test input with its two
+# attempts (and the solution when known). `report.html` in the output folder has them all.
+
+# %%
+sub = submission.read_submission(result.submission)
+loaded = tasks.load_tasks(cfg.data.challenges, cfg.data.solutions, skip_invalid=True)
+for task in [t for t in loaded.tasks if t.id in sub][:show_tasks]:
+    attempts = [(e["attempt_1"], e["attempt_2"]) for e in sub[task.id]]
+    png = viz.save_task_png(task, result.output / "pictures" / f"{task.id}.png", attempts)
+    display(Image(filename=str(png)))

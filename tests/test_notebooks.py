@@ -1,0 +1,298 @@
+"""The notebooks (submit, explore) and their Kaggle helpers (arc_ttft.kaggle).
+
+The slow tests are the CI notebook step: both notebooks run end to end with papermill on
+the tiny offline model, in the venv's own python3 kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from arc_ttft import config as C
+from arc_ttft import kaggle, submission
+from arc_ttft.tasks import load_tasks
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+PAIRS = ["submit", "explore"]
+
+# Notebook parameters that are not RunConfig fields.
+NOT_CONFIG = {"output_dir", "wheels_dir", "show_tasks", "overrides"}
+
+
+# ---------------------------------------------------------------------------------------
+# Pairs and parameters
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", PAIRS)
+def test_ipynb_cells_equal_py_cells(name):
+    jupytext = pytest.importorskip("jupytext")
+    py = jupytext.read(NOTEBOOKS / f"{name}.py")
+    nb = jupytext.read(NOTEBOOKS / f"{name}.ipynb")
+    assert [(c.cell_type, c.source) for c in nb.cells] == [
+        (c.cell_type, c.source) for c in py.cells
+    ], f"notebooks/{name}.ipynb differs from its .py: run jupytext --sync notebooks/{name}.py"
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters' (papermill)"
+    assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+def _parameters(name: str) -> dict:
+    papermill = pytest.importorskip("papermill")
+    return papermill.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb"))
+
+
+def test_submit_parameters_are_config_fields():
+    params = _parameters("submit")
+    expected = {
+        "model",
+        "challenges",
+        "output_dir",
+        "budget_minutes",
+        "budget_hours",
+        "max_tasks",
+        "ttt_steps",
+        "views",
+        "backend",
+        "wheels_dir",
+        "overrides",
+    }
+    assert expected <= set(params)
+    fields = C.flat_fields(C.RunConfig)
+    assert set(params) - NOT_CONFIG <= set(fields), "notebook names must be config field names"
+    assert params["model"]["default"] == '"tiny"'
+    assert params["overrides"]["default"] == "{}"
+
+
+def test_explore_parameters():
+    assert set(_parameters("explore")) == {"challenges", "run_dir", "n_tasks"}
+
+
+def test_python3_kernel_is_this_python():
+    manager = pytest.importorskip("jupyter_client.manager")
+    # ipykernel's kernelspec says "python"; jupyter_client runs it as sys.executable.
+    assert manager.KernelManager(kernel_name="python3").format_kernel_cmd()[0] == sys.executable
+
+
+# ---------------------------------------------------------------------------------------
+# arc_ttft.kaggle with a fake /kaggle
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_kaggle(tmp_path, monkeypatch):
+    root = tmp_path / "kaggle"
+    monkeypatch.setattr(kaggle, "KAGGLE_ROOT", root)
+    return root
+
+
+def _challenges(root: Path, year: int) -> Path:
+    f = root / "input" / f"arc-prize-{year}" / "arc-agi_test_challenges.json"
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text("{}")
+    return f
+
+
+def test_not_on_kaggle(fake_kaggle):
+    assert not kaggle.on_kaggle()
+    assert kaggle.kaggle_defaults() == {}
+    assert kaggle.find_wheels_dir() is None
+    assert kaggle.install_offline_wheels() is None
+
+
+def test_kaggle_defaults_prefer_2025(fake_kaggle):
+    (fake_kaggle / "input").mkdir(parents=True)
+    assert kaggle.on_kaggle()
+    assert kaggle.kaggle_defaults() == {
+        "challenges": None,
+        "output": str(fake_kaggle / "working"),
+    }
+    f2024 = _challenges(fake_kaggle, 2024)
+    assert kaggle.kaggle_defaults()["challenges"] == str(f2024)
+    f2025 = _challenges(fake_kaggle, 2025)
+    assert kaggle.kaggle_defaults()["challenges"] == str(f2025)
+
+
+def test_install_offline_wheels_never_uses_the_index(fake_kaggle, monkeypatch):
+    calls = []
+    monkeypatch.setattr(kaggle.subprocess, "run", lambda cmd, check: calls.append(cmd))
+    (fake_kaggle / "input" / "arc-ttft-wheels").mkdir(parents=True)
+    assert kaggle.find_wheels_dir() is None  # a folder without wheels is ignored
+    assert kaggle.install_offline_wheels() is None
+    wheels = fake_kaggle / "input" / "arc-ttft-wheels"
+    for name in ("b_pkg-1.0-py3-none-any.whl", "a_pkg-2.0-py3-none-any.whl"):
+        (wheels / name).write_bytes(b"")
+    (wheels / "notes.txt").write_text("not a wheel")
+    assert kaggle.find_wheels_dir() == wheels
+    cmd = kaggle.install_offline_wheels()
+    assert calls == [cmd]
+    assert cmd[:4] == [sys.executable, "-m", "pip", "install"]
+    assert "--no-index" in cmd
+    assert cmd[cmd.index("--find-links") + 1] == str(wheels)
+    assert cmd[-2:] == [
+        str(wheels / "a_pkg-2.0-py3-none-any.whl"),
+        str(wheels / "b_pkg-1.0-py3-none-any.whl"),
+    ]
+    assert not any(a.startswith(("--index-url", "--extra-index-url")) for a in cmd)
+
+
+def test_install_offline_wheels_explicit_folder(tmp_path, fake_kaggle, monkeypatch):
+    monkeypatch.setattr(kaggle.subprocess, "run", lambda cmd, check: pytest.fail("ran pip"))
+    with pytest.raises(FileNotFoundError, match="wheels_dir: .* is not a folder"):
+        kaggle.install_offline_wheels(tmp_path / "absent")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no .whl files"):
+        kaggle.install_offline_wheels(empty)
+    (empty / "x-1.0-py3-none-any.whl").write_bytes(b"")
+    cmd = kaggle.install_offline_wheels(empty, dry_run=True)
+    assert cmd[-1] == str(empty / "x-1.0-py3-none-any.whl")
+
+
+def test_submit_config_local_defaults(fake_kaggle):
+    cfg = kaggle.submit_config({"model": "tiny", "challenges": None, "output_dir": None})
+    assert (cfg.data.challenges, cfg.output) == ("arc1-eval", "runs/notebook")
+    cfg = kaggle.submit_config(
+        {"output_dir": "out", "ttt_steps": 4, "views": None, "budget_minutes": 1.5},
+        {"max_seq_len": 512},
+    )
+    assert (cfg.output, cfg.ttt.ttt_steps, cfg.infer.views) == ("out", 4, C.InferConfig().views)
+    assert cfg.budget.budget_seconds() == 90.0
+    assert cfg.model.max_seq_len == 512
+
+
+def test_submit_config_on_kaggle(fake_kaggle):
+    (fake_kaggle / "input").mkdir(parents=True)
+    with pytest.raises(C.ConfigError, match="no competition file found"):
+        kaggle.submit_config({"model": "Qwen2-0.5B"})
+    f = _challenges(fake_kaggle, 2024)
+    cfg = kaggle.submit_config({"model": "Qwen2-0.5B"})
+    assert (cfg.data.challenges, cfg.output) == (str(f), str(fake_kaggle / "working"))
+    # An explicit parameter still wins over the Kaggle default.
+    assert kaggle.submit_config({"challenges": "arc1-eval"}).data.challenges == "arc1-eval"
+
+
+def test_submit_config_errors_name_the_parameter(fake_kaggle):
+    with pytest.raises(C.ConfigError, match="ttt_stepz: unknown parameter"):
+        kaggle.submit_config({}, {"ttt_stepz": 3})
+    with pytest.raises(C.ConfigError, match="views: given as a parameter and in overrides"):
+        kaggle.submit_config({"views": 2}, {"views": 3})
+    with pytest.raises(C.ConfigError, match="views: 0 must be >= 1"):
+        kaggle.submit_config({"views": 0})
+
+
+# ---------------------------------------------------------------------------------------
+# The notebooks, executed (the CI notebook step)
+# ---------------------------------------------------------------------------------------
+
+
+def _execute(name: str, out: Path, cwd: Path, parameters: dict):
+    papermill = pytest.importorskip("papermill")
+    nbformat = pytest.importorskip("nbformat")
+    papermill.execute_notebook(
+        str(NOTEBOOKS / f"{name}.ipynb"),
+        str(out),
+        parameters=parameters,
+        kernel_name="python3",
+        cwd=str(cwd),
+        progress_bar=False,
+    )
+    return nbformat.read(out, as_version=4)
+
+
+def _stdout(nb) -> str:
+    return "".join(
+        o.get("text", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.output_type == "stream" and o.name == "stdout"
+    )
+
+
+def _pictures(nb) -> int:
+    return sum(
+        "image/png" in o.get("data", {})
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
+
+
+@pytest.fixture(scope="module")
+def notebook_env(tmp_path_factory):
+    """Jupyter, IPython and matplotlib write only under a temporary folder."""
+    tmp = tmp_path_factory.mktemp("jupyter")
+    with pytest.MonkeyPatch.context() as mp:
+        for var, sub in {
+            "IPYTHONDIR": "ipython",
+            "JUPYTER_CONFIG_DIR": "config",
+            "JUPYTER_DATA_DIR": "data",
+            "JUPYTER_RUNTIME_DIR": "runtime",
+            "MPLCONFIGDIR": "mpl",
+        }.items():
+            mp.setenv(var, str(tmp / sub))
+        mp.setenv("JUPYTER_PLATFORM_DIRS", "1")
+        mp.setenv("MPLBACKEND", "Agg")
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield tmp
+
+
+@pytest.fixture(scope="module")
+def submit_run(notebook_env):
+    """The submit notebook on the tiny model: 2 tasks, 4 TTT steps, 2 views, 1.5 minutes."""
+    run_dir = notebook_env / "run"
+    nb = _execute(
+        "submit",
+        notebook_env / "submit.out.ipynb",
+        notebook_env,
+        {
+            "max_tasks": 2,
+            "budget_minutes": 1.5,
+            "ttt_steps": 4,
+            "views": 2,
+            "backend": "hf",
+            "output_dir": str(run_dir),
+            "overrides": {"max_seq_len": 512, "rescore": 0},
+        },
+    )
+    return nb, run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_submit_notebook_writes_a_valid_submission(submit_run):
+    nb, run_dir = submit_run
+    sub = json.loads((run_dir / "submission.json").read_text())
+    tasks = load_tasks("arc1-eval").tasks[:2]
+    assert sorted(sub) == sorted(t.id for t in tasks)
+    assert submission.validate_submission(sub, tasks) == []
+    out = _stdout(nb)
+    assert "challenges: arc1-eval" in out
+    assert "score: " in out and "(" in out.split("score: ")[1]
+    assert _pictures(nb) == 2
+    assert (run_dir / "summary.md").exists() and (run_dir / "report.html").exists()
+    cfg = C.load(C.RunConfig, run_dir / "config.json")
+    assert (cfg.ttt.ttt_steps, cfg.infer.views, cfg.infer.backend) == (4, 2, "hf")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_explore_notebook_shows_the_run(submit_run, notebook_env):
+    _, run_dir = submit_run
+    nb = _execute(
+        "explore",
+        notebook_env / "explore.out.ipynb",
+        notebook_env,
+        {"challenges": "arc1-eval", "run_dir": str(run_dir), "n_tasks": 3},
+    )
+    out = _stdout(nb)
+    assert "2 tasks in" in out and "2 of them in arc1-eval" in out
+    assert "submission problems: 0" in out
+    assert "score: " in out
+    assert _pictures(nb) == 2  # n_tasks=3 but the run has 2 tasks

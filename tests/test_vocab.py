@@ -1,0 +1,193 @@
+"""Vocabulary shrinking on the tiny model: same tokens, same logits, loadable folder."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from arc_ttft import encoding, models, tasks, ttt, vocab
+from arc_ttft.config import ModelConfig, TTTConfig
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tok = models.load_model(ModelConfig(model="tiny"), device="cpu")
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def shrunk(tiny):
+    model, tok = tiny
+    return vocab.shrink(copy.deepcopy(model), tok)
+
+
+@pytest.fixture(scope="module")
+def arc_prompts(tiny):
+    """Prompt and answer texts of 40 arc1-eval tasks in both formats, chat template on."""
+    _, tok = tiny
+    texts = []
+    for fmt in encoding.FORMATS:
+        for task in tasks.load_tasks("arc1-eval").tasks[:40]:
+            p = encoding.task_prompt(task, fmt, tok)
+            texts += [p.text, p.answer]
+    return texts
+
+
+def test_kept_vocabulary_is_small_and_has_the_pieces(tiny, shrunk):
+    _, tok = tiny
+    _, new, vmap = shrunk
+    assert vmap.size < 150 and len(new) == vmap.size
+    kept = set(vmap.kept)
+    for piece in [*"0123456789", "\n", " ", *tok.all_special_tokens]:
+        (i,) = tok(piece, add_special_tokens=False)["input_ids"]
+        assert i in kept, piece
+    assert new.eos_token == tok.eos_token
+    assert new.eos_token_id == vmap.to_new([tok.eos_token_id])[0]
+
+
+def test_tokenizer_equal_on_arc_prompts(tiny, shrunk, arc_prompts):
+    _, tok = tiny
+    _, new, vmap = shrunk
+    assert vocab.check_tokenizer(tok, new, vmap, arc_prompts) == []
+    # Spot check by hand on the longest one.
+    text = max(arc_prompts, key=len)
+    old_ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert new(text, add_special_tokens=False)["input_ids"] == vmap.to_new(old_ids)
+    assert new.decode(vmap.to_new(old_ids)) == text
+
+
+def test_check_tokenizer_catches_a_missing_token(tiny):
+    _, tok = tiny
+    kept = vocab.kept_token_ids(tok)
+    (out_id,) = tok("output", add_special_tokens=False)["input_ids"]
+    vmap = vocab.VocabMap([i for i in kept if i != out_id], 512)
+    bad = vocab.shrink_tokenizer(tok, vmap)
+    problems = vocab.check_tokenizer(tok, bad, vmap, ["input:\n01\noutput:\n10"])
+    assert problems and "not in the shrunk vocabulary" in problems[0]
+
+
+def test_logits_equal_original_restricted_to_kept(tiny, shrunk, arc_prompts):
+    model, tok = tiny
+    small, _, vmap = shrunk
+    ids = tok(arc_prompts[0] + arc_prompts[1], add_special_tokens=False)["input_ids"][:600]
+    with torch.no_grad():
+        full = model(torch.tensor([ids])).logits[0][:, vmap.kept]
+        cut = small(torch.tensor([vmap.to_new(ids)])).logits[0]
+    assert cut.shape[-1] == vmap.size
+    torch.testing.assert_close(cut, full, rtol=0, atol=1e-5)
+
+
+class _OnlyKept:
+    """Logits processor: the original model restricted to the kept ids."""
+
+    def __init__(self, kept):
+        self.mask = torch.full((512,), float("-inf"))
+        self.mask[kept] = 0.0
+
+    def __call__(self, input_ids, scores):
+        return scores + self.mask[: scores.shape[-1]]
+
+
+def test_saved_folder_reloads_and_generates_the_same(tiny, tmp_path, arc_prompts):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
+
+    model, tok = tiny
+    out = vocab.shrink_model(models.ensure_tiny_model(), tmp_path / "shrunk")
+    m2 = AutoModelForCausalLM.from_pretrained(out)
+    t2 = AutoTokenizer.from_pretrained(out)
+    vmap = vocab.read_map(out)
+    assert m2.config.vocab_size == vmap.size == len(t2)
+    assert m2.get_input_embeddings().weight.shape[0] == vmap.size
+    assert m2.config.eos_token_id == t2.eos_token_id == vmap.to_new([tok.eos_token_id])[0]
+    assert m2.generation_config.pad_token_id == t2.pad_token_id
+    assert sorted(p.name for p in out.glob("*.safetensors"))
+    assert vocab.check_tokenizer(tok, t2, vmap, arc_prompts[:20]) == []
+
+    prompt = arc_prompts[0]
+    old_ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    new_ids = t2(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    kw = {"max_new_tokens": 12, "do_sample": False}
+    ref = model.generate(
+        old_ids, logits_processor=LogitsProcessorList([_OnlyKept(vmap.kept)]), **kw
+    )
+    got = m2.generate(new_ids, **kw)
+    assert got[0].tolist() == vmap.to_new(ref[0].tolist())
+    assert t2.decode(got[0]) == tok.decode(ref[0])
+
+
+def test_answer_parses_back_through_shrunk_tokenizer(shrunk):
+    _, new, _ = shrunk
+    rng = np.random.default_rng(3)
+    for fmt in encoding.FORMATS:
+        for h, w in [(1, 1), (3, 7), (30, 30), (12, 5)]:
+            g = rng.integers(0, 10, size=(h, w)).astype(np.int8)
+            p = encoding.build_prompt([(g, g)], g, fmt, new, answer=g)
+            _, labels = encoding.tokenize_prompt(p, new)
+            text = new.decode([t for t in labels if t != -100])
+            assert np.array_equal(encoding.parse_answer(text, fmt), g)
+
+
+def test_ttt_loss_runs_on_shrunk_model(shrunk):
+    small, new, _ = shrunk
+    model = copy.deepcopy(small)
+    rng = np.random.default_rng(0)
+    pairs = [rng.integers(0, 10, size=(3, 4)).astype(np.int8) for _ in range(3)]
+    task = tasks.Task("flip", [tasks.Example(g, g[:, ::-1].copy()) for g in pairs], [])
+    cfg = TTTConfig(ttt_steps=3, lora_rank=4, learning_rate=1e-3, lora_targets=["q_proj", "v_proj"])
+    samples = ttt.make_samples(task, "shaped", new, 3, seed=0)
+    assert all(max(s.input_ids) < len(new) for s in samples)
+    pm = ttt.prepare_peft_model(model, cfg)
+    losses, reason, tokens, _ = ttt.train_steps(pm, samples, cfg, 3)
+    assert reason == "max_steps" and len(losses) == 3 and tokens > 0
+    assert all(np.isfinite(losses)) and losses[0] < np.log(len(new)) + 3
+
+
+def test_load_shrunk_random_weights_in_memory():
+    cfg = ModelConfig(model="tiny", random_weights=True, shrink_vocab=True)
+    model, tok = vocab.load_shrunk(cfg, device="cpu", for_training=True)
+    assert model.config.vocab_size == len(tok) < 150
+    assert model.config.use_cache is False
+    ids = tok("input:\n0123\n", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    assert model(ids).logits.shape[-1] == len(tok)
+
+
+def test_shrunk_folder_is_cached_and_loads(tmp_path):
+    cfg = ModelConfig(model="tiny", shrink_vocab=True)
+    a = vocab.shrunk_folder(cfg)
+    b = vocab.shrunk_folder(cfg)
+    assert a == b and (a / vocab.MAP_FILE).is_file()
+    model, tok = vocab.load_shrunk(cfg, device="cpu")
+    assert model.config.vocab_size == len(tok) == vocab.read_map(a).size
+
+
+def test_vocab_map_names_the_missing_id():
+    vmap = vocab.VocabMap([3, 5, 9], 10)
+    assert vmap.to_new([9, 3]) == [2, 0] and vmap.to_old([1]) == [5]
+    with pytest.raises(KeyError, match="token id 4"):
+        vmap.to_new([4])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("dashscope") is None, reason="needs dashscope")
+def test_real_qwen2_tokenizer_shrinks_exactly():
+    from arc_ttft import speed
+
+    folder = speed._qwen2_tokenizer_folder()
+    if folder is None:
+        pytest.skip("scripts/qwen_tokenizer.py not found")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    vmap = vocab.VocabMap(vocab.kept_token_ids(tok), 151936)
+    assert vmap.size < 200
+    new = vocab.shrink_tokenizer(tok, vmap)
+    texts = []
+    for fmt in encoding.FORMATS:
+        for task in tasks.load_tasks("arc1-eval").tasks[:100]:
+            p = encoding.task_prompt(task, fmt, tok)
+            texts += [p.text, p.answer]
+    assert vocab.check_tokenizer(tok, new, vmap, texts) == []
