@@ -469,6 +469,24 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     return _run(C.validate(C.from_flat(C.RunConfig, {**DRY_RUN_DEFAULTS, **given})))
 
 
+@command(
+    "recall",
+    "Train per task, then ask each demonstration through the test path, with and without "
+    "the adapter (CPU preset: recall.RECALL_DEFAULTS).",
+    _run_flags,
+)
+def cmd_recall(args: argparse.Namespace) -> int:
+    from arc_ttft import recall
+
+    given = {k: v for k, v in vars(args).items() if k in C.flat_fields(C.RunConfig)}
+    cfg = C.validate(C.from_flat(C.RunConfig, {**recall.RECALL_DEFAULTS, **given}))
+    result = recall.recall_from_config(cfg)
+    for task_id, (hit, base, n) in result.per_task.items():
+        print(f"{task_id}: {hit}/{n} with TTT, {base}/{n} without")
+    print(result.line())
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 
 
@@ -483,7 +501,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_library_warnings() -> None:
+    """Deprecation chatter from transformers/torch internals says nothing to a user."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
+    # bitsandbytes on CPU logs that an optional kernels package is missing; nf4 works
+    # without it (STACK.md), so the line only alarms.
+    import logging
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_library_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

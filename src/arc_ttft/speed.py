@@ -365,6 +365,8 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
         "losses": r["losses"],
         "restricted_losses": r["restricted_losses"],
         "total_s": time.perf_counter() - t0,
+        # Other processes on the machine slow both configurations; say how busy it was.
+        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 
