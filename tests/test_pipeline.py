@@ -192,3 +192,12 @@ def test_two_workers_merge_into_one_submission(tmp_path):
     ]
     for t in tasks:
         assert pipeline.read_answers(out, t.id) is not None
+
+
+def test_shared_adapter_mode(tmp_path):
+    cfg = _cfg(tmp_path, max_tasks=2, ttt_steps=2, views=1, rescore=0, adapter_mode="shared")
+    pipeline.run(cfg, progress=False)
+    out = Path(cfg.output)
+    _valid(out / "submission.json", _tasks(cfg))
+    adapters = {pipeline.read_ttt(out, t.id)["adapter"] for t in _tasks(cfg)}
+    assert adapters == {str(out / "adapters" / "shared")}

@@ -258,7 +258,9 @@ def cmd_ttt(args: argparse.Namespace) -> int:
         first = f"{r.first_loss:.4f}" if r.first_loss is not None else "-"
         final = f"{r.final_loss:.4f}" if r.final_loss is not None else "-"
         sps = f"{r.seconds_per_step:.3f}" if r.seconds_per_step else "-"
-        print(f"{r.task_id:<20} {r.steps:>6} {r.seconds:>8.2f} {sps:>7} {first:>7} {final:>7}  {r.stop_reason}")
+        print(
+            f"{r.task_id:<20} {r.steps:>6} {r.seconds:>8.2f} {sps:>7} {first:>7} {final:>7}  {r.stop_reason}"
+        )
     print(f"adapters: {out}")
     return 0
 
@@ -306,7 +308,9 @@ def cmd_lora_rank_sweep(args: argparse.Namespace) -> int:
 def _bench_flags(p: argparse.ArgumentParser) -> None:
     from arc_ttft.speed import TTTSpeedConfig
 
-    p.add_argument("what", choices=["ttt"], help="ttt: the TTT step, ours vs the 2024 reference recipe.")
+    p.add_argument(
+        "what", choices=["ttt"], help="ttt: the TTT step, ours vs the 2024 reference recipe."
+    )
     C.add_arguments(p, TTTSpeedConfig)
 
 

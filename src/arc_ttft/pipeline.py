@@ -32,7 +32,7 @@ from arc_ttft import budget as B
 from arc_ttft import config as C
 from arc_ttft import encoding, submission
 from arc_ttft.events import EventLog
-from arc_ttft.tasks import Task, load_tasks, select_tasks, to_list
+from arc_ttft.tasks import Task, load_tasks, select_tasks
 
 
 @dataclass
@@ -177,6 +177,22 @@ def ttt_stage(
     model = ttt.prepare_peft_model(model, cfg.ttt)
     cost.observe_overhead("load_train", time.monotonic() - t0)
     tokens = {t.id: estimate_tokens(t, cfg.model.format, max_seq_len) for t in todo}
+
+    if cfg.ttt.adapter_mode == "shared":
+        # One adapter for the whole shard; the step guard alone keeps it inside the budget.
+        reserve = inference_reserve(tasks, cfg, cost)
+        step_s = float(np.mean([cost.ttt_step_seconds(n) for n in tokens.values()]))
+        res = ttt.train_shared(
+            model, tokenizer, todo, cfg.ttt, cfg.model.format, max_seq_len,
+            output_dir=out / "adapters", events=events, progress=progress,
+            should_stop=guard.step_guard(step_s, reserve_seconds=reserve),
+        )  # fmt: skip
+        for t in todo:
+            adapters[t.id] = res.adapter
+            _write_json(task_dir(out, t.id) / "ttt.json", {**res.to_dict(), "shared": True})
+        del model
+        _free_memory()
+        return adapters
 
     for i, task in enumerate(todo):
         remaining = [(t.id, tokens[t.id]) for t in todo[i:]]
@@ -528,4 +544,4 @@ if __name__ == "__main__":
     raise SystemExit(_worker_main(sys.argv[1:]))
 
 
-__all__ = ["RunResult", "run", "shard_tasks", "to_list"]
+__all__ = ["RunResult", "run", "shard_tasks"]
