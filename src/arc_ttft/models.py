@@ -20,9 +20,8 @@ business (the inference backends do it), training here uses no padding.
 
 from __future__ import annotations
 
-import functools
-
 import contextlib
+import functools
 import hashlib
 import json
 import logging
