@@ -400,6 +400,7 @@ def evaluate(
     model.eval()
     per: dict[str, list[int]] = defaultdict(list)
     reasons: Counter = Counter()
+    by_task: dict[str, int] = {}
     for k, (tid, task) in enumerate(challenges.items()):
         examples = [(np.array(p["input"]), np.array(p["output"])) for p in task["train"]]
         query = np.array(task["test"][0]["input"])
@@ -416,12 +417,19 @@ def evaluate(
         want = np.array(solutions[tid][0])
         ok = grid is not None and grid.shape == want.shape and bool((grid == want).all())
         per[synthetic.family_of(tid)].append(int(ok))
+        by_task[tid] = int(ok)
         if log and (k + 1) % 10 == 0:
             log(f"eval {k + 1}/{len(challenges)} correct {sum(map(sum, per.values()))}")
     fams = {f: (sum(v), len(v)) for f, v in sorted(per.items())}
     n_ok = sum(a for a, _ in fams.values())
     n = sum(b for _, b in fams.values())
-    return {"correct": n_ok, "total": n, "per_family": fams, "parse_failures": dict(reasons)}
+    return {
+        "correct": n_ok,
+        "total": n,
+        "per_family": fams,
+        "parse_failures": dict(reasons),
+        "tasks": by_task,
+    }
 
 
 def parse_args(argv=None):

@@ -51,12 +51,23 @@ def test_config_needs_baseline_and_ours():
         validate(speed.TTTSpeedConfig(seq_len=["abc"]))
 
 
+LAST = r"speedup: \d+\.\d\dx tokens/s, memory: \d+\.\d\dx peak"
+
+
 def test_cli_bench_ttt_prints_the_ratio_line_last(capsys, tmp_path):
     out = tmp_path / "speed.json"
     rc = main(["bench", "ttt", "--model", "tiny", "--seq-len", "128", "--steps", "2",
-               "--bench-lora-rank", "4", "--output", str(out)])  # fmt: skip
+               "--bench-lora-rank", "4", "--isolate", "false", "--output", str(out)])  # fmt: skip
     lines = capsys.readouterr().out.strip().splitlines()
     assert rc == 0
-    assert re.fullmatch(r"speedup: \d+\.\d\dx tokens/s, memory: \d+\.\d\dx peak", lines[-1])
+    assert re.fullmatch(LAST, lines[-1])
     assert any(line.startswith("| 128 | baseline | full |") for line in lines)
     assert out.is_file() and '"restricted_losses"' in out.read_text()
+
+
+@pytest.mark.slow
+def test_cli_bench_ttt_in_subprocesses(capsys):
+    rc = main(["bench", "ttt", "--model", "tiny", "--seq-len", "128", "--steps", "2",
+               "--bench-lora-rank", "4"])  # fmt: skip
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert rc == 0 and re.fullmatch(LAST, lines[-1])

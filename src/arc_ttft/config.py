@@ -343,7 +343,7 @@ def add_arguments(
         kw: dict[str, Any] = {
             "dest": name,
             "default": argparse.SUPPRESS,
-            "help": f.metadata.get("help"),
+            "help": (f.metadata.get("help") or "").replace("%", "%%"),  # argparse %-formats help
         }
         if base is bool:
             kw.update(nargs="?", const="true", metavar="BOOL")

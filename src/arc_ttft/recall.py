@@ -19,6 +19,32 @@ from arc_ttft import config as C
 from arc_ttft.events import EventLog
 from arc_ttft.tasks import Task, load_tasks, select_tasks
 
+# "Default TTT settings scaled to CPU" for `arc-ttft recall` (flags override any of them).
+# The tiny random model cannot learn an ARC rule, only memorise, so training sees the
+# plain task only (ttt_views=1: exactly the leave-one-out prompts inference asks) with a
+# high LoRA rank and a cosine-annealed rate (a constant rate leaves loss spikes at the
+# end, and one wrong token fails a grid). LoRA also covers lm_head: the tiny model's
+# end-of-text token is its pad token, so its tied embedding row is all zeros and its
+# logit is stuck at 0 unless the output layer can move. Inference keeps several views
+# (identity first) so inversion and voting stay on the path; re-scoring is off because
+# other views' likelihoods mean nothing to a model that memorised one view.
+RECALL_DEFAULTS: dict[str, object] = {
+    "challenges": "arc1-eval",
+    "model": "tiny",
+    "max_seq_len": 1024,
+    "ttt_steps": 200,
+    "ttt_views": 1,
+    "lora_rank": 64,
+    "lora_alpha": 128.0,
+    "lora_targets": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head",
+    "learning_rate": 1e-3,
+    "lr_schedule": "cosine",
+    "views": 4,
+    "rescore": 0,
+    "backend": "hf",
+    "output": "runs/recall",
+}
+
 
 @dataclass
 class RecallResult:
@@ -62,7 +88,9 @@ def measure_recall(
     out.mkdir(parents=True, exist_ok=True)
     events = EventLog(out / "run.jsonl")
     C.save(cfg, out / "config.json")
-    results = ttt.run_ttt(tasks, cfg.model, cfg.ttt, out / "adapters", events=events, progress=progress)
+    results = ttt.run_ttt(
+        tasks, cfg.model, cfg.ttt, out / "adapters", events=events, progress=progress
+    )
     adapters = {r.task_id: r.adapter for r in results}
 
     backend = infer.make_backend(cfg)
@@ -103,6 +131,7 @@ def recall_from_config(cfg: C.RunConfig, progress: bool = True) -> RecallResult:
 
 def small_tasks(tasks: list[Task], n: int, max_cells: int = 200) -> list[Task]:
     """The first ``n`` tasks whose every grid has at most ``max_cells`` cells (fast on CPU)."""
+
     def small(t: Task) -> bool:
         grids = [g for ex in t.train + t.test for g in (ex.input, ex.output) if g is not None]
         return all(g.size <= max_cells for g in grids)

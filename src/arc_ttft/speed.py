@@ -224,10 +224,10 @@ def _restricted_ce(logits, labels, kept_idx, new_of_old) -> float:
     """Cross-entropy of HF-style (unshifted) labels with the softmax over kept ids only."""
     import torch
 
-    lg = logits[0, :-1].detach()
     tg = labels[0, 1:]
     pos = (tg != -100).nonzero().squeeze(-1)
-    sub = lg[pos][:, kept_idx].float()
+    # Columns first: a (tokens x K) copy, never another (tokens x vocab) one.
+    sub = logits[0, :-1].detach().index_select(1, kept_idx)[pos].float()
     return float(torch.nn.functional.cross_entropy(sub, new_of_old[tg[pos]]))
 
 
