@@ -131,7 +131,7 @@ def _phi(hidden, inter, layers, rotary, resid_pdrop) -> dict:
 
 
 # The tiny offline model (tests, dry runs). head_dim 64: vLLM's CPU attention rejects 16.
-TINY_VERSION = "v2"
+TINY_VERSION = "v3"
 TINY_CONFIG: dict = {
     "model_type": "qwen2",
     "architectures": ["Qwen2ForCausalLM"],
@@ -582,7 +582,10 @@ def ensure_tiny_model(cache_dir: str | Path | None = None) -> Path:
     try:
         tok = build_tiny_tokenizer(corpus)
         eos = tok.convert_tokens_to_ids("<|endoftext|>")
-        config = build_config({**TINY_CONFIG, "eos_token_id": eos, "pad_token_id": eos})
+        # No pad_token_id in the model config: with pad == eos, Qwen2 builds the embedding
+        # with padding_idx=eos, whose row is zero, and with tied embeddings the eos logit is
+        # then stuck at 0 (LoRA can never learn to stop). Padding is the tokenizer's job.
+        config = build_config({**TINY_CONFIG, "eos_token_id": eos})
         fork = torch.random.fork_rng(devices=[])
         with fork:
             torch.manual_seed(0)

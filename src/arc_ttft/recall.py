@@ -31,8 +31,8 @@ from arc_ttft.tasks import Task, load_tasks, select_tasks
 RECALL_DEFAULTS: dict[str, object] = {
     "challenges": "arc1-eval",
     "model": "tiny",
-    "max_seq_len": 1024,
-    "ttt_steps": 200,
+    "max_seq_len": 2048,  # 1024 drops pairs, differently in training and inference
+    "ttt_steps": 400,
     "ttt_views": 1,
     "lora_rank": 64,
     "lora_alpha": 128.0,
