@@ -201,3 +201,16 @@ def test_shared_adapter_mode(tmp_path):
     _valid(out / "submission.json", _tasks(cfg))
     adapters = {pipeline.read_ttt(out, t.id)["adapter"] for t in _tasks(cfg)}
     assert adapters == {str(out / "adapters" / "shared")}
+
+
+def test_shrunk_vocabulary_run(tmp_path):
+    """--shrink-vocab: TTT and inference both use the shrunk copy of the model."""
+    cfg = _cfg(tmp_path, max_tasks=2, ttt_steps=2, views=1, rescore=0, shrink_vocab=True)
+    pipeline.run(cfg, progress=False)
+    out = Path(cfg.output)
+    _valid(out / "submission.json", _tasks(cfg))
+    events = read_events(out / "run.jsonl")
+    folder = next(e["folder"] for e in events if e["stage"] == "shrink_vocab")
+    assert (Path(folder) / "vocab_map.json").exists()
+    assert not [e for e in events if e["stage"] == "fault"]
+    assert C.load(C.RunConfig, out / "config.json").model.shrink_vocab  # as the user asked

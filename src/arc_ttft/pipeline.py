@@ -459,6 +459,27 @@ def process_shard(
 # ---------------------------------------------------------------------------------------
 
 
+def use_shrunk_vocab(cfg: C.RunConfig, events: EventLog) -> C.RunConfig:
+    """With ``shrink_vocab``, train and serve the shrunk copy of the model (vocab.py).
+
+    Both stages must see the same folder: adapters trained on the shrunk model only fit it.
+    The sequence length is resolved from the original name first (the registry knows it,
+    the cache folder does not).
+    """
+    if not cfg.model.shrink_vocab:
+        return cfg
+    import copy
+
+    from arc_ttft import models, vocab
+
+    folder = vocab.shrunk_folder(cfg.model)
+    out = copy.deepcopy(cfg)
+    out.model.max_seq_len = cfg.model.max_seq_len or models.default_seq_len(cfg.model.model)
+    out.model.model, out.model.shrink_vocab, out.model.random_weights = str(folder), False, False
+    events.log("shrink_vocab", source=cfg.model.model, folder=str(folder))
+    return out
+
+
 def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True) -> RunResult:
     """Run the whole pipeline; see the module docstring for the guarantees."""
     C.validate(cfg)
@@ -471,6 +492,7 @@ def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True
             (out / stale).unlink(missing_ok=True)
     events = EventLog(out / "run.jsonl")
     C.save(cfg, out / "config.json")
+    cfg = use_shrunk_vocab(cfg, events)
 
     loaded = load_tasks(cfg.data.challenges, cfg.data.solutions, skip_invalid=cfg.data.skip_invalid)
     for p in loaded.problems:
