@@ -253,12 +253,8 @@ def ttt_stage(
     return adapters
 
 
-def inference_reserve(
-    tasks: list[Task], cfg: C.RunConfig, cost: B.CostModel, include_load: bool = True
-) -> float:
-    """Seconds to keep for inference of ``tasks``, from the measured (or prior) costs."""
-    if not tasks:
-        return 0.0
+def inference_workload(tasks: list[Task], cfg: C.RunConfig) -> tuple[int, float, int]:
+    """(prompts, typical answer tokens, re-scoring calls) that inference of ``tasks`` needs."""
     n_tests = sum(len(t.test) for t in tasks)
     n_prompts = n_tests * cfg.infer.views * cfg.infer.samples
     n_scores = n_tests * cfg.infer.rescore * 2  # ~two distinct candidates per test input
@@ -266,6 +262,16 @@ def inference_reserve(
     out_tokens = float(
         np.mean([ex.input.shape[0] * (ex.input.shape[1] + 1) for t in tasks for ex in t.test])
     )
+    return n_prompts, out_tokens, n_scores
+
+
+def inference_reserve(
+    tasks: list[Task], cfg: C.RunConfig, cost: B.CostModel, include_load: bool = True
+) -> float:
+    """Seconds to keep for inference of ``tasks``, from the measured (or prior) costs."""
+    if not tasks:
+        return 0.0
+    n_prompts, out_tokens, n_scores = inference_workload(tasks, cfg)
     # The floor guards against an optimistic prior; it scales with the budget so that a
     # short run (the dry run, tests) is not all reserve.
     floor = min(60.0, 0.1 * cfg.budget.budget_seconds()) if include_load else 0.0
@@ -345,21 +351,8 @@ def inference_stage(
                 if isinstance(e, B.DeadlineExceeded):
                     break  # a hung backend cannot be trusted with more work
                 continue
-            n_tests = sum(len(t.test) for t in part)
             cost.observe_inference(
-                cost.inference_seconds(
-                    n_tests * cfg.infer.views * cfg.infer.samples,
-                    float(
-                        np.mean(
-                            [
-                                ex.input.shape[0] * (ex.input.shape[1] + 1)
-                                for t in part
-                                for ex in t.test
-                            ]
-                        )
-                    ),
-                    n_tests * cfg.infer.rescore * 2,
-                ),
+                cost.inference_seconds(*inference_workload(part, cfg)),
                 time.monotonic() - t1,
             )
             for t in part:
