@@ -93,6 +93,22 @@ def test_packed_loss_equals_unpacked(peft_model):
     assert packed.item() == pytest.approx(weighted, rel=1e-4)
 
 
+def test_equal_lengths_become_rows_with_the_same_loss(peft_model):
+    pm, tok, _ = peft_model
+    samples = ttt.make_samples(_task(), "digits", tok, 3, seed=1)
+    n = min(len(s.input_ids) for s in samples)
+    same = [ttt.Sample(s.input_ids[-n:], s.labels[-n:]) for s in samples]
+    batch = ttt.pack(same)
+    assert batch["input_ids"].shape == (3, n) and "position_ids" not in batch
+    pm.eval()
+    with torch.no_grad():
+        rows, k = ttt.answer_loss(pm, batch)
+        parts = [ttt.answer_loss(pm, ttt.pack([s])) for s in same]
+    assert k == sum(j for _, j in parts) == sum(s.n_answer for s in same)
+    weighted = sum(loss.item() * j for loss, j in parts) / k
+    assert rows.item() == pytest.approx(weighted, rel=1e-4)
+
+
 def test_ttt_lowers_answer_loss_and_saves(peft_model, tmp_path):
     pm, tok, _ = peft_model
     cfg = TTTConfig(ttt_steps=40, lora_rank=8, learning_rate=1e-2, warmup_steps=0)

@@ -72,6 +72,17 @@ class TTTSpeedConfig:
         ["q_proj", "k_proj", "v_proj", "o_proj"], "LoRA target modules (both configurations)."
     )
     bench_learning_rate: float = _f(1e-4, "Peak learning rate, linear decay, no warm-up (both).")
+    bench_batch_size: list[int] = _f(
+        [1],
+        "Sequences per step for ours, comma separated: one ours row each (equal lengths go "
+        "as rows, so SDPA keeps its flash kernel). The baseline stays at batch 1 like the "
+        "reference; the ratios use the first.",
+    )
+    peak_tflops: float = _f(
+        0.0,
+        "The device's dense bf16 peak in TFLOP/s for MFU; 0 = from the GPU's name "
+        "(H100/H200 989, A100 312, L4 121, T4 65 fp16). No MFU on CPU.",
+    )
     device: str = _f("auto", "auto (cuda when available), cpu, cuda.")
     isolate: bool = _f(True, "A fresh subprocess per configuration (exact peak memory).")
     timeout_minutes: float = _f(20.0, "Give up on one configuration after this long.")
@@ -83,6 +94,10 @@ class TTTSpeedConfig:
             out.append(f"steps: {self.steps} must be >= 1")
         if self.warmup < 0:
             out.append(f"warmup: {self.warmup} must be >= 0")
+        if not self.bench_batch_size or any(int(b) < 1 for b in self.bench_batch_size):
+            out.append(f"bench_batch_size: {self.bench_batch_size} must be sizes >= 1")
+        if self.peak_tflops < 0:
+            out.append(f"peak_tflops: {self.peak_tflops} must be >= 0 (0 = from the GPU name)")
         try:
             short = not self.seq_len or any(int(n) < 64 for n in self.seq_len)
         except (TypeError, ValueError):
@@ -209,12 +224,63 @@ def _peak_memory_bytes(device: str) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
 
 
+# Dense bf16 peaks (fp16 for the T4, which has no bf16), TFLOP/s, from the vendors' sheets.
+# The PCIe H100 is slower than the SXM one: match it first.
+PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0),
+               ("L40S", 362.0), ("L4", 121.0), ("A10G", 125.0), ("T4", 65.0))  # fmt: skip
+
+
+def peak_tflops(device_name: str) -> float | None:
+    """The dense bf16 peak of a GPU from its name, None when unknown."""
+    for key, tflops in PEAK_TFLOPS:
+        if key.lower() in device_name.lower():
+            return tflops
+    return None
+
+
+def flop_coefficients(model) -> dict[str, float]:
+    """What one training step costs in FLOPs, per unit, read off the (peft) model.
+
+    - ``per_token``: every linear layer but the output head, at every position: frozen
+      ones 4 x in x out (forward, and the input gradient backward; no weight gradient),
+      trained ones (LoRA A and B) 6 x in x out.
+    - ``per_answer``: the output head, only at the answer positions (what ours computes;
+      the baseline's logits elsewhere are waste, not model FLOPs).
+    - ``per_square``: causal attention, per layer 2 x L^2 x heads x head_dim forward (QK and
+      AV, half of the square skipped) and twice that backward, times the layers; multiply
+      by the sum of L^2 over the sequences of the step.
+    """
+    import torch
+
+    per_token = per_answer = 0.0
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear):
+            f = (6 if mod.weight.requires_grad else 4) * mod.in_features * mod.out_features
+            if "lm_head" in name:
+                per_answer += f
+            else:
+                per_token += f
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    per_square = 6.0 * cfg.num_hidden_layers * cfg.num_attention_heads * head_dim
+    return {"per_token": per_token, "per_answer": per_answer, "per_square": per_square}
+
+
+def step_flops(coef: dict[str, float], seq_lens: list[int], answer_tokens: int) -> float:
+    """Model FLOPs of one step over sequences of ``seq_lens`` (see flop_coefficients)."""
+    return (
+        coef["per_token"] * sum(seq_lens)
+        + coef["per_answer"] * answer_tokens
+        + coef["per_square"] * sum(n * n for n in seq_lens)
+    )
+
+
 def _now() -> tuple[float, float]:
     """(wall clock, CPU time of this process), both in seconds."""
     return time.perf_counter(), time.process_time()
 
 
-def _lora(spec: dict[str, Any]):
+def _lora(spec: dict[str, Any], batch_size: int = 1):
     from arc_ttft.config import TTTConfig
 
     return TTTConfig(
@@ -224,7 +290,7 @@ def _lora(spec: dict[str, Any]):
         learning_rate=spec["learning_rate"],
         lr_schedule="linear",
         warmup_steps=0,
-        batch_size=1,
+        batch_size=batch_size,
     )
 
 
@@ -250,6 +316,7 @@ def _run_baseline(spec, model_cfg, tokenizer, samples, vmap, device) -> dict[str
     model = models.build_random_model(model_cfg, torch.float32).to(device)
     model.config.use_cache = False
     model = get_peft_model(model, ttt.lora_config(_lora(spec)))
+    coef = flop_coefficients(model)
     kept_idx = torch.tensor(vmap.kept, device=device)
     new_of_old = torch.full((max(vmap.kept) + 1,), -1, dtype=torch.long, device=device)
     new_of_old[kept_idx] = torch.arange(vmap.size, device=device)
@@ -298,7 +365,8 @@ def _run_baseline(spec, model_cfg, tokenizer, samples, vmap, device) -> dict[str
         )
         start = _now()
         trainer.train()
-    return {"ends": ends, "start": start, "losses": losses, "restricted_losses": restricted}
+    return {"ends": ends, "start": start, "losses": losses, "restricted_losses": restricted,
+            "flops": coef}  # fmt: skip
 
 
 def _run_ours(spec, model_cfg, tokenizer, samples, vmap, device, dtype_name) -> dict[str, Any]:
@@ -316,17 +384,19 @@ def _run_ours(spec, model_cfg, tokenizer, samples, vmap, device, dtype_name) -> 
     model = model.to(device)
     model.config.use_cache = False
     mapped = [ttt.Sample(vmap.to_new(s.input_ids), [x if x < 0 else vmap.to_new([x])[0] for x in s.labels]) for s in samples]  # fmt: skip
-    model = ttt.prepare_peft_model(model, _lora(spec))
+    lora = _lora(spec, spec["batch_size"])
+    model = ttt.prepare_peft_model(model, lora)
     ends: list[tuple[float, float]] = []
     start = _now()
     losses, _, _, _ = ttt.train_steps(
         model,
         mapped,
-        _lora(spec),
-        len(mapped),
+        lora,
+        len(mapped) // lora.batch_size,
         on_step=lambda i, loss: ends.append(_now()),
     )
-    return {"ends": ends, "start": start, "losses": losses, "restricted_losses": losses}
+    return {"ends": ends, "start": start, "losses": losses, "restricted_losses": losses,
+            "flops": flop_coefficients(model)}  # fmt: skip
 
 
 def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
@@ -337,15 +407,18 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
     from arc_ttft.config import ModelConfig
 
     device = spec["device"]
+    cfg = spec["config"]
     t0 = time.perf_counter()
     tokenizer = _load_tokenizer(spec["tokenizer"])
     n = spec["warmup"] + spec["steps"]
-    samples = bench_samples(tokenizer, spec["seq_len"], n, spec["format"], spec["challenges"])
+    # The baseline is batch 1 like the reference; ours takes batch_size sequences a step.
+    bs = 1 if cfg == "baseline" else spec.get("batch_size", 1)
+    spec = {**spec, "batch_size": bs}
+    samples = bench_samples(tokenizer, spec["seq_len"], n * bs, spec["format"], spec["challenges"])
     vmap = vocab.VocabMap(vocab.kept_token_ids(tokenizer, spec["formats"]), 0)
     model_cfg = ModelConfig(model=spec["model"], random_weights=True)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    cfg = spec["config"]
     if cfg == "baseline":
         r = _run_baseline(spec, model_cfg, tokenizer, samples, vmap, device)
     else:
@@ -358,13 +431,25 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
     marks = [r["start"], *r["ends"]]
     times = [b[0] - a[0] for a, b in zip(marks[w:], marks[w + 1 :])]
     cpu = [b[1] - a[1] for a, b in zip(marks[w:], marks[w + 1 :])]
-    answer = [sum(1 for x in s.labels[1:] if x != -100) for s in samples[w:]]
+    answer = [
+        sum(sum(1 for x in s.labels[1:] if x != -100) for s in samples[i * bs : (i + 1) * bs])
+        for i in range(w, n)
+    ]
     seconds = sum(times)
+    flops = sum(step_flops(r["flops"], [spec["seq_len"]] * bs, a) for a in answer)
+    device_name, peak = "cpu", None
+    if device.startswith("cuda"):
+        device_name = torch.cuda.get_device_name(device)
+        peak = spec.get("peak_tflops") or peak_tflops(device_name)
     return {
         "config": cfg,
         "seq_len": spec["seq_len"],
+        "batch_size": bs,
         "status": "ok",
         "device": device,
+        "device_name": device_name,
+        "model_tflops_per_s": flops / seconds / 1e12,
+        "mfu": flops / seconds / (peak * 1e12) if peak else None,
         "vocab": vmap.size if cfg != "baseline" else None,
         "sec_per_step": seconds / len(times),
         "step_seconds": times,
@@ -430,29 +515,33 @@ class SpeedResult:
 
     def table(self) -> str:
         head = (
-            "| seq len | config | vocab | s/step | CPU s/step | answer tok/s | peak GiB "
-            "| losses (restricted to kept ids) |"
+            "| seq len | config | batch | vocab | s/step | CPU s/step | answer tok/s | peak GiB "
+            "| model TFLOP/s | MFU | losses (restricted to kept ids) |"
         )
-        lines = [head, "|---|---|---|---|---|---|---|---|"]
+        lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
             if r["status"] != "ok":
                 lines.append(
-                    f"| {r['seq_len']} | {r['config']} | | {r['status']}: {r.get('reason', '')} | | | | |"
+                    f"| {r['seq_len']} | {r['config']} | {r.get('batch_size', '')} | | "
+                    f"{r['status']}: {r.get('reason', '')} | | | | | | |"
                 )
                 continue
             raw = " ".join(f"{x:.3f}" for x in r["losses"])
             res = " ".join(f"{x:.3f}" for x in r["restricted_losses"])
             loss = raw if r["config"] != "baseline" else f"{raw} ({res})"
             vocab = "full" if r["vocab"] is None else str(r["vocab"])
+            mfu = "" if r.get("mfu") is None else f"{100 * r['mfu']:.1f}%"
             lines.append(
-                f"| {r['seq_len']} | {r['config']} | {vocab} | {r['sec_per_step']:.2f} | "
-                f"{r['cpu_sec_per_step']:.2f} | "
-                f"{r['answer_tok_per_s']:.2f} | {r['peak_bytes'] / GIB:.2f} | {loss} |"
+                f"| {r['seq_len']} | {r['config']} | {r.get('batch_size', 1)} | {vocab} | "
+                f"{r['sec_per_step']:.3f} | {r['cpu_sec_per_step']:.2f} | "
+                f"{r['answer_tok_per_s']:.2f} | {r['peak_bytes'] / GIB:.2f} | "
+                f"{r.get('model_tflops_per_s', 0):.3g} | {mfu} | {loss} |"
             )
         return "\n".join(lines)
 
 
 def _ours_row(rows: list[dict[str, Any]], seq_len: int) -> dict[str, Any] | None:
+    """The first ours row of this length that ran (the first batch size)."""
     for name in ("ours", "ours-fp32"):
         for r in rows:
             if r["config"] == name and r["seq_len"] == seq_len and r["status"] == "ok":
@@ -476,22 +565,25 @@ def run_bench(cfg: TTTSpeedConfig, log=print) -> SpeedResult:
         "format": cfg.format, "formats": [cfg.format], "challenges": cfg.challenges,
         "lora_rank": cfg.bench_lora_rank, "lora_targets": list(cfg.bench_lora_targets),
         "learning_rate": cfg.bench_learning_rate, "device": device, "ours_dtype": "bfloat16",
+        "peak_tflops": cfg.peak_tflops,
     }  # fmt: skip
     log(f"model {cfg.model} (random weights), tokenizer {tok}, device {device}, "
         f"{cfg.warmup} warm-up + {cfg.steps} timed steps")  # fmt: skip
     rows = []
     for n in [int(x) for x in cfg.seq_len]:
         for name in cfg.configs:
-            r = run_one(
-                {**base, "seq_len": n, "config": name}, cfg.isolate, cfg.timeout_minutes * 60
-            )
-            rows.append(r)
-            if r["status"] == "ok":
-                log(f"{n:>6} {name:<10} {r['sec_per_step']:7.2f} s/step "
-                    f"{r['answer_tok_per_s']:8.2f} answer tok/s  peak {r['peak_bytes'] / GIB:6.2f} GiB  "
-                    f"losses {' '.join(f'{x:.3f}' for x in r['losses'])}")  # fmt: skip
-            else:
-                log(f"{n:>6} {name:<10} {r['status']}: {r.get('reason', '')}")
+            for bs in [1] if name == "baseline" else [int(b) for b in cfg.bench_batch_size]:
+                spec = {**base, "seq_len": n, "config": name, "batch_size": bs}
+                r = run_one(spec, cfg.isolate, cfg.timeout_minutes * 60)
+                r.setdefault("batch_size", bs)
+                rows.append(r)
+                if r["status"] != "ok":
+                    log(f"{n:>6} {name:<10} x{bs:<3} {r['status']}: {r.get('reason', '')}")
+                    continue
+                mfu = f"  MFU {100 * r['mfu']:.1f}%" if r.get("mfu") is not None else ""
+                log(f"{n:>6} {name:<10} x{bs:<3} {r['sec_per_step']:7.3f} s/step "
+                    f"{r['answer_tok_per_s']:9.2f} answer tok/s  peak {r['peak_bytes'] / GIB:6.2f} GiB"
+                    f"{mfu}  losses {' '.join(f'{x:.3f}' for x in r['losses'])}")  # fmt: skip
     result = SpeedResult(rows, tokenizer=tok, device=device)
     for n in [int(x) for x in cfg.seq_len]:
         b = next((r for r in rows if r["config"] == "baseline" and r["seq_len"] == n and r["status"] == "ok"), None)  # fmt: skip

@@ -137,35 +137,61 @@ def holdout_sample(
 
 
 def pack(samples: list[Sample], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """Padding-free packing: one row, position ids restart at every sequence.
+    """Padding-free batch: equal-length samples as rows, others packed into one row.
 
-    transformers detects the restarts and masks attention per sequence (only with
-    ``use_cache=False``; see STACK.md). The first label of every sequence is IGNORE so
-    no loss crosses a boundary.
+    Rows of one length need no mask beyond the causal one, so SDPA keeps its flash
+    kernel (on GPU this is what makes batch > 1 fast). Unequal lengths go into one row
+    with position ids restarting at every sequence; transformers detects the restarts and
+    masks attention per sequence (only with ``use_cache=False``; see STACK.md). The first
+    label of every sequence is IGNORE so no loss crosses a boundary.
+
+    The answer positions are found here, once, so the training step itself has no
+    host-device sync (``answer_index``).
     """
-    ids: list[int] = []
-    labels: list[int] = []
-    pos: list[int] = []
-    for s in samples:
-        ids += s.input_ids
-        labels += [IGNORE] + s.labels[1:]
-        pos += list(range(len(s.input_ids)))
-    t = lambda x: torch.tensor([x], dtype=torch.long, device=device)  # noqa: E731
-    return {"input_ids": t(ids), "labels": t(labels), "position_ids": t(pos)}
+    t = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
+    if len(samples) > 1 and len({len(s.input_ids) for s in samples}) == 1:
+        labels = t([[IGNORE] + s.labels[1:] for s in samples])
+        batch = {"input_ids": t([s.input_ids for s in samples]), "labels": labels}
+    else:
+        ids: list[int] = []
+        flat: list[int] = []
+        pos: list[int] = []
+        for s in samples:
+            ids += s.input_ids
+            flat += [IGNORE] + s.labels[1:]
+            pos += list(range(len(s.input_ids)))
+        batch = {"input_ids": t([ids]), "labels": t([flat]), "position_ids": t([pos])}
+    return {**batch, **answer_index(batch["labels"])}
+
+
+def answer_index(labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Where the loss is: ``keep`` (sequence positions any row needs logits at),
+    ``rows``/``cols`` (each labelled token; the logit at p predicts token p+1) and
+    ``targets``."""
+    tgt = labels[:, 1:]
+    rows, cols = (tgt != IGNORE).nonzero(as_tuple=True)
+    keep = torch.unique(cols)  # sorted
+    return {
+        "keep": keep,
+        "rows": rows,
+        "cols": torch.searchsorted(keep, cols),  # column of each token in the kept logits
+        "targets": tgt[rows, cols],
+    }
 
 
 def answer_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over labelled tokens, logits computed only where needed."""
-    labels = batch["labels"][0]
-    # Logit at position p predicts token p+1.
-    keep = (labels[1:] != IGNORE).nonzero().squeeze(-1)
-    if keep.numel() == 0:
+    if "keep" not in batch:
+        batch = {**batch, **answer_index(batch["labels"])}
+    n = batch["targets"].numel()
+    if n == 0:
         raise ValueError("batch has no labelled tokens (answer truncated away?)")
-    kwargs = {"position_ids": batch["position_ids"]} if batch["input_ids"].shape[0] == 1 else {}
-    out = model(input_ids=batch["input_ids"], use_cache=False, logits_to_keep=keep, **kwargs)
-    logits = out.logits[0].float()
-    targets = labels[1:][keep]
-    return torch.nn.functional.cross_entropy(logits, targets, reduction="mean"), int(keep.numel())
+    kwargs = {"position_ids": batch["position_ids"]} if "position_ids" in batch else {}
+    out = model(
+        input_ids=batch["input_ids"], use_cache=False, logits_to_keep=batch["keep"], **kwargs
+    )
+    logits = out.logits[batch["rows"], batch["cols"]].float()
+    return torch.nn.functional.cross_entropy(logits, batch["targets"], reduction="mean"), n
 
 
 # ---------------------------------------------------------------------------------------
