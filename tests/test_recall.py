@@ -55,6 +55,33 @@ def test_demonstration_tasks_leave_one_out(tiny_tasks):
         assert all(ex is not task.train[j] for ex in d.train)
 
 
+def test_inference_asks_the_prompt_training_saw(tmp_path):
+    """With pairs dropped to fit ``max_seq_len``, the prompt a demonstration is asked with
+    (the test path) is token for token the prompt TTT trained that pair on."""
+    from arc_ttft import augment, models, ttt
+    from arc_ttft.config import ModelConfig
+
+    tok = models.load_tokenizer(ModelConfig(model="tiny"))
+    ch, so = synthetic.write_kaggle(
+        *synthetic.generate(1, seed=4, families=["flip_h"], min_size=3, max_size=8), tmp_path, "t"
+    )
+    task = load_tasks(str(ch), str(so)).tasks[0]
+    full = len(ttt.holdout_sample(task, 0, "digits", tok).input_ids)
+    limit = full * 2 // 3  # forces drops in training and in inference
+    cfg = C.InferConfig(views=1, rescore=0)
+    dropped = 0
+    for j, demo in enumerate(recall.demonstration_tasks(task)):
+        trained = ttt.holdout_sample(task, j, "digits", tok, limit)
+        answer_start = trained.labels.index(next(x for x in trained.labels if x != -100))
+        keyed, skipped = select.build_requests(
+            [demo], {demo.id: [augment.identity_view()]}, "digits", tok, {}, cfg, limit
+        )
+        assert skipped[(demo.id, 0)] == 0
+        assert keyed[0][1].prompt_ids == trained.input_ids[:answer_start]
+        dropped += len(trained.dropped)
+    assert dropped > 0
+
+
 def test_result_line_format():
     r = recall.RecallResult(0.95, 0.0, 20)
     assert r.line() == "recall: 0.9500 with TTT, 0.0000 without (20 demonstrations)"

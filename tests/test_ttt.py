@@ -109,6 +109,30 @@ def test_equal_lengths_become_rows_with_the_same_loss(peft_model):
     assert rows.item() == pytest.approx(weighted, rel=1e-4)
 
 
+def test_bf16_lora_with_master_weights_tracks_fp32(tiny):
+    _, tok = tiny
+    samples = ttt.make_samples(_task(2), "digits", tok, 4, seed=0)
+
+    def train(lora_dtype):
+        model = models.build_random_model(ModelConfig(model="tiny"), torch.bfloat16, seed=3)
+        cfg = TTTConfig(lora_rank=8, learning_rate=1e-3, warmup_steps=0, lora_dtype=lora_dtype)
+        pm = ttt.prepare_peft_model(model, cfg)
+        ttt.reset_adapter(pm, seed=5)
+        dtypes = {p.dtype for p in pm.parameters() if p.requires_grad}
+        masters = ttt.master_weights(pm)
+        losses = ttt.train_steps(pm, samples, cfg, 16)[0]
+        return dtypes, masters, losses
+
+    d32, m32, fp32 = train("float32")
+    d16, m16, bf16 = train("bfloat16")
+    assert d32 == {torch.float32} and m32 == []
+    assert d16 == {torch.bfloat16} and {m.dtype for _, m in m16} == {torch.float32}
+    # Same start, same data: the curves agree to bf16 precision and both learn.
+    assert bf16[0] == pytest.approx(fp32[0], rel=1e-2)
+    assert np.allclose(bf16, fp32, rtol=0.05)
+    assert np.mean(bf16[-4:]) < 0.8 * np.mean(bf16[:4])
+
+
 def test_ttt_lowers_answer_loss_and_saves(peft_model, tmp_path):
     pm, tok, _ = peft_model
     cfg = TTTConfig(ttt_steps=40, lora_rank=8, learning_rate=1e-2, warmup_steps=0)

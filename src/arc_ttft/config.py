@@ -138,6 +138,12 @@ class TTTConfig:
     )
     base_adapter: str | None = _f(None, "Adapter folder to start from (adapter_mode=continue).")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory (long sequences).")
+    lora_dtype: str = _f(
+        "float32",
+        "dtype the LoRA weights compute in: float32 (peft's upcast of the adapter, exact), or "
+        "bfloat16 (the adapter runs in bf16 like the base, with fp32 master weights in the "
+        "optimizer: less activation memory and time, for bf16 bases).",
+    )
     ttt_max_seconds: float | None = _f(
         None, "Wall-clock cap per task's training, checked every step."
     )
@@ -155,6 +161,8 @@ class TTTConfig:
             out.append(f"ttt_views: {self.ttt_views} must be >= 1 (or unset)")
         if self.batch_size < 1:
             out.append(f"batch_size: {self.batch_size} must be >= 1")
+        if self.lora_dtype not in ("float32", "bfloat16"):
+            out.append(f"lora_dtype: {self.lora_dtype!r} must be float32 or bfloat16")
         if not 0 <= self.lora_dropout < 1:
             out.append(f"lora_dropout: {self.lora_dropout} must be in [0, 1)")
         if self.adapter_mode == "continue" and not self.base_adapter:

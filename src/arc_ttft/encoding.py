@@ -311,11 +311,14 @@ def build_prompt(
     tokenizer=None,
     answer: Grid | None = None,
     max_seq_len: int | None = None,
+    reserve: int | None = None,
 ) -> Prompt:
     """The prompt for ``query`` given demonstration ``examples`` (see the module docstring).
 
-    With ``max_seq_len``, train pairs are dropped largest first until prompt + answer fit,
-    keeping at least one; if even one does not fit it is kept and ``fits`` is False.
+    With ``max_seq_len``, train pairs are dropped largest first until the prompt plus
+    ``reserve`` tokens (default: the answer's own length) fit, keeping at least one; if
+    even one does not fit it is kept and ``fits`` is False. Training and inference pass
+    the same ``reserve`` (``infer.query_cap``) so that both drop the same pairs.
     Token counts use ``tokenizer`` when given, else the Qwen2-like approximation.
     """
     render = get_format(fmt).render
@@ -332,6 +335,8 @@ def build_prompt(
         return Prompt(text, answer_text)
 
     n_answer = count_tokens(answer_text, tokenizer) if answer_text else 0
+    if reserve is not None:
+        n_answer = max(n_answer, reserve)
     total = count_tokens(text, tokenizer) + n_answer
     if total <= max_seq_len:
         return Prompt(text, answer_text)

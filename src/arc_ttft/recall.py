@@ -31,7 +31,7 @@ from arc_ttft.tasks import Task, load_tasks, select_tasks
 RECALL_DEFAULTS: dict[str, object] = {
     "challenges": "arc1-eval",
     "model": "tiny",
-    "max_seq_len": 2048,  # 1024 drops pairs, differently in training and inference
+    "max_seq_len": 2048,  # fewer dropped pairs than 1024: more to learn from per prompt
     "ttt_steps": 400,
     "ttt_views": 1,
     "lora_rank": 64,

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from arc_ttft import augment, encoding
-from arc_ttft.infer.base import Request, max_new_tokens_for, stop_ids
+from arc_ttft.infer.base import Request, query_cap, stop_ids
 from arc_ttft.tasks import Task, to_list
 
 RESCORE_MAX_CANDIDATES = 8  # re-score only the best few by vote: cost grows with M x this
@@ -167,13 +167,19 @@ def view_prompt(
     fmt: str,
     tokenizer: Any,
     max_seq_len: int | None = None,
-) -> encoding.Prompt:
-    """The prompt for one test input of ``task`` as seen under ``view``."""
+    max_new_tokens: int | None = None,
+) -> tuple[encoding.Prompt, int]:
+    """The prompt for one test input of ``task`` as seen under ``view``, and its generation
+    cap (``max_new_tokens``, else ``query_cap``). With ``max_seq_len`` train pairs are
+    dropped until prompt + cap fit: the rule TTT trims its training prompts with."""
     vt = augment.apply_task(view, task)
     examples = [(ex.input, ex.output) for ex in vt.train]
-    return encoding.build_prompt(
-        examples, vt.test[test_index].input, fmt, tokenizer, max_seq_len=max_seq_len
+    query = vt.test[test_index].input
+    cap = max_new_tokens or query_cap(examples, query, fmt, tokenizer)
+    prompt = encoding.build_prompt(
+        examples, query, fmt, tokenizer, max_seq_len=max_seq_len, reserve=cap
     )
+    return prompt, cap
 
 
 def _prompt_ids(prompt: encoding.Prompt, tokenizer: Any) -> list[int]:
@@ -191,20 +197,21 @@ def build_requests(
 ) -> tuple[list[tuple[RequestKey, Request]], dict[tuple[str, int], int]]:
     """One request per (task, test input, view); also the views skipped per test input.
 
-    The generation cap is ``cfg.max_new_tokens`` or ``max_new_tokens_for(task)``; with
-    ``max_seq_len`` the prompt drops train pairs to leave room for it, and a prompt that
-    still leaves no room is skipped (counted) rather than failing the whole batch.
+    The generation cap is ``cfg.max_new_tokens`` or ``query_cap`` of the prompt; with
+    ``max_seq_len`` the prompt drops train pairs to leave room for it (as TTT did), and a
+    prompt that still leaves no room is skipped (counted) rather than failing the batch.
     """
     stops = stop_ids(tokenizer)
     out: list[tuple[RequestKey, Request]] = []
     skipped: dict[tuple[str, int], int] = {}
     for task in tasks:
-        cap = cfg.max_new_tokens or max_new_tokens_for(task, fmt, tokenizer)
-        room = None if max_seq_len is None else max(1, max_seq_len - cap)
         for ti in range(len(task.test)):
             skipped[(task.id, ti)] = 0
             for vi, view in enumerate(views_per_task[task.id]):
-                ids = _prompt_ids(view_prompt(task, view, ti, fmt, tokenizer, room), tokenizer)
+                prompt, cap = view_prompt(
+                    task, view, ti, fmt, tokenizer, max_seq_len, cfg.max_new_tokens
+                )
+                ids = _prompt_ids(prompt, tokenizer)
                 new = cap if max_seq_len is None else min(cap, max_seq_len - len(ids))
                 if new < 1:
                     skipped[(task.id, ti)] += 1
@@ -330,9 +337,8 @@ def rescore(
                 continue
             views = views or rescore_views(task, m, seed)
             for v in views:
-                ids = _prompt_ids(
-                    view_prompt(task, v, s.test_index, fmt, tokenizer, max_seq_len), tokenizer
-                )
+                prompt, _ = view_prompt(task, v, s.test_index, fmt, tokenizer, max_seq_len)
+                ids = _prompt_ids(prompt, tokenizer)
                 for c in top:
                     answer = render(augment.apply_grid(v, np.asarray(c.grid, dtype=np.int8))) + end
                     a_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])

@@ -27,6 +27,7 @@ import torch
 from arc_ttft import augment, encoding
 from arc_ttft.config import ModelConfig, TTTConfig
 from arc_ttft.events import EventLog
+from arc_ttft.infer.base import query_cap
 from arc_ttft.tasks import Example, Task
 
 IGNORE = -100
@@ -71,8 +72,11 @@ def _encode(
     max_seq_len: int | None,
     label_mode: str,
 ) -> Sample:
+    # Trim with the room inference keeps for its answer, not this answer's own length:
+    # inference does not know it, and must see the prompt that was trained on.
+    reserve = query_cap(examples, query.input, fmt, tokenizer) if max_seq_len else None
     prompt = encoding.build_prompt(
-        examples, query.input, fmt, tokenizer, answer=query.output, max_seq_len=max_seq_len
+        examples, query.input, fmt, tokenizer, query.output, max_seq_len, reserve
     )
     ids, labels = encoding.tokenize_prompt(prompt, tokenizer)
     if label_mode == "outputs":
@@ -240,7 +244,15 @@ def prepare_peft_model(model, cfg: TTTConfig):
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    return get_peft_model(model, lc)
+    model = get_peft_model(model, lc)
+    if cfg.lora_dtype == "bfloat16":
+        # peft upcasts the adapter to fp32, which also makes every LoRA layer keep an fp32
+        # copy of its input for the backward pass; in bf16 q/k/v share one saved input.
+        # make_optimizer keeps fp32 master weights, so small updates are not rounded away.
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.to(torch.bfloat16)
+    return model
 
 
 def reset_adapter(model, seed: int, base_adapter: str | None = None) -> None:
@@ -267,10 +279,21 @@ def load_adapter_weights(model, path: str | Path) -> None:
     set_peft_model_state_dict(model, load_file(str(f)))
 
 
-def make_optimizer(model, cfg: TTTConfig, steps: int):
+def master_weights(model) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+    """(trainable parameter, fp32 master copy) for every trainable parameter that is not
+    fp32; empty when all are. The optimizer updates the masters (``lora_dtype=bfloat16``)."""
+    return [
+        (p, p.detach().float().requires_grad_())
+        for p in model.parameters()
+        if p.requires_grad and p.dtype != torch.float32
+    ]
+
+
+def make_optimizer(model, cfg: TTTConfig, steps: int, masters=()):
+    """AdamW and the LR schedule over the trainable parameters, or over their ``masters``."""
     from transformers import get_scheduler
 
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [m for _, m in masters] or [p for p in model.parameters() if p.requires_grad]
     on_cuda = params[0].is_cuda
     # fused AdamW is fastest on CUDA; foreach is the fast path on CPU.
     opt = torch.optim.AdamW(
@@ -340,7 +363,8 @@ def train_steps(
         pack([samples[(i * bs + j) % len(samples)] for j in range(bs)], device)
         for i in range(n_batches)
     ]
-    opt, sched = make_optimizer(model, cfg, steps)
+    masters = master_weights(model)
+    opt, sched = make_optimizer(model, cfg, steps, masters)
     model.train()
     losses: list[float] = []
     tokens = 0
@@ -356,9 +380,14 @@ def train_steps(
             break
         loss, n = answer_loss(model, batches[step % len(batches)])
         loss.backward()
+        for p, m in masters:
+            m.grad, p.grad = p.grad.float(), None
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for p, m in masters:
+                p.copy_(m)
         # .item() syncs with the device; one sync per step is the price of logging.
         losses.append(loss.item())
         tokens += n

@@ -17,6 +17,7 @@ from arc_ttft.infer.base import (
     InferenceTimeout,
     Request,
     max_new_tokens_for,
+    query_cap,
     stop_ids,
     with_timeout,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "make_backend",
     "max_new_tokens_for",
     "pick_backend",
+    "query_cap",
     "stop_ids",
     "vllm_available",
     "with_timeout",

@@ -156,6 +156,15 @@ def max_new_tokens_for(
     return int(math.ceil(n * (1 + margin))) + END_MARGIN_TOKENS
 
 
+def query_cap(
+    examples: Sequence[tuple[Any, Any]], query: Any, fmt: str, tokenizer: Any = None
+) -> int:
+    """The generation cap of one prompt: ``max_new_tokens_for`` its examples' outputs and
+    its query input. TTT keeps the same room free when it trims its training prompts, so
+    training and inference drop the same train pairs from the same prompt."""
+    return max_new_tokens_for([o for _, o in examples] + [query], fmt, tokenizer)
+
+
 def stop_ids(tokenizer: Any) -> list[int]:
     """Token ids that end an answer: eos, plus ChatML's <|im_end|> when the vocabulary has it."""
     out: list[int] = []
