@@ -290,10 +290,12 @@ def master_weights(model) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
 
 
 def make_optimizer(model, cfg: TTTConfig, steps: int, masters=()):
-    """AdamW and the LR schedule over the trainable parameters, or over their ``masters``."""
+    """AdamW and the LR schedule over the trainable parameters (their fp32 ``masters``
+    where they have one)."""
     from transformers import get_scheduler
 
-    params = [m for _, m in masters] or [p for p in model.parameters() if p.requires_grad]
+    master_of = {id(p): m for p, m in masters}
+    params = [master_of.get(id(p), p) for p in model.parameters() if p.requires_grad]
     on_cuda = params[0].is_cuda
     # fused AdamW is fastest on CUDA; foreach is the fast path on CPU.
     opt = torch.optim.AdamW(
