@@ -23,23 +23,25 @@ from arc_ttft.tasks import Task, load_tasks, select_tasks
 # The tiny random model cannot learn an ARC rule, only memorise, so training sees the
 # plain task only (ttt_views=1: exactly the leave-one-out prompts inference asks) with a
 # high LoRA rank and a cosine-annealed rate (a constant rate leaves loss spikes at the
-# end, and one wrong token fails a grid). LoRA also covers lm_head: the tiny model's
-# end-of-text token is its pad token, so its tied embedding row is all zeros and its
-# logit is stuck at 0 unless the output layer can move. Inference keeps several views
-# (identity first) so inversion and voting stay on the path; re-scoring is off because
-# other views' likelihoods mean nothing to a model that memorised one view.
+# end, and one wrong token fails a grid); 800 steps, because at 400 the 14x14 answers
+# still kept one wrong token (benchmarks/recall.md). LoRA also covers lm_head: the tiny
+# model's end-of-text token is its pad token, so its tied embedding row is all zeros and
+# its logit is stuck at 0 unless the output layer can move. Inference asks one view: a
+# memoriser answers only the prompts it trained on, and other views are prompts it never
+# saw (with 4 views they out-voted correct identity answers). Inversion and voting over
+# several views are proven with a truthful backend in tests/test_select.py.
 RECALL_DEFAULTS: dict[str, object] = {
     "challenges": "arc1-eval",
     "model": "tiny",
     "max_seq_len": 2048,  # fewer dropped pairs than 1024: more to learn from per prompt
-    "ttt_steps": 400,
+    "ttt_steps": 800,
     "ttt_views": 1,
     "lora_rank": 64,
     "lora_alpha": 128.0,
     "lora_targets": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head",
     "learning_rate": 1e-3,
     "lr_schedule": "cosine",
-    "views": 4,
+    "views": 1,
     "rescore": 0,
     "backend": "hf",
     "output": "runs/recall",
