@@ -72,7 +72,7 @@ def test_inference_asks_the_prompt_training_saw(tmp_path):
     dropped = 0
     for j, demo in enumerate(recall.demonstration_tasks(task)):
         trained = ttt.holdout_sample(task, j, "digits", tok, limit)
-        answer_start = trained.labels.index(next(x for x in trained.labels if x != -100))
+        answer_start = next(i for i, x in enumerate(trained.labels) if x != -100)
         keyed, skipped = select.build_requests(
             [demo], {demo.id: [augment.identity_view()]}, "digits", tok, {}, cfg, limit
         )
