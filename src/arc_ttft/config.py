@@ -229,6 +229,12 @@ class BudgetConfig:
     safety_margin_minutes: float | None = _f(
         None, "Kept free at the end (default: 5% of the budget, at most 30 minutes)."
     )
+    started_at: float | None = _f(
+        None,
+        "Unix time (time.time()) the budget's clock started: Kaggle counts 12 hours from "
+        "the notebook's start, installs and loading included, so the submit notebook sets it "
+        "in its first cell. Default: $ARC_TTFT_STARTED_AT, else the start of `run`.",
+    )
 
     def budget_seconds(self) -> float:
         if self.budget_minutes is not None:
@@ -265,6 +271,11 @@ class RunConfig:
     resume: bool = _f(False, "Reuse per-task results already in --output.")
     workers: int | None = _f(
         None, "Worker processes, tasks sharded by cost (default: one per visible GPU, 1 on CPU)."
+    )
+    scratch_dir: str | None = _f(
+        None,
+        "Folder for bulky per-run files (LoRA adapters). Default: <output>/adapters. The "
+        "submit notebook uses /tmp on Kaggle, where /kaggle/working has a size limit.",
     )
 
 
