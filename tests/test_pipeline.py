@@ -149,13 +149,17 @@ def test_killed_mid_ttt_then_resumed(tmp_path):
 
 def test_resume_reuses_answers(tmp_path):
     cfg = _cfg(tmp_path, max_tasks=2, ttt_steps=0)
+    log = Path(cfg.output) / "run.jsonl"
     pipeline.run(cfg, progress=False)
     first = json.loads((Path(cfg.output) / "submission.json").read_text())
+    n_infer = sum(e["stage"] == "infer" for e in read_events(log))
+    assert n_infer >= 1
     cfg.resume = True
     pipeline.run(cfg, progress=False)
     assert json.loads((Path(cfg.output) / "submission.json").read_text()) == first
-    infer_events = [e for e in read_events(Path(cfg.output) / "run.jsonl") if e["stage"] == "infer"]
-    assert len(infer_events) == 1, "answers were computed again on resume"
+    assert sum(e["stage"] == "infer" for e in read_events(log)) == n_infer, (
+        "answers were computed again on resume"
+    )
 
 
 def test_shard_tasks_balances_cost():

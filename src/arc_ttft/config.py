@@ -193,6 +193,12 @@ class InferConfig:
     max_new_tokens: int | None = _f(
         None, "Cap on generated tokens (default: the largest plausible output grid + margin)."
     )
+    probe_tasks: int = _f(
+        8,
+        "Before TTT, the base model answers this many tasks, so that the time TTT leaves "
+        "for inference is measured rather than guessed (their answers are kept as "
+        "fallbacks). 0 = off.",
+    )
     infer_batch_size: int = _f(16, "Prompts per generate call for the transformers backend.")
     infer_timeout_s: float = _f(1800.0, "Abandon an inference call after this many seconds.")
     gpu_memory_utilization: float = _f(0.85, "vLLM: share of GPU memory for weights + KV cache.")
@@ -215,6 +221,8 @@ class InferConfig:
             )
         if self.rescore < 0:
             out.append(f"rescore: {self.rescore} must be >= 0")
+        if self.probe_tasks < 0:
+            out.append(f"probe_tasks: {self.probe_tasks} must be >= 0 (0 = no probe)")
         if self.infer_timeout_s <= 0:
             out.append(f"infer_timeout_s: {self.infer_timeout_s} must be > 0")
         if not 0 < self.gpu_memory_utilization <= 1:

@@ -30,7 +30,7 @@ import numpy as np
 
 from arc_ttft import budget as B
 from arc_ttft import config as C
-from arc_ttft import encoding, submission
+from arc_ttft import encoding, schedule, submission
 from arc_ttft.events import EventLog
 from arc_ttft.tasks import Task, load_tasks, select_tasks
 
@@ -44,6 +44,7 @@ class RunResult:
     n_tasks: int
     score: submission.ScoreResult | None
     seconds: float
+    faults: list[str] = field(default_factory=list)  # one line per stage that failed
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def score_line(self) -> str | None:
@@ -55,8 +56,17 @@ class RunResult:
 # ---------------------------------------------------------------------------------------
 
 
+ANSWERS = "answers.json"  # the selected attempts with the task's adapter
+ANSWERS_BASE = "answers.base.json"  # the probe's base-model attempts (a fallback)
+
+
 def task_dir(out: Path, task_id: str) -> Path:
     return out / "tasks" / task_id
+
+
+def adapters_root(cfg: C.RunConfig, out: Path) -> Path:
+    """Where LoRA adapters go: ``<scratch_dir>/adapters``, else ``<output>/adapters``."""
+    return Path(cfg.scratch_dir) / "adapters" if cfg.scratch_dir else out / "adapters"
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -76,21 +86,33 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
-def read_answers(out: Path, task_id: str) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """The selected attempts of a finished task, or None."""
-    f = task_dir(out, task_id) / "answers.json"
-    if not f.exists():
+def _read_json(path: Path) -> Any:
+    """The JSON at ``path``, or None when missing or unreadable (never raises: the parent
+    merges files that workers may be killed while writing)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
         return None
-    data = json.loads(f.read_text())
-    return [
-        (np.array(a["attempt_1"], dtype=np.int8), np.array(a["attempt_2"], dtype=np.int8))
-        for a in data["attempts"]
-    ]
+
+
+def read_answers(
+    out: Path, task_id: str, base_ok: bool = True
+) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """The selected attempts of a finished task (with ``base_ok``, the probe's base-model
+    attempts when the task has no others), or None."""
+    names = (ANSWERS, ANSWERS_BASE) if base_ok else (ANSWERS,)
+    for name in names:
+        data = _read_json(task_dir(out, task_id) / name)
+        if data is not None:
+            return [
+                (np.array(a["attempt_1"], dtype=np.int8), np.array(a["attempt_2"], dtype=np.int8))
+                for a in data["attempts"]
+            ]
+    return None
 
 
 def read_ttt(out: Path, task_id: str) -> dict[str, Any] | None:
-    f = task_dir(out, task_id) / "ttt.json"
-    return json.loads(f.read_text()) if f.exists() else None
+    return _read_json(task_dir(out, task_id) / "ttt.json")
 
 
 def collect_answers(out: Path, tasks: list[Task]) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
@@ -103,14 +125,28 @@ def collect_answers(out: Path, tasks: list[Task]) -> dict[str, list[tuple[np.nda
 
 
 def write_submission_now(out: Path, tasks: list[Task], fallback: str = "input") -> dict:
-    """Rebuild submission.json from every finished task (fallbacks elsewhere), atomically."""
+    """Rebuild submission.json from every finished task (fallbacks elsewhere), atomically.
+
+    Only the process that owns the run calls this, with every task of the run: a worker
+    writing its own shard would leave a file short of the other shards' tasks.
+    """
     sub = submission.build_submission(tasks, collect_answers(out, tasks), fallback=fallback)
     submission.write_submission(sub, out / "submission.json")
     return sub
 
 
+def clear_previous_run(cfg: C.RunConfig, out: Path) -> None:
+    """A fresh run (no --resume) must not merge what an earlier run left in its folder."""
+    import shutil
+
+    for folder in (out / "tasks", adapters_root(cfg, out)):
+        shutil.rmtree(folder, ignore_errors=True)
+    for f in [out / "run.jsonl", *out.glob("run.worker*.jsonl")]:
+        f.unlink(missing_ok=True)
+
+
 # ---------------------------------------------------------------------------------------
-# Stages
+# The shard's real operations (schedule.run_shard decides when each runs)
 # ---------------------------------------------------------------------------------------
 
 
@@ -144,231 +180,139 @@ def _free_memory() -> None:
         pass
 
 
-def ttt_stage(
-    tasks: list[Task],
-    cfg: C.RunConfig,
-    out: Path,
-    guard: B.Budget,
-    cost: B.CostModel,
-    events: EventLog,
-    device: str,
-    progress: bool,
-) -> dict[str, str | None]:
-    """Train an adapter per task under the guard; returns task id -> adapter folder (or None)."""
-    from arc_ttft import models, ttt
+@dataclass
+class ShardWork:
+    """``schedule.ShardOps`` on real models: TTT with peft, inference with a backend.
 
-    adapters: dict[str, str | None] = {}
-    todo = []
-    for t in tasks:
-        done = read_ttt(out, t.id)
-        if cfg.resume and done is not None:
-            adapters[t.id] = done.get("adapter")
-            events.log("ttt", task=t.id, decision="resumed", adapter=done.get("adapter"))
-        else:
-            todo.append(t)
-    if cfg.ttt.ttt_steps == 0 or not todo:
-        for t in todo:
-            adapters[t.id] = None
-        return adapters
+    ``worker``: the worker's index when several run (its shared adapter gets a folder of
+    its own); ``publish``: what to call after every inference chunk (the single process
+    rewrites the submission; a worker leaves the merge to its parent).
+    """
 
-    max_seq_len = cfg.model.max_seq_len or models.default_seq_len(cfg.model.model)
-    t0 = time.monotonic()
-    model, tokenizer = models.load_model(cfg.model, device=device, for_training=True)
-    model = ttt.prepare_peft_model(model, cfg.ttt)
-    cost.observe_overhead("load_train", time.monotonic() - t0)
-    tokens = {t.id: estimate_tokens(t, cfg.model.format, max_seq_len) for t in todo}
+    cfg: C.RunConfig
+    out: Path
+    events: EventLog
+    device: str
+    progress: bool = True
+    worker: int | None = None
+    publish_fn: Any = None
+    model: Any = None
+    tokenizer: Any = None
+    backend: Any = None
 
-    if cfg.ttt.adapter_mode == "shared":
-        # One adapter for the whole shard; the step guard alone keeps it inside the budget.
-        reserve = inference_reserve(tasks, cfg, cost)
-        step_s = float(np.mean([cost.ttt_step_seconds(n) for n in tokens.values()]))
-        res = ttt.train_shared(
-            model, tokenizer, todo, cfg.ttt, cfg.model.format, max_seq_len,
-            output_dir=out / "adapters", events=events, progress=progress,
-            should_stop=guard.step_guard(step_s, reserve_seconds=reserve),
-        )  # fmt: skip
-        for t in todo:
-            adapters[t.id] = res.adapter
-            _write_json(task_dir(out, t.id) / "ttt.json", {**res.to_dict(), "shared": True})
-        del model
-        _free_memory()
-        return adapters
+    @property
+    def max_seq_len(self) -> int:
+        from arc_ttft import models
 
-    for i, task in enumerate(todo):
-        remaining = [(t.id, tokens[t.id]) for t in todo[i:]]
-        reserve = inference_reserve(tasks, cfg, cost)
-        plan = B.plan_steps(remaining, guard, cost, cfg.ttt.ttt_steps, reserve_seconds=reserve)
-        steps = plan.steps.get(task.id, 0)
-        events.log("budget", task=task.id, **plan.figures(task.id))
-        if steps <= 0:
-            adapters[task.id] = None
-            _write_json(
-                task_dir(out, task.id) / "ttt.json",
-                {"adapter": None, "decision": plan.decision(task.id)},
-            )
-            continue
-        stop = guard.step_guard(cost.ttt_step_seconds(tokens[task.id]), reserve_seconds=reserve)
-        seq_len = max_seq_len
-        result = None
+        return self.cfg.model.max_seq_len or models.default_seq_len(self.cfg.model.model)
+
+    def adapters_dir(self) -> Path:
+        root = adapters_root(self.cfg, self.out)
+        return root if self.worker is None else root / f"worker{self.worker}"
+
+    def load_trainer(self) -> None:
+        from arc_ttft import models, ttt
+
+        model, self.tokenizer = models.load_model(
+            self.cfg.model, device=self.device, for_training=True
+        )
+        self.model = ttt.prepare_peft_model(model, self.cfg.ttt)
+        self.events.log(
+            "load", what="trainer", model=self.cfg.model.model, vocab=len(self.tokenizer)
+        )
+
+    def train(self, task: Task, steps: int, should_stop) -> schedule.TrainOutcome:
+        from arc_ttft import ttt
+
+        seq_len = self.max_seq_len
         for attempt in range(2):
             try:
-                result = ttt.train_task(
-                    model,
-                    tokenizer,
-                    task,
-                    cfg.ttt,
-                    cfg.model.format,
-                    seq_len,
-                    steps=steps,
-                    output_dir=out / "adapters",
-                    events=events,
-                    should_stop=stop,
-                    progress=progress,
-                )
+                res = ttt.train_task(
+                    self.model, self.tokenizer, task, self.cfg.ttt, self.cfg.model.format,
+                    seq_len, steps=steps, output_dir=self.adapters_dir(), events=self.events,
+                    should_stop=should_stop, progress=self.progress,
+                )  # fmt: skip
                 break
-            except Exception as e:  # noqa: BLE001 - one task's fault must not end the run
-                events.log(
-                    "fault",
-                    task=task.id,
-                    where="ttt",
-                    error=repr(e)[:500],
-                    oom=_is_oom(e),
-                    traceback=traceback.format_exc()[-2000:],
-                )
-                _free_memory()
+            except Exception as e:
                 if attempt == 0 and _is_oom(e):
+                    self.events.log(
+                        "fault", task=task.id, where="ttt", error=repr(e)[:500], oom=True
+                    )
+                    _free_memory()
                     seq_len = max(256, seq_len // 2)  # retry shorter: drop pairs to fit
                     continue
-                break
-        adapter = result.adapter if result is not None else None
-        if result is not None and result.steps:
-            cost.observe_ttt(tokens[task.id], result.seconds / result.steps, result.steps)
-        adapters[task.id] = adapter
-        _write_json(
-            task_dir(out, task.id) / "ttt.json",
-            result.to_dict() if result else {"adapter": None, "decision": "fault"},
-        )
-    del model
-    _free_memory()
-    return adapters
-
-
-def inference_workload(tasks: list[Task], cfg: C.RunConfig) -> tuple[int, float, int]:
-    """(prompts, typical answer tokens, re-scoring calls) that inference of ``tasks`` needs."""
-    n_tests = sum(len(t.test) for t in tasks)
-    n_prompts = n_tests * cfg.infer.views * cfg.infer.samples
-    n_scores = n_tests * cfg.infer.rescore * 2  # ~two distinct candidates per test input
-    # Answer tokens ~ the size of the test input grid in digit rows: H x (W + 1).
-    out_tokens = float(
-        np.mean([ex.input.shape[0] * (ex.input.shape[1] + 1) for t in tasks for ex in t.test])
-    )
-    return n_prompts, out_tokens, n_scores
-
-
-def inference_reserve(
-    tasks: list[Task], cfg: C.RunConfig, cost: B.CostModel, include_load: bool = True
-) -> float:
-    """Seconds to keep for inference of ``tasks``, from the measured (or prior) costs."""
-    if not tasks:
-        return 0.0
-    n_prompts, out_tokens, n_scores = inference_workload(tasks, cfg)
-    # The floor guards against an optimistic prior; it scales with the budget so that a
-    # short run (the dry run, tests) is not all reserve.
-    floor = min(60.0, 0.1 * cfg.budget.budget_seconds()) if include_load else 0.0
-    return B.inference_reserve(
-        cost, n_prompts, out_tokens, n_scores, include_load=include_load, floor_seconds=floor
-    )
-
-
-def inference_stage(
-    tasks: list[Task],
-    adapters: dict[str, str | None],
-    cfg: C.RunConfig,
-    out: Path,
-    guard: B.Budget,
-    cost: B.CostModel,
-    events: EventLog,
-    device: str,
-    progress: bool,
-) -> None:
-    """Views -> candidates -> vote/rescore for every unfinished task; writes answers + submission."""
-    from arc_ttft import infer, models, select
-
-    todo = [t for t in tasks if not (cfg.resume and read_answers(out, t.id) is not None)]
-    if not todo:
-        return
-    t0 = time.monotonic()
-    backend = infer.make_backend(cfg, device=device)
-    tokenizer = backend.tokenizer
-    cost.observe_overhead("load_infer", time.monotonic() - t0)
-    max_seq_len = cfg.model.max_seq_len or models.default_seq_len(cfg.model.model)
-    # One call per chunk: the whole shard for vLLM (it batches everything), small chunks
-    # for transformers so that the submission improves as the run goes and the guard can
-    # stop between chunks.
-    chunk = (
-        len(todo)
-        if backend.name == "vllm"
-        else max(1, cfg.infer.infer_batch_size // max(1, cfg.infer.views))
-    )
-    try:
-        for start in range(0, len(todo), chunk):
-            part = todo[start : start + chunk]
-            est = inference_reserve(part, cfg, cost, include_load=False)
-            if not guard.can_start(est):
-                events.log(
-                    "budget",
-                    decision="fallback",
-                    tasks=[t.id for t in part],
-                    estimated_seconds=round(est, 2),
-                    remaining=round(guard.remaining(), 2),
-                )
-                continue
-            t1 = time.monotonic()
-            try:
-                selections = B.with_deadline(
-                    lambda part=part: select.predict_tasks(
-                        part,
-                        backend,
-                        tokenizer,
-                        cfg.infer,
-                        cfg.model.format,
-                        {t.id: adapters.get(t.id) for t in part},
-                        max_seq_len,
-                        seed=cfg.ttt.seed,
-                        events=events,
-                    ),
-                    min(cfg.infer.infer_timeout_s, max(1.0, guard.remaining())),
-                )
-            except Exception as e:  # noqa: BLE001 - the chunk falls back, the run goes on
-                events.log(
-                    "fault",
-                    where="inference",
-                    tasks=[t.id for t in part],
-                    error=repr(e)[:500],
-                    traceback=traceback.format_exc()[-2000:],
-                )
-                _free_memory()
-                if isinstance(e, B.DeadlineExceeded):
-                    break  # a hung backend cannot be trusted with more work
-                continue
-            cost.observe_inference(
-                cost.inference_seconds(*inference_workload(part, cfg)),
-                time.monotonic() - t1,
-            )
-            for t in part:
-                sels = selections[t.id]
-                attempts = [s.attempts(t, i) for i, s in enumerate(sels)]
                 _write_json(
-                    task_dir(out, t.id) / "answers.json",
-                    {
-                        "attempts": [{"attempt_1": a, "attempt_2": b} for a, b in attempts],
-                        "selections": [s.to_dict() for s in sels],
-                    },
+                    task_dir(self.out, task.id) / "ttt.json", {"adapter": None, "decision": "fault"}
                 )
-                events.log("select", task=t.id, candidates=[len(s.candidates) for s in sels])
-            write_submission_now(out, tasks, cfg.infer.fallback)
-    finally:
-        backend.close()
+                raise
+        _write_json(task_dir(self.out, task.id) / "ttt.json", res.to_dict())
+        return schedule.TrainOutcome(res.steps, res.seconds, res.adapter)
+
+    def train_shared(self, tasks: list[Task], should_stop) -> schedule.TrainOutcome:
+        from arc_ttft import ttt
+
+        res = ttt.train_shared(
+            self.model, self.tokenizer, tasks, self.cfg.ttt, self.cfg.model.format,
+            self.max_seq_len, output_dir=self.adapters_dir(), events=self.events,
+            progress=self.progress, should_stop=should_stop,
+        )  # fmt: skip
+        for t in tasks:
+            _write_json(task_dir(self.out, t.id) / "ttt.json", {**res.to_dict(), "shared": True})
+        return schedule.TrainOutcome(res.steps, res.seconds, res.adapter)
+
+    def close_trainer(self) -> None:
+        self.model = None
+        _free_memory()
+
+    def load_backend(self) -> None:
+        from arc_ttft import infer
+
+        self.backend = infer.make_backend(self.cfg, device=self.device)
+        self.events.log(
+            "load", what="backend", backend=self.backend.name, model=self.cfg.model.model,
+            vocab=len(self.backend.tokenizer),
+        )  # fmt: skip
+
+    def infer(self, tasks: list[Task], adapters, timeout_s: float, base: bool) -> None:
+        from arc_ttft import select
+
+        backend = self.backend
+        selections = B.with_deadline(
+            lambda: select.predict_tasks(
+                tasks, backend, backend.tokenizer, self.cfg.infer, self.cfg.model.format,
+                {} if base else {t.id: adapters.get(t.id) for t in tasks}, self.max_seq_len,
+                seed=self.cfg.ttt.seed, events=self.events,
+            ),
+            timeout_s,
+        )  # fmt: skip
+        name = ANSWERS_BASE if base else ANSWERS
+        for t in tasks:
+            sels = selections[t.id]
+            attempts = [s.attempts(t, i) for i, s in enumerate(sels)]
+            _write_json(
+                task_dir(self.out, t.id) / name,
+                {
+                    "attempts": [{"attempt_1": a, "attempt_2": b} for a, b in attempts],
+                    "selections": [s.to_dict() for s in sels],
+                    "base": base,
+                },
+            )
+            self.events.log(
+                "select", task=t.id, base=base, candidates=[len(s.candidates) for s in sels]
+            )
+
+    def close_backend(self) -> None:
+        if self.backend is not None:
+            try:
+                self.backend.close()
+            except Exception as e:  # noqa: BLE001 - a broken engine must not end the run
+                self.events.log("fault", where="close_backend", error=repr(e)[:500])
+        self.backend = None
+        _free_memory()
+
+    def publish(self) -> None:
+        if self.publish_fn is not None:
+            self.publish_fn()
 
 
 # ---------------------------------------------------------------------------------------
@@ -389,6 +333,33 @@ def shard_tasks(tasks: list[Task], n: int, fmt: str, steps: int) -> list[list[Ta
     return [sorted(s, key=lambda t: order[t.id]) for s in shards]
 
 
+MAX_WORKER_RESTARTS = 2  # per GPU: a worker that keeps dying is given up
+WORKER_CONFIG = "worker-config.json"  # the resolved config the workers run (shrunk model...)
+MERGE_EVERY_S = 1.0
+
+
+@dataclass
+class _Slot:
+    gpu: int
+    tasks: list[Task]
+    proc: subprocess.Popen
+    restarts: int = 0
+
+
+def _spawn_worker(out: Path, gpu: int, tasks: list[Task], guard: B.Budget, resume: bool):
+    import torch
+
+    env = dict(os.environ)
+    if torch.cuda.is_available():
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu % torch.cuda.device_count())
+    cmd = [
+        sys.executable, "-m", "arc_ttft.pipeline", str(out / WORKER_CONFIG),
+        ",".join(t.id for t in tasks), f"{guard.remaining() + guard.margin:.3f}", str(gpu),
+        "resume" if resume else "fresh",
+    ]  # fmt: skip
+    return subprocess.Popen(cmd, env=env)
+
+
 def _run_workers(
     shards: list[list[Task]],
     cfg: C.RunConfig,
@@ -396,39 +367,61 @@ def _run_workers(
     guard: B.Budget,
     events: EventLog,
     all_tasks: list[Task],
-) -> None:
-    """One process per GPU (CUDA_VISIBLE_DEVICES), each running its shard; merge as they go."""
-    import torch
+) -> list[str]:
+    """One process per GPU (CUDA_VISIBLE_DEVICES), each running its shard.
 
-    procs = []
+    The parent alone writes ``submission.json``: it merges the workers' per-task answers
+    every second. A worker that dies (OOM, kill) before finishing its tasks is replaced by
+    a new one on the same GPU for the unfinished tasks, while the budget allows. Returns
+    one line per fault.
+    """
+    faults: list[str] = []
+    slots = []
     for gpu, shard in enumerate(shards):
-        if not shard:
-            continue
-        env = dict(os.environ)
-        if torch.cuda.is_available():
-            env["CUDA_VISIBLE_DEVICES"] = str(gpu % torch.cuda.device_count())
-        cmd = [
-            sys.executable,
-            "-m",
-            "arc_ttft.pipeline",
-            str(out / "config.json"),
-            ",".join(t.id for t in shard),
-            str(guard.remaining() + guard.margin),
-            str(gpu),
-        ]
-        events.log("shard", gpu=gpu, tasks=len(shard))
-        procs.append(subprocess.Popen(cmd, env=env))
-    while any(p.poll() is None for p in procs):
-        time.sleep(2)
-        write_submission_now(
-            out, all_tasks, cfg.infer.fallback
-        )  # merge what the workers finished so far
+        if shard:
+            events.log("shard", gpu=gpu, tasks=len(shard))
+            slots.append(_Slot(gpu, shard, _spawn_worker(out, gpu, shard, guard, cfg.resume)))
+    while any(s.proc.poll() is None for s in slots):
+        time.sleep(MERGE_EVERY_S)
+        write_submission_now(out, all_tasks, cfg.infer.fallback)
         if guard.expired():
-            for p in procs:
-                p.terminate()
-    for gpu, p in enumerate(procs):
-        if p.returncode:
-            events.log("fault", where="worker", gpu=gpu, returncode=p.returncode)
+            for s in slots:
+                s.proc.terminate()
+            continue
+        for s in slots:
+            rc = s.proc.poll()
+            if rc in (None, 0):
+                continue
+            left = [t for t in s.tasks if read_answers(out, t.id, base_ok=False) is None]
+            events.log("fault", where="worker", gpu=s.gpu, returncode=rc, unfinished=len(left))
+            faults.append(f"worker {s.gpu}: exit code {rc}, {len(left)} tasks unfinished")
+            if left and s.restarts < MAX_WORKER_RESTARTS and guard.remaining() > 0:
+                # The new worker resumes: adapters trained before the death are reused.
+                s.tasks, s.restarts = left, s.restarts + 1
+                s.proc = _spawn_worker(out, s.gpu, left, guard, resume=True)
+                events.log("worker_restart", gpu=s.gpu, tasks=len(left), restarts=s.restarts)
+            else:
+                s.tasks = []  # given up: its tasks keep what is on disk
+    for s in slots:
+        for e in read_events_safe(out / f"run.worker{s.gpu}.jsonl"):
+            if e.get("stage") == "fault":
+                faults.append(f"worker {s.gpu} {e.get('where')}: {str(e.get('error'))[:200]}")
+    return faults
+
+
+def read_events_safe(path: Path) -> list[dict[str, Any]]:
+    """Events of a log that a killed process may have left with a torn last line."""
+    out = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
 
 
 def process_shard(
@@ -439,12 +432,32 @@ def process_shard(
     events: EventLog,
     device: str | None = None,
     progress: bool = True,
-) -> None:
-    """TTT for the whole shard, then one inference engine for all its adapters."""
+    worker: int | None = None,
+    publish_fn: Any = None,
+) -> schedule.ShardReport:
+    """TTT for the whole shard, then one inference engine for all its adapters (the order
+    and the budget are ``schedule.run_shard``'s)."""
+    from arc_ttft import models
+
     dev = _device(device)
     cost = B.CostModel.for_device(dev, cfg.model.model)
-    adapters = ttt_stage(tasks, cfg, out, guard, cost, events, dev, progress)
-    inference_stage(tasks, adapters, cfg, out, guard, cost, events, dev, progress)
+    work = ShardWork(cfg, out, events, dev, progress, worker, publish_fn)
+    adapters: dict[str, str | None] = {}
+    ttt_todo = []
+    for t in tasks:
+        done = read_ttt(out, t.id) if cfg.resume else None
+        if done is not None:
+            adapters[t.id] = done.get("adapter")
+            events.log("ttt", task=t.id, decision="resumed", adapter=done.get("adapter"))
+        else:
+            ttt_todo.append(t)
+    infer_todo = [t for t in tasks if not (cfg.resume and read_answers(out, t.id, False))]
+    max_seq_len = cfg.model.max_seq_len or models.default_seq_len(cfg.model.model)
+    tokens = {t.id: estimate_tokens(t, cfg.model.format, max_seq_len) for t in tasks}
+    return schedule.run_shard(
+        cfg, work, guard, cost, events,
+        tokens=tokens, ttt_todo=ttt_todo, infer_todo=infer_todo, adapters=adapters,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -473,19 +486,38 @@ def use_shrunk_vocab(cfg: C.RunConfig, events: EventLog) -> C.RunConfig:
     return out
 
 
+def start_time(cfg: C.RunConfig, clock: B.Clock | B.FakeClock) -> float | None:
+    """The budget's start on ``clock``: from ``started_at`` (or $ARC_TTFT_STARTED_AT), so
+    that time spent before ``run`` (installs, imports: Kaggle counts them) is counted."""
+    started = cfg.budget.started_at
+    if started is None and os.environ.get("ARC_TTFT_STARTED_AT"):
+        started = float(os.environ["ARC_TTFT_STARTED_AT"])
+    if started is None:
+        return None
+    return clock.now() - max(0.0, time.time() - started)
+
+
 def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True) -> RunResult:
-    """Run the whole pipeline; see the module docstring for the guarantees."""
+    """Run the whole pipeline; see the module docstring for the guarantees.
+
+    A stage that fails (a model that cannot load, a dead worker) is logged as a fault and
+    its tasks keep their fallback answers: ``run`` returns normally, and the summary names
+    the fault.
+    """
     C.validate(cfg)
     clock = clock or B.Clock()
-    guard = B.Budget(clock, cfg.budget.budget_seconds(), cfg.budget.margin_seconds())
+    guard = B.Budget(
+        clock,
+        cfg.budget.budget_seconds(),
+        cfg.budget.margin_seconds(),
+        start=start_time(cfg, clock),
+    )
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     if not cfg.resume:
-        for stale in ("run.jsonl", "submission.json"):
-            (out / stale).unlink(missing_ok=True)
+        clear_previous_run(cfg, out)
     events = EventLog(out / "run.jsonl")
     C.save(cfg, out / "config.json")
-    cfg = use_shrunk_vocab(cfg, events)
 
     loaded = load_tasks(cfg.data.challenges, cfg.data.solutions, skip_invalid=cfg.data.skip_invalid)
     for p in loaded.problems:
@@ -501,14 +533,27 @@ def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True
     # A valid submission before any model is loaded.
     write_submission_now(out, tasks, cfg.infer.fallback)
 
-    import torch
+    faults: list[str] = []
+    try:
+        import torch
 
-    n_workers = cfg.workers or max(1, torch.cuda.device_count())
-    if n_workers > 1 and len(tasks) > 1:
-        shards = shard_tasks(tasks, n_workers, cfg.model.format, cfg.ttt.ttt_steps)
-        _run_workers(shards, cfg, out, guard, events, tasks)
-    else:
-        process_shard(tasks, cfg, out, guard, events, progress=progress)
+        cfg = use_shrunk_vocab(cfg, events)
+        n_workers = cfg.workers or max(1, torch.cuda.device_count())
+        if n_workers > 1 and len(tasks) > 1:
+            C.save(cfg, out / WORKER_CONFIG)  # resolved: the workers run exactly this
+            shards = shard_tasks(tasks, n_workers, cfg.model.format, cfg.ttt.ttt_steps)
+            faults += _run_workers(shards, cfg, out, guard, events, tasks)
+        else:
+            publish = lambda: write_submission_now(out, tasks, cfg.infer.fallback)  # noqa: E731
+            report = process_shard(
+                tasks, cfg, out, guard, events, progress=progress, publish_fn=publish
+            )
+            faults += report.faults
+    except Exception as e:  # noqa: BLE001 - the submission on disk stays; the run ends normally
+        events.log(
+            "fault", where="run", error=repr(e)[:500], traceback=traceback.format_exc()[-2000:]
+        )
+        faults.append(f"run: {type(e).__name__}: {str(e)[:200]}")
 
     sub = write_submission_now(out, tasks, cfg.infer.fallback)
     problems = submission.validate_submission(sub, tasks)
@@ -516,7 +561,9 @@ def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True
     score = None
     if all(ex.output is not None for t in tasks for ex in t.test):
         score = submission.score_submission(sub, tasks)
-    result = RunResult(out, out / "submission.json", len(tasks), score, round(guard.elapsed(), 2))
+    result = RunResult(
+        out, out / "submission.json", len(tasks), score, round(guard.elapsed(), 2), faults=faults
+    )
     result.tasks = {t.id: {"ttt": read_ttt(out, t.id)} for t in tasks}
     from arc_ttft import report
 
@@ -526,6 +573,7 @@ def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True
         "budget used": f"{guard.fraction_used():.1%} of {cfg.budget.budget_seconds():.0f} s",
         "ttt steps (target)": cfg.ttt.ttt_steps,
         "views": cfg.infer.views,
+        "faults": "; ".join(faults) if faults else "none",
     }
     report.write_outputs(out, tasks, sub, score, events, header)
     events.log(
@@ -533,14 +581,19 @@ def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True
         seconds=result.seconds,
         score=score.score if score else None,
         used=round(guard.fraction_used(), 4),
+        faults=len(faults),
     )
     return result
 
 
 def _worker_main(argv: list[str]) -> int:
-    """Entry of one GPU worker: ``python -m arc_ttft.pipeline CONFIG IDS SECONDS GPU``."""
-    cfg_path, ids, seconds, gpu = argv
+    """One GPU worker: ``python -m arc_ttft.pipeline CONFIG IDS SECONDS GPU resume|fresh``.
+
+    It writes per-task results only; the parent merges them into the submission.
+    """
+    cfg_path, ids, seconds, gpu, mode = argv
     cfg = C.load(C.RunConfig, cfg_path)
+    cfg.resume = cfg.resume or mode == "resume"
     out = Path(cfg.output)
     loaded = load_tasks(cfg.data.challenges, cfg.data.solutions, skip_invalid=True)
     wanted = set(ids.split(","))
@@ -551,7 +604,7 @@ def _worker_main(argv: list[str]) -> int:
 
     # CUDA_VISIBLE_DEVICES shows this worker one GPU; on CPU (tests) workers share the CPU.
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    process_shard(tasks, cfg, out, guard, events, device=device, progress=False)
+    process_shard(tasks, cfg, out, guard, events, device=device, progress=False, worker=int(gpu))
     return 0
 
 
@@ -559,4 +612,4 @@ if __name__ == "__main__":
     raise SystemExit(_worker_main(sys.argv[1:]))
 
 
-__all__ = ["RunResult", "run", "shard_tasks"]
+__all__ = ["RunResult", "ShardWork", "run", "shard_tasks"]

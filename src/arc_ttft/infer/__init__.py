@@ -92,10 +92,8 @@ def make_backend(
     if seed is None:
         seed = ttt_cfg.seed if ttt_cfg is not None else 0
     dtype = dtype or (model_cfg.dtype if model_cfg is not None else "auto")
-    if model_path is None:
-        if model_cfg is None:
-            raise ValueError("make_backend: pass model_path with an InferConfig (or a RunConfig)")
-        model_path = models.resolve_model_path(model_cfg.model)
+    if model_path is None and model_cfg is None:
+        raise ValueError("make_backend: pass model_path with an InferConfig (or a RunConfig)")
     if max_model_len is None:
         name = model_cfg.model if model_cfg is not None else str(model_path)
         max_model_len = (model_cfg.max_seq_len if model_cfg is not None else None) or (
@@ -106,7 +104,8 @@ def make_backend(
         from arc_ttft.infer.hf import HFBackend
 
         dev = device or models.default_device()
-        if model_cfg is not None:
+        if model_cfg is not None and model_path is None:
+            # The same loader as training: random weights, 4-bit and dtype included.
             model, tok = models.load_model(model_cfg, device=dev)
             return HFBackend(model, tok, batch_size=infer_cfg.infer_batch_size, seed=seed)
         return HFBackend.from_path(
@@ -119,6 +118,13 @@ def make_backend(
 
     from arc_ttft.infer.vllm import VLLMBackend
 
+    if model_path is None:
+        # vLLM reads a folder: random weights are saved once (seeded, as training built them).
+        model_path = (
+            models.random_weights_folder(model_cfg, models.resolve_dtype(dtype, device))
+            if model_cfg.random_weights
+            else models.resolve_model_path(model_cfg.model)
+        )
     if max_lora_rank is None and ttt_cfg is not None:
         max_lora_rank = ttt_cfg.lora_rank
     return VLLMBackend(

@@ -1,0 +1,323 @@
+"""The shard schedule: what runs when, under the budget guard.
+
+One loop decides the order of work and asks the guard before each piece. The pipeline
+runs it with real operations (``pipeline.ShardWork``); the simulator (``simulate.py``)
+runs the very same loop with fake operations on a fake clock, so what the simulation
+proves holds for the pipeline.
+
+Order, chosen so that inference for every task comes first when the budget binds (a
+task with no inference scores nothing, whatever its TTT):
+
+1. **probe**: the base model answers a few tasks before any TTT. Inference is then
+   measured, not taken from a prior, when TTT decides how much time to leave for it
+   (a prior 2x off either wastes a third of the budget or starves inference). The
+   answers are kept as the base answers of those tasks.
+2. **TTT**: before every task, ``budget.plan_steps`` gives the remaining tasks their
+   steps so that their TTT plus the inference reserve of *all* tasks fits.
+3. **inference** in chunks sized from the measured cost and the time left; the
+   submission is published after every chunk. A chunk that does not fit is tried task
+   by task; a hung chunk costs that chunk only (the backend is rebuilt).
+
+Faults of a stage (a model that cannot load, an exception in a task) are logged as
+``fault`` events; the schedule goes on with what it has and never raises.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from arc_ttft import budget as B
+from arc_ttft import config as C
+from arc_ttft.events import EventLog
+from arc_ttft.tasks import Task
+
+MAX_BACKEND_REBUILDS = 2  # after a hang; a backend that keeps hanging is given up
+CHUNK_SHARE = 0.1  # a chunk aims at this share of the time left (the submission improves)
+CHUNK_MIN_SECONDS = 5.0
+HANG_FACTOR = 4.0  # a chunk is abandoned after this many times its estimate...
+HANG_FLOOR_SECONDS = 60.0  # ...but never sooner than this
+
+
+@dataclass
+class TrainOutcome:
+    """What one training call did."""
+
+    steps: int
+    seconds: float
+    adapter: str | None
+
+
+class ShardOps(Protocol):
+    """The operations the schedule orders; each may raise (the schedule logs a fault)."""
+
+    def load_trainer(self) -> None: ...
+
+    def train(self, task: Task, steps: int, should_stop: Callable[[], bool]) -> TrainOutcome: ...
+
+    def train_shared(self, tasks: list[Task], should_stop: Callable[[], bool]) -> TrainOutcome: ...
+
+    def close_trainer(self) -> None: ...
+
+    def load_backend(self) -> None: ...
+
+    def infer(
+        self, tasks: list[Task], adapters: dict[str, str | None], timeout_s: float, base: bool
+    ) -> None:
+        """Answer ``tasks`` and store the answers (``base``: as base-model answers);
+        raise ``budget.DeadlineExceeded`` after ``timeout_s``."""
+        ...
+
+    def close_backend(self) -> None: ...
+
+    def publish(self) -> None:
+        """Make the answers so far visible (the submission, or the parent's merge)."""
+        ...
+
+
+@dataclass
+class ShardReport:
+    """What the schedule did for a shard (the pipeline's summary and the simulator read it)."""
+
+    trained: dict[str, int] = field(default_factory=dict)  # task id -> steps run
+    inferred: list[str] = field(default_factory=list)  # tasks answered with their adapter
+    probed: list[str] = field(default_factory=list)  # tasks answered by the base model first
+    refused: list[str] = field(default_factory=list)  # inference did not fit
+    faults: list[str] = field(default_factory=list)  # one line per fault
+
+
+# ---------------------------------------------------------------------------------------
+# Estimates
+# ---------------------------------------------------------------------------------------
+
+
+def inference_workload(tasks: list[Task], cfg: C.RunConfig) -> tuple[int, float, int]:
+    """(prompts, typical answer tokens, re-scoring calls) that inference of ``tasks`` needs."""
+    n_tests = sum(len(t.test) for t in tasks)
+    n_prompts = n_tests * cfg.infer.views * cfg.infer.samples
+    n_scores = n_tests * cfg.infer.rescore * 2  # ~two distinct candidates per test input
+    # Answer tokens ~ the size of the test input grid in digit rows: H x (W + 1).
+    out_tokens = float(
+        np.mean([ex.input.shape[0] * (ex.input.shape[1] + 1) for t in tasks for ex in t.test])
+    )
+    return n_prompts, out_tokens, n_scores
+
+
+def inference_seconds(tasks: list[Task], cfg: C.RunConfig, cost: B.CostModel) -> float:
+    """Predicted seconds of inference of ``tasks`` on a loaded backend."""
+    return cost.inference_seconds(*inference_workload(tasks, cfg)) if tasks else 0.0
+
+
+def inference_reserve(
+    tasks: list[Task], cfg: C.RunConfig, cost: B.CostModel, include_load: bool = True
+) -> float:
+    """Seconds to keep for inference of ``tasks``, from the measured (or prior) costs."""
+    if not tasks:
+        return 0.0
+    n_prompts, out_tokens, n_scores = inference_workload(tasks, cfg)
+    # The floor guards against an optimistic prior; it scales with the budget so that a
+    # short run (the dry run, tests) is not all reserve.
+    floor = min(60.0, 0.1 * cfg.budget.budget_seconds()) if include_load else 0.0
+    return B.inference_reserve(
+        cost, n_prompts, out_tokens, n_scores, include_load=include_load, floor_seconds=floor
+    )
+
+
+def next_chunk(todo: list[Task], cfg: C.RunConfig, cost: B.CostModel, guard: B.Budget) -> int:
+    """How many of ``todo`` (in order) the next inference chunk takes.
+
+    Before inference is measured: one task (it measures). Afterwards tasks are added while
+    the chunk's estimate stays under a share of the time left, capped by half the hang
+    timeout: big enough for the engine to batch, small enough that the submission
+    improves as the run goes and that a hang or a refusal costs little.
+    """
+    if cost.infer_scale is None:
+        return 1
+    target = max(CHUNK_MIN_SECONDS, CHUNK_SHARE * guard.remaining())
+    target = min(target, 0.5 * cfg.infer.infer_timeout_s)
+    k = 1
+    while k < len(todo) and inference_seconds(todo[: k + 1], cfg, cost) <= target:
+        k += 1
+    return k
+
+
+def chunk_timeout(estimate: float, cfg: C.RunConfig, guard: B.Budget) -> float:
+    """Seconds after which a chunk counts as hung: a multiple of its estimate, floored,
+    never past the configured timeout or the deadline."""
+    hang = max(HANG_FLOOR_SECONDS, HANG_FACTOR * estimate)
+    return max(1.0, min(cfg.infer.infer_timeout_s, hang, guard.remaining()))
+
+
+# ---------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------
+
+
+def _fault(events: EventLog, report: ShardReport, where: str, e: BaseException, **kw: Any):
+    events.log(
+        "fault", where=where, error=repr(e)[:500], traceback=traceback.format_exc()[-2000:], **kw
+    )
+    report.faults.append(f"{where}: {type(e).__name__}: {str(e)[:200]}")
+
+
+def run_shard(
+    cfg: C.RunConfig,
+    ops: ShardOps,
+    guard: B.Budget,
+    cost: B.CostModel,
+    events: EventLog,
+    *,
+    tokens: dict[str, float],
+    ttt_todo: list[Task],
+    infer_todo: list[Task],
+    adapters: dict[str, str | None],
+) -> ShardReport:
+    """Probe, TTT, inference for one shard (see the module docstring). Never raises.
+
+    ``tokens``: task id -> training tokens of that task; ``adapters``: task id -> adapter
+    folder already known (resumed), filled in as tasks train.
+    """
+    report = ShardReport()
+    clock = guard.clock
+    do_ttt = bool(ttt_todo) and cfg.ttt.ttt_steps > 0
+    if not do_ttt:
+        for t in ttt_todo:
+            adapters.setdefault(t.id, None)
+
+    if do_ttt and infer_todo and cfg.infer.probe_tasks > 0:
+        probe = infer_todo[: cfg.infer.probe_tasks]
+        if _load_backend(ops, cost, events, report, clock):
+            done = _infer(cfg, ops, guard, cost, events, report, probe, adapters, base=True)
+            report.probed += done
+            ops.close_backend()
+
+    if do_ttt:
+        _train(cfg, ops, guard, cost, events, report, tokens, ttt_todo, infer_todo, adapters)
+
+    if infer_todo and _load_backend(ops, cost, events, report, clock):
+        report.inferred += _infer(
+            cfg, ops, guard, cost, events, report, infer_todo, adapters, base=False
+        )
+        ops.close_backend()
+    return report
+
+
+def _load_backend(ops, cost, events, report, clock) -> bool:
+    t0 = clock.now()
+    try:
+        ops.load_backend()
+    except Exception as e:  # noqa: BLE001 - no backend: every task keeps its fallback
+        _fault(events, report, "load_backend", e)
+        return False
+    cost.observe_overhead("load_infer", clock.now() - t0)
+    return True
+
+
+def _train(cfg, ops, guard, cost, events, report, tokens, todo, infer_todo, adapters) -> None:
+    clock = guard.clock
+    t0 = clock.now()
+    try:
+        ops.load_trainer()
+    except Exception as e:  # noqa: BLE001 - no TTT: the base model answers
+        _fault(events, report, "load_trainer", e)
+        for t in todo:
+            adapters.setdefault(t.id, None)
+        return
+    cost.observe_overhead("load_train", clock.now() - t0)
+    # Inference has not started: the reserve covers every task of the shard.
+    reserve = lambda: inference_reserve(infer_todo, cfg, cost)  # noqa: E731
+
+    if cfg.ttt.adapter_mode == "shared":
+        # One adapter for the whole shard; the step guard alone keeps it inside the budget.
+        step_s = float(np.mean([cost.ttt_step_seconds(tokens[t.id]) for t in todo]))
+        try:
+            out = ops.train_shared(todo, guard.step_guard(step_s, reserve_seconds=reserve()))
+            for t in todo:
+                adapters[t.id] = out.adapter
+                report.trained[t.id] = out.steps
+        except Exception as e:  # noqa: BLE001
+            _fault(events, report, "ttt", e, task="shared")
+        ops.close_trainer()
+        return
+
+    for i, task in enumerate(todo):
+        remaining = [(t.id, tokens[t.id]) for t in todo[i:]]
+        res = reserve()
+        plan = B.plan_steps(remaining, guard, cost, cfg.ttt.ttt_steps, reserve_seconds=res)
+        steps = plan.steps.get(task.id, 0)
+        events.log("budget", task=task.id, **plan.figures(task.id))
+        if steps <= 0:
+            adapters[task.id] = None
+            continue
+        stop = guard.step_guard(cost.ttt_step_seconds(tokens[task.id]), reserve_seconds=res)
+        t1 = clock.now()
+        try:
+            out = ops.train(task, steps, stop)
+        except Exception as e:  # noqa: BLE001 - one task's fault must not end the run
+            _fault(events, report, "ttt", e, task=task.id)
+            adapters[task.id] = None
+            continue
+        adapters[task.id] = out.adapter
+        report.trained[task.id] = out.steps
+        if out.steps:
+            cost.observe_ttt(tokens[task.id], out.seconds / out.steps, out.steps)
+            cost.observe_overhead("ttt_task", max(0.0, clock.now() - t1 - out.seconds))
+    ops.close_trainer()
+
+
+def _infer(cfg, ops, guard, cost, events, report, todo, adapters, *, base: bool) -> list[str]:
+    """Chunks of ``todo`` while they fit; returns the ids answered."""
+    done: list[str] = []
+    rebuilds = 0
+    todo = list(todo)
+    while todo:
+        k = next_chunk(todo, cfg, cost, guard)
+        part, est = todo[:k], inference_seconds(todo[:k], cfg, cost)
+        if k > 1 and not guard.can_start(est, cost.overhead("write")):
+            part, est = todo[:1], inference_seconds(todo[:1], cfg, cost)  # one may still fit
+        todo = todo[len(part) :]
+        if not guard.can_start(est, cost.overhead("write")):
+            events.log(
+                "budget",
+                decision="fallback",
+                tasks=[t.id for t in part],
+                estimated_seconds=round(est, 2),
+                remaining=round(guard.remaining(), 2),
+            )
+            report.refused += [t.id for t in part]
+            continue
+        t0 = guard.clock.now()
+        try:
+            ops.infer(part, adapters, chunk_timeout(est, cfg, guard), base)
+        except Exception as e:  # noqa: BLE001 - the chunk falls back, the run goes on
+            _fault(events, report, "inference", e, tasks=[t.id for t in part], base=base)
+            if isinstance(e, B.DeadlineExceeded):
+                # A hung backend cannot be trusted with more work: build a fresh one.
+                ops.close_backend()
+                rebuilds += 1
+                if rebuilds > MAX_BACKEND_REBUILDS or not _load_backend(
+                    ops, cost, events, report, guard.clock
+                ):
+                    report.refused += [t.id for t in todo]
+                    return done
+            continue
+        cost.observe_inference(est, guard.clock.now() - t0)
+        done += [t.id for t in part]
+        ops.publish()
+    return done
+
+
+__all__ = [
+    "ShardOps",
+    "ShardReport",
+    "TrainOutcome",
+    "chunk_timeout",
+    "inference_reserve",
+    "inference_workload",
+    "next_chunk",
+    "run_shard",
+]
