@@ -13,8 +13,9 @@ this module before it starts work:
   state, so the pipeline calls it again before every task with fresh measurements.
 - ``Budget.can_start`` / ``Budget.step_guard`` never let work start whose measured cost
   says it cannot finish before the deadline minus the reserve.
-- ``simulate`` runs the whole plan/train/infer loop on a fake clock with noisy step times
-  and a wrong prior, and counts deadline overruns (see ``benchmarks/budget.md``).
+
+The order of work (probe, TTT, inference chunks) is ``schedule.run_shard``'s; the fake-clock
+simulation of whole runs is ``simulate.py``.
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ class CostModel:
     Inference: ``seconds = scale * (n_prompts * out_tokens * gen_seconds_per_token +
     n_scores * out_tokens * score_seconds_per_token)``. Until inference is measured,
     ``scale`` is the TTT speed factor (a device slower than assumed is slower at both);
-    afterwards an exponential moving average of measured/estimated.
+    afterwards the measured seconds over the unscaled estimates, pooled over every call.
 
     Overheads (model loads, writing, per-task adapter work) start at prior values and are
     replaced by the latest measurement.
@@ -236,10 +237,10 @@ class CostModel:
     overheads: dict[str, float] = field(
         default_factory=lambda: {"load_train": 60.0, "load_infer": 120.0, "write": 5.0}
     )
-    ema: float = 0.3
     # measurement state (running sums, weights = steps)
     n_obs: int = 0
     infer_scale: float | None = None
+    _infer_sums: list[float] = field(default_factory=lambda: [0.0, 0.0], repr=False)
     _sums: list[float] = field(default_factory=lambda: [0.0] * 6, repr=False)
     _xmin: float = math.inf
     _xmax: float = 0.0
@@ -354,11 +355,11 @@ class CostModel:
         ``inference_seconds`` with the current state (the pipeline computes it right before)."""
         if not estimated_seconds > 0 or actual_seconds < 0:
             return
-        measured = self._infer_scale() * actual_seconds / estimated_seconds
-        if self.infer_scale is None:
-            self.infer_scale = measured
-        else:
-            self.infer_scale = (1 - self.ema) * self.infer_scale + self.ema * measured
+        # Pooled over every call (sum of actual / sum of raw estimates): one noisy chunk
+        # must not swing the reserve that TTT leaves for all the others.
+        self._infer_sums[0] += actual_seconds
+        self._infer_sums[1] += estimated_seconds / self._infer_scale()
+        self.infer_scale = self._infer_sums[0] / self._infer_sums[1]
 
     # --- overheads ---------------------------------------------------------------------
 
@@ -585,192 +586,6 @@ def plan_steps(
     )
 
 
-# ---------------------------------------------------------------------------------------
-# Simulation
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class SimulationResult:
-    """What ``simulate`` saw over all runs."""
-
-    runs: int
-    tasks: int
-    budget_seconds: float
-    margin_seconds: float
-    overruns: int  # runs that ended after the deadline (start + budget - margin)
-    hard_overruns: int  # runs that ended after start + budget (Kaggle would kill them)
-    max_overrun_seconds: float  # worst end past the deadline (0 when none)
-    mean_fraction_used: float  # end time / budget, mean over runs
-    min_fraction_used: float
-    max_fraction_used: float
-    mean_steps: float  # TTT steps per task actually run
-    mean_decisions: dict[str, float]  # tasks per decision (the plan made just before each)
-    mean_infer_fallback: float  # tasks whose inference chunk did not fit (default attempts)
-    full_ttt_seconds: float  # true TTT seconds for target steps everywhere (for scale)
-
-    def summary(self) -> str:
-        d = ", ".join(f"{k} {v:.1f}" for k, v in self.mean_decisions.items())
-        return (
-            f"{self.runs} runs x {self.tasks} tasks: overruns {self.overruns} "
-            f"(hard {self.hard_overruns}, worst {self.max_overrun_seconds:.0f} s), budget used mean {self.mean_fraction_used:.4f} "
-            f"(min {self.min_fraction_used:.4f}, max {self.max_fraction_used:.4f}), "
-            f"steps/task {self.mean_steps:.1f}, decisions: {d}, "
-            f"inference fallbacks {self.mean_infer_fallback:.1f}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def simulate(
-    task_tokens: Sequence[int],
-    budget_seconds: float,
-    true_sec_per_token_step: float,
-    jitter: float = 0.3,
-    runs: int = 200,
-    seed: int = 0,
-    *,
-    prior_factor: float = 1.0,
-    infer_prior_factor: float | None = None,
-    target_steps: int = 32,
-    min_steps: int | None = None,
-    margin_seconds: float | None = None,
-    views: int = 8,
-    infer_steps_per_view: float = 0.5,
-    load_seconds: float = 60.0,
-    task_overhead_seconds: float = 2.0,
-    write_seconds: float = 5.0,
-    chunk_tasks: int = 4,
-    reserve_safety: float = 1.1,
-    chunk_safety: float = 1.3,
-    probe_tasks: int = 0,
-) -> SimulationResult:
-    """Simulate whole runs on a fake clock: plan, train, infer, write; count overruns.
-
-    True costs: a TTT step on a task of T tokens takes ``true_sec_per_token_step * T``
-    times uniform(1 - jitter, 1 + jitter), drawn per step; one view's inference costs
-    ``infer_steps_per_view`` steps' worth, jittered per task; overheads (model loads,
-    per-task adapter work, writing) are jittered too. The planner starts from a prior that
-    is ``prior_factor`` times the truth (``infer_prior_factor`` for inference, default the
-    same) and learns from what it measures, exactly as the pipeline does: ``plan_steps``
-    before every task, ``StepGuard`` logic before every step, ``can_start`` (with
-    ``chunk_safety``) before every inference chunk. A run "overruns" when it ends after
-    the deadline.
-
-    ``probe_tasks`` > 0: before TTT, the base model answers that many tasks (one
-    inference chunk, with the training model: no extra load) so the inference reserve
-    is measured instead of taken from the prior; those tasks keep their answers in case
-    their later inference does not fit.
-    """
-    tok = np.asarray(task_tokens, dtype=float)
-    if tok.size == 0 or np.any(tok <= 0):
-        raise ValueError("simulate: task_tokens must be a non-empty list of positive counts")
-    n = tok.size
-    pairs = [(str(i), t) for i, t in enumerate(tok.tolist())]
-    tok_mean = float(tok.mean())
-    margin = min(0.05 * budget_seconds, 1800.0) if margin_seconds is None else margin_seconds
-    c = float(true_sec_per_token_step)
-    ipf = prior_factor if infer_prior_factor is None else infer_prior_factor
-    rng = np.random.default_rng(seed)
-
-    def jit(size=None):
-        return rng.uniform(1 - jitter, 1 + jitter, size)
-
-    used, steps_run, infer_fb = [], [], []
-    dec_totals = dict.fromkeys(DECISIONS, 0)
-    overruns = hard = 0
-    worst = 0.0
-    for _ in range(runs):
-        clock = FakeClock()
-        budget = Budget(clock, budget_seconds, margin)
-        cost = CostModel(
-            step_a=0.0,
-            step_b=c * prior_factor,
-            gen_seconds_per_token=c * infer_steps_per_view * ipf,
-            score_seconds_per_token=0.0,
-            task_overhead=task_overhead_seconds * prior_factor,
-            overheads={
-                "load_train": load_seconds * prior_factor,
-                "load_infer": load_seconds * ipf,
-                "write": write_seconds,
-            },
-        )
-        clock.advance(load_seconds * jit())
-        cost.observe_overhead("load_train", clock.now())
-        if probe_tasks > 0:
-            part = tok[:probe_tasks]
-            est = cost.inference_seconds(views * part.size, part.mean())
-            actual = float((c * infer_steps_per_view * views * part * jit(part.size)).sum())
-            clock.advance(actual)
-            cost.observe_inference(est, actual)
-        total_steps = 0
-        for i in range(n):
-            reserve = inference_reserve(cost, views * n, tok_mean, safety=reserve_safety)
-            plan = plan_steps(pairs[i:], budget, cost, target_steps, reserve, min_steps=min_steps)
-            dec_totals[plan.decision_list[0]] += 1
-            steps = plan.step_counts[0]
-            if steps <= 0:
-                continue
-            # The training loop, vectorised: the same stop rule StepGuard applies per step.
-            d = c * tok[i] * jit(steps)
-            ends = np.cumsum(d)
-            starts = clock.now() + np.concatenate(([0.0], ends[:-1]))
-            last = np.concatenate(([0.0], d[:-1]))
-            stop = must_stop(starts, budget.deadline - reserve, cost.ttt_step_seconds(tok[i]), last)
-            k = int(np.argmax(stop)) if stop.any() else steps
-            if k:
-                clock.advance(ends[k - 1])
-                cost.observe_ttt(tok[i], ends[k - 1] / k, k)
-            over = task_overhead_seconds * jit()
-            clock.advance(over)
-            cost.observe_overhead("ttt_task", over)
-            total_steps += k
-        # Inference: load the backend, then chunks, each only if it fits.
-        t = load_seconds * jit()
-        clock.advance(t)
-        cost.observe_overhead("load_infer", t)
-        fb = 0
-        for s in range(0, n, chunk_tasks):
-            chunk = tok[s : s + chunk_tasks]
-            est = cost.inference_seconds(views * chunk.size, chunk.mean())
-            fits = budget.can_start(est, cost.overhead("write"), chunk_safety)
-            # A chunk that does not fit is tried task by task: small ones may still fit.
-            for j, part in enumerate([chunk] if fits else np.split(chunk, chunk.size)):
-                est = cost.inference_seconds(views * part.size, part.mean())
-                if not budget.can_start(est, cost.overhead("write"), chunk_safety):
-                    fb += int(s + j >= probe_tasks)  # probed tasks keep their base answers
-                    continue
-                actual = float((c * infer_steps_per_view * views * part * jit(part.size)).sum())
-                clock.advance(actual)
-                cost.observe_inference(est, actual)
-        clock.advance(write_seconds * jit())
-        end = budget.elapsed()
-        overruns += end > budget_seconds - margin
-        worst = max(worst, end - (budget_seconds - margin))
-        hard += end > budget_seconds
-        used.append(end / budget_seconds)
-        steps_run.append(total_steps / n)
-        infer_fb.append(fb)
-    u = np.array(used)
-    return SimulationResult(
-        runs=runs,
-        tasks=n,
-        budget_seconds=float(budget_seconds),
-        margin_seconds=float(margin),
-        overruns=int(overruns),
-        hard_overruns=int(hard),
-        max_overrun_seconds=float(worst),
-        mean_fraction_used=float(u.mean()),
-        min_fraction_used=float(u.min()),
-        max_fraction_used=float(u.max()),
-        mean_steps=float(np.mean(steps_run)),
-        mean_decisions={k: v / runs for k, v in dec_totals.items()},
-        mean_infer_fallback=float(np.mean(infer_fb)),
-        full_ttt_seconds=float(c * target_steps * tok.sum()),
-    )
-
-
 __all__ = [
     "Budget",
     "Clock",
@@ -778,12 +593,10 @@ __all__ = [
     "DeadlineExceeded",
     "FakeClock",
     "Plan",
-    "SimulationResult",
     "StepGuard",
     "default_min_steps",
     "inference_reserve",
     "must_stop",
     "plan_steps",
-    "simulate",
     "with_deadline",
 ]

@@ -194,7 +194,7 @@ class InferConfig:
         None, "Cap on generated tokens (default: the largest plausible output grid + margin)."
     )
     probe_tasks: int = _f(
-        8,
+        16,
         "Before TTT, the base model answers this many tasks, so that the time TTT leaves "
         "for inference is measured rather than guessed (their answers are kept as "
         "fallbacks). 0 = off.",

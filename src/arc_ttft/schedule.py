@@ -24,6 +24,7 @@ Faults of a stage (a model that cannot load, an exception in a task) are logged 
 
 from __future__ import annotations
 
+import math
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,8 +38,10 @@ from arc_ttft.events import EventLog
 from arc_ttft.tasks import Task
 
 MAX_BACKEND_REBUILDS = 2  # after a hang; a backend that keeps hanging is given up
-CHUNK_SHARE = 0.1  # a chunk aims at this share of the time left (the submission improves)
+CHUNKS = 8  # inference is split into about this many chunks (plus the measuring one)
 CHUNK_MIN_SECONDS = 5.0
+PROBE_SHARE = 0.05  # the probe may use at most this share of the time left
+CHUNK_SAFETY = 1.2  # a chunk starts only if 1.2x its estimate fits (its cost varies)
 HANG_FACTOR = 4.0  # a chunk is abandoned after this many times its estimate...
 HANG_FLOOR_SECONDS = 60.0  # ...but never sooner than this
 
@@ -95,15 +98,26 @@ class ShardReport:
 # ---------------------------------------------------------------------------------------
 
 
+def answer_tokens(task: Task, cfg: C.RunConfig) -> float:
+    """Tokens one answer of ``task`` may take: the grid of the generation cap (the largest
+    train output or test input) in digit rows, H x (W + 1), plus the end marker.
+
+    The cap, not the expected answer: a model that does not stop (an untrained one)
+    generates up to it, and a trained one's answers are mostly that size anyway.
+    """
+    grids = [ex.output for ex in task.train if ex.output is not None] + [x.input for x in task.test]
+    h = max(g.shape[0] for g in grids)
+    w = max(g.shape[1] for g in grids)
+    n = h * (w + 1) + 2
+    return float(min(n, cfg.infer.max_new_tokens) if cfg.infer.max_new_tokens else n)
+
+
 def inference_workload(tasks: list[Task], cfg: C.RunConfig) -> tuple[int, float, int]:
     """(prompts, typical answer tokens, re-scoring calls) that inference of ``tasks`` needs."""
     n_tests = sum(len(t.test) for t in tasks)
     n_prompts = n_tests * cfg.infer.views * cfg.infer.samples
     n_scores = n_tests * cfg.infer.rescore * 2  # ~two distinct candidates per test input
-    # Answer tokens ~ the size of the test input grid in digit rows: H x (W + 1).
-    out_tokens = float(
-        np.mean([ex.input.shape[0] * (ex.input.shape[1] + 1) for t in tasks for ex in t.test])
-    )
+    out_tokens = float(np.mean([answer_tokens(t, cfg) for t in tasks for _ in t.test]))
     return n_prompts, out_tokens, n_scores
 
 
@@ -122,23 +136,27 @@ def inference_reserve(
     # The floor guards against an optimistic prior; it scales with the budget so that a
     # short run (the dry run, tests) is not all reserve.
     floor = min(60.0, 0.1 * cfg.budget.budget_seconds()) if include_load else 0.0
-    return B.inference_reserve(
+    est = B.inference_reserve(
         cost, n_prompts, out_tokens, n_scores, include_load=include_load, floor_seconds=floor
     )
+    # Every chunk publishes the submission (B.inference_reserve counts one write).
+    return est + (CHUNKS + 1) * cost.overhead("write")
 
 
-def next_chunk(todo: list[Task], cfg: C.RunConfig, cost: B.CostModel, guard: B.Budget) -> int:
-    """How many of ``todo`` (in order) the next inference chunk takes.
+def chunk_target(todo: list[Task], cfg: C.RunConfig, cost: B.CostModel) -> float:
+    """Seconds an inference chunk aims at: the work of ``todo`` split into ``CHUNKS``
+    equal chunks (big enough for the engine to batch, small enough that the submission
+    improves as the run goes and that a hang or a refusal costs little), at most half
+    the hang timeout."""
+    share = inference_seconds(todo, cfg, cost) / CHUNKS
+    return max(CHUNK_MIN_SECONDS, min(share, 0.5 * cfg.infer.infer_timeout_s))
 
-    Before inference is measured: one task (it measures). Afterwards tasks are added while
-    the chunk's estimate stays under a share of the time left, capped by half the hang
-    timeout: big enough for the engine to batch, small enough that the submission
-    improves as the run goes and that a hang or a refusal costs little.
-    """
+
+def next_chunk(todo: list[Task], cfg: C.RunConfig, cost: B.CostModel, target: float) -> int:
+    """How many of ``todo`` (in order) the next inference chunk takes: one task until
+    inference is measured (it measures), then as many as stay under ``target`` seconds."""
     if cost.infer_scale is None:
         return 1
-    target = max(CHUNK_MIN_SECONDS, CHUNK_SHARE * guard.remaining())
-    target = min(target, 0.5 * cfg.infer.infer_timeout_s)
     k = 1
     while k < len(todo) and inference_seconds(todo[: k + 1], cfg, cost) <= target:
         k += 1
@@ -191,7 +209,10 @@ def run_shard(
     if do_ttt and infer_todo and cfg.infer.probe_tasks > 0:
         probe = infer_todo[: cfg.infer.probe_tasks]
         if _load_backend(ops, cost, events, report, clock):
-            done = _infer(cfg, ops, guard, cost, events, report, probe, adapters, base=True)
+            limit = clock.now() + PROBE_SHARE * guard.remaining()
+            done = _infer(
+                cfg, ops, guard, cost, events, report, probe, adapters, base=True, until=limit
+            )
             report.probed += done
             ops.close_backend()
 
@@ -199,6 +220,11 @@ def run_shard(
         _train(cfg, ops, guard, cost, events, report, tokens, ttt_todo, infer_todo, adapters)
 
     if infer_todo and _load_backend(ops, cost, events, report, clock):
+        # Probed tasks last: if time runs out, the tasks it refuses have base answers.
+        probed = set(report.probed)
+        infer_todo = [t for t in infer_todo if t.id not in probed] + [
+            t for t in infer_todo if t.id in probed
+        ]
         report.inferred += _infer(
             cfg, ops, guard, cost, events, report, infer_todo, adapters, base=False
         )
@@ -269,18 +295,29 @@ def _train(cfg, ops, guard, cost, events, report, tokens, todo, infer_todo, adap
     ops.close_trainer()
 
 
-def _infer(cfg, ops, guard, cost, events, report, todo, adapters, *, base: bool) -> list[str]:
-    """Chunks of ``todo`` while they fit; returns the ids answered."""
+def _infer(
+    cfg, ops, guard, cost, events, report, todo, adapters, *, base: bool, until: float = math.inf
+) -> list[str]:
+    """Chunks of ``todo`` while they fit (and, for the probe, end before ``until`` on the
+    clock); returns the ids answered."""
     done: list[str] = []
     rebuilds = 0
     todo = list(todo)
+    target = None  # set once inference is measured
     while todo:
-        k = next_chunk(todo, cfg, cost, guard)
+        if target is None and cost.infer_scale is not None:
+            # The probe is small: the rest of it goes as one chunk.
+            target = math.inf if base else chunk_target(todo, cfg, cost)
+        k = next_chunk(todo, cfg, cost, target or 0.0)
         part, est = todo[:k], inference_seconds(todo[:k], cfg, cost)
-        if k > 1 and not guard.can_start(est, cost.overhead("write")):
+        # After the chunk: its publish and the run's last write.
+        writes, safety = 2 * cost.overhead("write"), CHUNK_SAFETY
+        if k > 1 and not guard.can_start(est, writes, safety):
             part, est = todo[:1], inference_seconds(todo[:1], cfg, cost)  # one may still fit
         todo = todo[len(part) :]
-        if not guard.can_start(est, cost.overhead("write")):
+        if base and guard.clock.now() + safety * est > until:
+            return done  # the probe has measured enough; it must not eat the run's time
+        if not guard.can_start(est, writes, safety):
             events.log(
                 "budget",
                 decision="fallback",
@@ -318,6 +355,7 @@ __all__ = [
     "chunk_timeout",
     "inference_reserve",
     "inference_workload",
+    "chunk_target",
     "next_chunk",
     "run_shard",
 ]

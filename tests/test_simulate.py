@@ -1,0 +1,101 @@
+"""Whole runs on a fake clock through the pipeline's own schedule (simulate.py)."""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+
+import pytest
+
+from arc_ttft import config as C
+from arc_ttft import pipeline, schedule
+from arc_ttft import simulate as S
+from arc_ttft.tasks import load_tasks
+
+
+@cache
+def _arc1_eval():
+    return tuple(load_tasks("arc1-eval").tasks)
+
+
+def _cfg(**kw) -> C.RunConfig:
+    return C.validate(C.from_flat(C.RunConfig, {"budget_hours": 12, "ttt_steps": 32, **kw}))
+
+
+@pytest.mark.parametrize("prior_factor", [0.5, 1.0, 2.0])
+def test_twelve_hours_of_arc1_eval_no_overruns_every_task_answered(prior_factor):
+    """400 tasks, 12 h, full TTT would need 2x the budget, costs +-30%, prior off 2x."""
+    tasks, cfg = _arc1_eval(), _cfg()
+    costs = S.true_costs_for(tasks, cfg, ttt_ratio=2.0, infer_share=0.1)
+    r = S.simulate(tasks, cfg, costs, runs=8, seed=7, prior_factor=prior_factor)
+    print(r.summary())
+    assert r.tasks == 400
+    assert r.overruns == 0 and r.hard_overruns == 0
+    assert r.mean_fraction_used >= 0.90
+    assert r.mean_answered == 1.0 and r.mean_inferred >= 0.99
+    assert 0 < r.mean_steps < 32
+
+
+@pytest.mark.parametrize("infer_prior_factor", [0.5, 2.0])
+def test_probe_corrects_a_wrong_inference_prior(infer_prior_factor):
+    """An inference prior 2x off either starves inference or wastes the budget; the probe
+    measures inference before TTT decides how much time to leave for it."""
+    tasks = _arc1_eval()[:120]
+    cfg = _cfg()
+    costs = S.true_costs_for(tasks, cfg, ttt_ratio=2.0, infer_share=0.2)
+    kw = dict(runs=6, seed=1, infer_prior_factor=infer_prior_factor)
+    probed = S.simulate(tasks, cfg, costs, **kw)
+    blind = S.simulate(tasks, _cfg(probe_tasks=0), costs, **kw)
+    print("probe:", probed.summary(), "\nno probe:", blind.summary())
+    assert probed.overruns == 0 and probed.mean_fraction_used >= 0.90
+    assert probed.mean_inferred >= 0.98
+    if infer_prior_factor < 1:  # optimistic prior: TTT eats the inference time
+        assert blind.mean_inferred < 0.9
+    else:  # pessimistic prior: TTT stops early and the budget is left unused
+        assert blind.mean_fraction_used < probed.mean_fraction_used - 0.05
+
+
+def test_a_hung_chunk_costs_that_chunk_only():
+    tasks, cfg = _arc1_eval()[:60], _cfg(budget_hours=4.0)
+    costs = S.true_costs_for(tasks, cfg, ttt_ratio=2.0, infer_share=0.1)
+    hung = []
+
+    def hang(part):  # the first chunk of several tasks hangs; the rebuilt backend works
+        if len(part) > 1 and not hung:
+            hung.append(part)
+            return True
+        return False
+
+    r = S.simulate(tasks, cfg, costs, runs=1, seed=2, hang=hang)
+    print(r.summary())
+    assert r.mean_faults == 1
+    assert r.overruns == 0
+    # Only the hung chunk misses its adapter answers (its probed tasks keep base ones).
+    assert 0.75 <= r.mean_inferred < 1.0
+
+
+def test_simulation_is_fast_and_rejects_no_tasks():
+    tasks, cfg = _arc1_eval()[:50], _cfg(budget_hours=2.0)
+    costs = S.true_costs_for(tasks, cfg)
+    t0 = time.monotonic()
+    r = S.simulate(tasks, cfg, costs, runs=20, seed=3)
+    assert time.monotonic() - t0 < 30
+    assert r.runs == 20 and r.overruns == 0
+    with pytest.raises(ValueError, match="tasks"):
+        S.simulate([], cfg, costs)
+
+
+def test_the_pipeline_runs_the_simulated_schedule(tmp_path, monkeypatch):
+    """The simulator proves the pipeline only if the pipeline runs the same loop."""
+    seen = []
+
+    def fake_run_shard(cfg, ops, guard, cost, events, **kw):
+        seen.append((type(ops).__name__, [t.id for t in kw["infer_todo"]]))
+        return schedule.ShardReport()
+
+    monkeypatch.setattr(schedule, "run_shard", fake_run_shard)
+    cfg = C.from_flat(
+        C.RunConfig, {"max_tasks": 2, "backend": "hf", "output": str(tmp_path / "run")}
+    )
+    pipeline.run(cfg, progress=False)
+    assert seen and seen[0][0] == "ShardWork" and len(seen[0][1]) == 2
