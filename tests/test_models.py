@@ -273,6 +273,47 @@ def test_resolve_kaggle_models_layout(tmp_path, fake_hub):
     assert models.resolve_model_path("Qwen2.5-0.5B-Instruct", search_roots=[kaggle]) == hit
 
 
+def test_resolve_base_name_finds_the_attached_instruct_variant(tmp_path, fake_hub):
+    """README attaches Qwen2-0.5B-Instruct and passes Qwen2-0.5B: that must find it."""
+    kaggle = tmp_path / "kaggle"
+    hit = _fake_model(kaggle / "qwen2-0.5b-instruct")
+    assert models.resolve_model_path("Qwen2-0.5B", search_roots=[kaggle]) == hit
+    assert models.resolve_model_path("Qwen/Qwen2-0.5B", search_roots=[kaggle]) == hit
+    # Kaggle Models layout: qwen2/transformers/0.5b-instruct/<version>
+    models_layout = tmp_path / "kaggle-models"
+    hit = _fake_model(models_layout / "qwen2" / "transformers" / "0.5b-instruct" / "1")
+    assert models.resolve_model_path("Qwen2-0.5B", search_roots=[models_layout]) == hit
+    # An exact match wins over the variant.
+    exact = _fake_model(kaggle / "qwen2-0.5b")
+    assert models.resolve_model_path("Qwen2-0.5B", search_roots=[kaggle]) == exact
+    # The variant is only ever the instruct one of the same model.
+    with pytest.raises(models.ModelNotFoundError):
+        models.resolve_model_path("Qwen2.5-0.5B", search_roots=[kaggle])
+
+
+def test_resolve_kaggle_newest_version_by_number(tmp_path, fake_hub):
+    kaggle = tmp_path / "kaggle"
+    for v in ("9", "10"):
+        _fake_model(kaggle / "qwen2.5" / "transformers" / "0.5b-instruct" / v)
+    found = models.resolve_model_path("Qwen2.5-0.5B-Instruct", search_roots=[kaggle])
+    assert found.name == "10"
+
+
+def test_not_found_lists_the_kaggle_folders_seen(tmp_path, fake_hub):
+    kaggle = tmp_path / "kaggle"
+    _fake_model(kaggle / "smollm2" / "transformers" / "135m-instruct" / "1")
+    (kaggle / "arc-prize-2025").mkdir()
+    (kaggle / "empty-model").mkdir()
+    (kaggle / "empty-model" / "config.json").write_text("{}")
+    with pytest.raises(models.ModelNotFoundError) as e:
+        models.resolve_model_path("Qwen2-0.5B", search_roots=[kaggle])
+    kaggle_line = next(line for line in e.value.looked if line.startswith("Kaggle inputs"))
+    assert "qwen2-0.5b / qwen2-0.5b-instruct" in kaggle_line  # both names it answers to
+    assert "smollm2/transformers/135m-instruct/1" in kaggle_line
+    assert "empty-model (no *.safetensors)" in kaggle_line
+    assert "other inputs arc-prize-2025" in kaggle_line
+
+
 def test_resolve_hub_cache(tmp_path, fake_hub):
     snap = _cache_snapshot(fake_hub, "HuggingFaceTB/SmolLM-135M-Instruct")
     empty = tmp_path / "kaggle"

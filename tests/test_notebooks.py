@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PAIRS = ["submit", "explore"]
 
 # Notebook parameters that are not RunConfig fields.
-NOT_CONFIG = {"output_dir", "wheels_dir", "show_tasks", "overrides"}
+NOT_CONFIG = {"output_dir", "wheels_dir", "allow_cpu", "show_tasks", "overrides"}
 
 
 # ---------------------------------------------------------------------------------------
@@ -60,13 +61,30 @@ def test_submit_parameters_are_config_fields():
         "views",
         "backend",
         "wheels_dir",
+        "allow_cpu",
         "overrides",
     }
     assert expected <= set(params)
     fields = C.flat_fields(C.RunConfig)
     assert set(params) - NOT_CONFIG <= set(fields), "notebook names must be config field names"
-    assert params["model"]["default"] == '"tiny"'
+    # Kaggle's Submit runs the notebook as saved: None = the attached model there.
+    assert params["model"]["default"] == "None"
+    assert params["allow_cpu"]["default"] == "False"
     assert params["overrides"]["default"] == "{}"
+
+
+def test_submit_first_cell_records_the_start_time():
+    """Kaggle's 12 hours count from the notebook's start: the first code cell records
+    time.time() before installing or importing the library, and the config gets it."""
+    jupytext = pytest.importorskip("jupytext")
+    code = [c.source for c in jupytext.read(NOTEBOOKS / "submit.py").cells if c.cell_type == "code"]
+    first = code[0]
+    assert "notebook_started_at = time.time()" in first
+    assert "arc_ttft" not in first and "pip" not in first
+    config_cell = next(src for src in code if "kaggle.submit_config(" in src)
+    assert '"started_at": notebook_started_at' in config_cell
+    install = next(i for i, src in enumerate(code) if "pip" in src)
+    assert install > 0
 
 
 def test_explore_parameters():
@@ -111,6 +129,7 @@ def test_kaggle_defaults_prefer_2025(fake_kaggle):
     assert kaggle.kaggle_defaults() == {
         "challenges": None,
         "output": str(fake_kaggle / "working"),
+        "scratch_dir": "/tmp/arc-ttft",  # adapters stay out of the size-limited working dir
     }
     f2024 = _challenges(fake_kaggle, 2024)
     assert kaggle.kaggle_defaults()["challenges"] == str(f2024)
@@ -134,11 +153,26 @@ def test_install_offline_wheels_never_uses_the_index(fake_kaggle, monkeypatch):
     assert cmd[:4] == [sys.executable, "-m", "pip", "install"]
     assert "--no-index" in cmd
     assert cmd[cmd.index("--find-links") + 1] == str(wheels)
-    assert cmd[-2:] == [
-        str(wheels / "a_pkg-2.0-py3-none-any.whl"),
-        str(wheels / "b_pkg-1.0-py3-none-any.whl"),
-    ]
     assert not any(a.startswith(("--index-url", "--extra-index-url")) for a in cmd)
+
+
+def test_install_offline_wheels_installs_only_what_is_missing(fake_kaggle, monkeypatch):
+    """The package is resolved from the folder; wheels are never passed one by one, so a
+    torch wheel there cannot replace Kaggle's working CUDA torch."""
+    monkeypatch.setattr(kaggle.subprocess, "run", lambda cmd, check: pytest.fail("ran pip"))
+    wheels = fake_kaggle / "input" / "arc-ttft-wheels"
+    wheels.mkdir(parents=True)
+    for name in ("arc_ttft-0.1.0-py3-none-any.whl", "torch-2.14.0-cp311-none-any.whl"):
+        (wheels / name).write_bytes(b"")
+    cmd = kaggle.install_offline_wheels(dry_run=True)
+    assert cmd[-1] == "arc-ttft"
+    assert not any(a.endswith(".whl") for a in cmd)
+    assert cmd[cmd.index("--upgrade-strategy") + 1] == "only-if-needed"
+    assert not {"--force-reinstall", "--upgrade", "-U", "--ignore-installed"} & set(cmd)
+    # build_wheels.sh writes what to install (e.g. vllm as well) into requirements.txt.
+    (wheels / "requirements.txt").write_text("arc-ttft\nvllm==0.10.1\n")
+    cmd = kaggle.install_offline_wheels(dry_run=True)
+    assert cmd[-2:] == ["-r", str(wheels / "requirements.txt")]
 
 
 def test_install_offline_wheels_explicit_folder(tmp_path, fake_kaggle, monkeypatch):
@@ -151,12 +185,15 @@ def test_install_offline_wheels_explicit_folder(tmp_path, fake_kaggle, monkeypat
         kaggle.install_offline_wheels(empty)
     (empty / "x-1.0-py3-none-any.whl").write_bytes(b"")
     cmd = kaggle.install_offline_wheels(empty, dry_run=True)
-    assert cmd[-1] == str(empty / "x-1.0-py3-none-any.whl")
+    assert cmd[cmd.index("--find-links") + 1] == str(empty)
 
 
 def test_submit_config_local_defaults(fake_kaggle):
-    cfg = kaggle.submit_config({"model": "tiny", "challenges": None, "output_dir": None})
+    cfg = kaggle.submit_config({"model": None, "challenges": None, "output_dir": None})
     assert (cfg.data.challenges, cfg.output) == ("arc1-eval", "runs/notebook")
+    assert cfg.model.model == "tiny"  # CI and dry runs keep the tiny model
+    assert cfg.scratch_dir is None  # the default: <output>/adapters
+    assert cfg.budget.started_at is None
     cfg = kaggle.submit_config(
         {"output_dir": "out", "ttt_steps": 4, "views": None, "budget_minutes": 1.5},
         {"max_seq_len": 512},
@@ -173,8 +210,17 @@ def test_submit_config_on_kaggle(fake_kaggle):
     f = _challenges(fake_kaggle, 2024)
     cfg = kaggle.submit_config({"model": "Qwen2-0.5B"})
     assert (cfg.data.challenges, cfg.output) == (str(f), str(fake_kaggle / "working"))
+    assert cfg.scratch_dir == "/tmp/arc-ttft"
     # An explicit parameter still wins over the Kaggle default.
-    assert kaggle.submit_config({"challenges": "arc1-eval"}).data.challenges == "arc1-eval"
+    params = {"model": "tiny", "challenges": "arc1-eval", "scratch_dir": "here"}
+    cfg = kaggle.submit_config(params)
+    assert (cfg.data.challenges, cfg.scratch_dir) == ("arc1-eval", "here")
+
+
+def test_submit_config_passes_started_at(fake_kaggle):
+    """The notebook's first-cell time reaches the budget config (the run's guard)."""
+    cfg = kaggle.submit_config({"model": None, "started_at": 1234567.5})
+    assert cfg.budget.started_at == 1234567.5
 
 
 def test_submit_config_errors_name_the_parameter(fake_kaggle):
@@ -247,6 +293,7 @@ def notebook_env(tmp_path_factory):
 def submit_run(notebook_env):
     """The submit notebook on the tiny model: 2 tasks, 4 TTT steps, 2 views, 1.5 minutes."""
     run_dir = notebook_env / "run"
+    started = time.time()
     nb = _execute(
         "submit",
         notebook_env / "submit.out.ipynb",
@@ -261,13 +308,13 @@ def submit_run(notebook_env):
             "overrides": {"max_seq_len": 512, "rescore": 0},
         },
     )
-    return nb, run_dir
+    return nb, run_dir, started
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_submit_notebook_writes_a_valid_submission(submit_run):
-    nb, run_dir = submit_run
+    nb, run_dir, started = submit_run
     sub = json.loads((run_dir / "submission.json").read_text())
     tasks = load_tasks("arc1-eval").tasks[:2]
     assert sorted(sub) == sorted(t.id for t in tasks)
@@ -279,12 +326,14 @@ def test_submit_notebook_writes_a_valid_submission(submit_run):
     assert (run_dir / "summary.md").exists() and (run_dir / "report.html").exists()
     cfg = C.load(C.RunConfig, run_dir / "config.json")
     assert (cfg.ttt.ttt_steps, cfg.infer.views, cfg.infer.backend) == (4, 2, "hf")
+    assert cfg.model.model == "tiny"  # the saved default None, away from Kaggle
+    assert started <= cfg.budget.started_at <= started + 60  # the first cell's time
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_explore_notebook_shows_the_run(submit_run, notebook_env):
-    _, run_dir = submit_run
+    _, run_dir, _ = submit_run
     nb = _execute(
         "explore",
         notebook_env / "explore.out.ipynb",

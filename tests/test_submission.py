@@ -107,6 +107,50 @@ def test_write_is_atomic_and_round_trips(tmp_path, tasks, monkeypatch):
     assert [p.name for p in path.parent.iterdir()] == ["submission.json"]
 
 
+def test_written_submission_is_world_readable(tmp_path, tasks):
+    """0644 like summary.md and the other outputs (mkstemp alone leaves 0600)."""
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "submission.json"
+        write_submission(build_submission(tasks), path)
+        (tmp_path / "other.md").write_text("x")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.stat().st_mode & 0o777 == (tmp_path / "other.md").stat().st_mode & 0o777
+
+
+def _cells(line: str) -> list[str]:
+    """A markdown table row's cells ("\\|" is a pipe inside a cell)."""
+    return line.strip().strip("|").replace("\\|", "\0").split("|")
+
+
+def test_summary_rows_have_the_header_cells_with_two_test_inputs(tmp_path, tasks):
+    from arc_ttft import report
+
+    task_dir = tmp_path / "tasks" / "t2"
+    task_dir.mkdir(parents=True)
+    sel = {"candidates": [{"count": 3}, {"count": 1}]}
+    answers = {
+        "selections": [sel, {"candidates": [{"count": 2}, {"count": 2}, {"count": 1}]}],
+        "attempts": [{"attempt_1": to_list(B), "attempt_2": to_list(C)}] * 2,
+    }
+    (task_dir / "answers.json").write_text(json.dumps(answers))
+    (task_dir / "ttt.json").write_text(json.dumps({"steps": 4, "seconds": 1.0, "decision": "a|b"}))
+    score = ScoreResult(0.5, 0, 2, {"t1": [False], "t2": [True, False]})
+    rows = report.task_rows(tmp_path, tasks, score)
+    lines = report.summary_markdown(rows, {"model": "tiny"}).splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    header, rule, t1, t2 = table
+    assert len(_cells(header)) == len(_cells(rule)) == 9
+    assert [len(_cells(r)) for r in (t1, t2)] == [9, 9]
+    cells = dict(zip([c.strip() for c in _cells(header)], [c.strip() for c in _cells(t2)]))
+    assert cells["top votes"] == "3/1; 2/2/1"  # one value per test input, in one cell
+    assert cells["attempts (shapes)"] == "1x3, 1x1; 1x3, 1x1"
+    assert cells["candidates"] == "2; 3"
+    assert cells["solved"] == "1/2"
+
+
 def test_write_accepts_numpy_grids(tmp_path):
     path = tmp_path / "s.json"
     write_submission({"t1": [{"attempt_1": A, "attempt_2": np.int64(3)}]}, path)

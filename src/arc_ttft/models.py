@@ -5,7 +5,8 @@ Where a model comes from (``resolve_model_path``), in order:
 1. an explicit folder (a path that exists, holding ``config.json``);
 2. ``tiny``: built once, offline, by ``ensure_tiny_model``;
 3. Kaggle inputs (``/kaggle/input/**``): a folder named like the model (short name or the
-   hub id's last part, case-insensitive) holding ``config.json``;
+   hub id's last part, case-insensitive) holding ``config.json``; failing that, its
+   instruct variant (``Qwen2-0.5B`` finds ``qwen2-0.5b-instruct``);
 4. the local Hugging Face hub cache (``models--org--name/snapshots/*``; HF_HUB_CACHE and
    HF_HOME are respected);
 5. the hub itself, only when online (``HF_HUB_OFFLINE`` unset).
@@ -309,10 +310,19 @@ def hub_cache_dir() -> Path:
 
 
 def _wanted_names(name: str, cand: Candidate | None) -> set[str]:
+    """Folder names that count as an exact match for ``name`` (lower case): the name, its
+    last path part, and for a registry entry its short name and hub id's last part."""
     names = {name.lower(), name.rsplit("/", 1)[-1].lower()}
     if cand is not None:
         names |= {cand.name.lower(), cand.hub_id.rsplit("/", 1)[-1].lower()}
     return names
+
+
+def _variant_names(wanted: set[str]) -> set[str]:
+    """The instruct-tuned variant's names for base names: ``Qwen2-0.5B`` also finds an
+    attached ``qwen2-0.5b-instruct`` (people attach the Instruct model and type the base
+    name). Used only when no folder matches exactly."""
+    return {f"{n}-instruct" for n in wanted if n and not n.endswith("-instruct")}
 
 
 def _folder_names(rel: Path) -> set[str]:
@@ -325,25 +335,86 @@ def _folder_names(rel: Path) -> set[str]:
     return names
 
 
-def find_in_kaggle(name: str, roots: list[Path]) -> Path | None:
-    """A folder with config.json under ``roots`` whose name matches ``name``."""
-    wanted = _wanted_names(name, find_candidate(name))
-    hits: list[Path] = []
+def kaggle_model_folders(root: Path) -> list[Path]:
+    """Folders under ``root`` holding a config.json (paths relative to ``root``, sorted),
+    at most six levels deep; [] when ``root`` is not a folder."""
+    found: list[Path] = []
+    if not root.is_dir():
+        return found
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = Path(dirpath).relative_to(root)
+        if len(rel.parts) >= _KAGGLE_MAX_DEPTH:
+            dirnames.clear()
+        dirnames.sort()
+        if "config.json" in filenames and rel.parts:
+            found.append(rel)
+    return found
+
+
+def folder_candidate(rel: Path) -> Candidate | None:
+    """The registry entry a Kaggle folder (path relative to its input root) is named after
+    exactly, or None."""
+    names = _folder_names(rel)
+    for cand in REGISTRY.values():
+        if names & _wanted_names(cand.name, cand):
+            return cand
+    return None
+
+
+def _version_order(path: Path) -> list[tuple[int, int, str]]:
+    """Sort key where numeric parts compare as numbers: Kaggle Models version 10 > 9."""
+    return [(1, int(p), "") if p.isdigit() else (0, 0, p) for p in path.parts]
+
+
+def _list(items: list[str], most: int = 12) -> str:
+    if not items:
+        return "none"
+    more = f", ... and {len(items) - most} more" if len(items) > most else ""
+    return ", ".join(items[:most]) + more
+
+
+def kaggle_inputs_seen(roots: list[Path]) -> str:
+    """What is attached under ``roots``, for error messages: the model folders (config.json;
+    marked when they hold no *.safetensors) and the other top-level inputs."""
+    out = []
     for root in roots:
         if not root.is_dir():
+            out.append(f"{root} does not exist")
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            rel = Path(dirpath).relative_to(root)
-            if len(rel.parts) >= _KAGGLE_MAX_DEPTH:
-                dirnames.clear()
-            dirnames.sort()
-            if "config.json" in filenames and _folder_names(rel) & wanted:
-                hits.append(Path(dirpath))
+        folders = kaggle_model_folders(root)
+        shown = [
+            str(rel) + ("" if any((root / rel).glob("*.safetensors")) else " (no *.safetensors)")
+            for rel in folders
+        ]
+        tops = {rel.parts[0] for rel in folders}
+        others = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in tops)
+        out.append(f"{root}: model folders {_list(shown)}; other inputs {_list(others)}")
+    return "; ".join(out) or "no Kaggle input folder"
+
+
+def find_in_kaggle(name: str, roots: list[Path]) -> Path | None:
+    """A folder with config.json under ``roots`` whose name matches ``name``.
+
+    An exact name wins; failing that, the name's instruct variant (``Qwen2-0.5B`` finds
+    ``qwen2-0.5b-instruct``). Among matches, folders with safetensors first, then the
+    newest Kaggle Models version.
+    """
+    wanted = _wanted_names(name, find_candidate(name))
+    variants = _variant_names(wanted)
+    exact: list[Path] = []
+    variant: list[Path] = []
+    for root in roots:
+        for rel in kaggle_model_folders(root):
+            names = _folder_names(rel)
+            if names & wanted:
+                exact.append(root / rel)
+            elif names & variants:
+                variant.append(root / rel)
+    hits = exact or variant
     if not hits:
         return None
-    # Prefer folders with safetensors; among equals the last sorted (newest version).
     with_st = [p for p in hits if any(p.glob("*.safetensors"))]
-    return sorted(with_st or hits)[-1]
+    return max(with_st or hits, key=_version_order)
 
 
 def find_in_hub_cache(hub_id: str, cache: Path | None = None) -> Path | None:
@@ -392,10 +463,11 @@ def resolve_model_path(
     found = find_in_kaggle(name_or_path, roots)
     if found is not None:
         return found
-    wanted = sorted(_wanted_names(name_or_path, cand))
+    wanted = _wanted_names(name_or_path, cand)
+    names = " / ".join(sorted(wanted) + sorted(_variant_names(wanted)))
     looked.append(
-        f"Kaggle inputs {', '.join(map(str, roots))}: no folder named {' / '.join(wanted)} "
-        "with a config.json"
+        f"Kaggle inputs {', '.join(map(str, roots))}: no folder named {names} with a "
+        f"config.json (seen: {kaggle_inputs_seen(roots)})"
     )
 
     hub_id = cand.hub_id if cand else (name_or_path if name_or_path.count("/") == 1 else None)
@@ -690,7 +762,7 @@ def build_random_model(cfg, dtype, seed: int = 0, config=None):
         )  # fmt: skip
 
 
-def _random_weights_folder(cfg, dtype) -> Path:
+def random_weights_folder(cfg, dtype) -> Path:
     """Random weights saved once to the cache, so the 4-bit path can quantize them on load.
 
     The folder name carries a hash of the architecture, so a changed config rebuilds.
@@ -733,7 +805,7 @@ def load_model(cfg, device: Any = None, for_training: bool = False):
     if cfg.random_weights and not cfg.int4:
         model = build_random_model(cfg, dtype).to(device)
     else:
-        path = _random_weights_folder(cfg, dtype) if cfg.random_weights else None
+        path = random_weights_folder(cfg, dtype) if cfg.random_weights else None
         path = path or resolve_model_path(cfg.model)
         kwargs: dict[str, Any] = {
             "dtype": dtype,

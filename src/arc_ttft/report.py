@@ -23,8 +23,13 @@ def _shape(g: Any) -> str:
     return f"{a.shape[0]}x{a.shape[1]}" if a.ndim == 2 else "?"
 
 
+# Between the values of a task's test inputs inside one cell ("|" would start a new cell).
+PER_TEST = "; "
+
+
 def task_rows(out: Path, tasks: list[Task], score: ScoreResult | None) -> list[dict[str, Any]]:
-    """One row per task from the files the pipeline left in ``out/tasks/<id>/``."""
+    """One row per task from the files the pipeline left in ``out/tasks/<id>/``; values
+    per test input are joined with :data:`PER_TEST`."""
     rows = []
     for t in tasks:
         d = out / "tasks" / t.id
@@ -45,9 +50,9 @@ def task_rows(out: Path, tasks: list[Task], score: ScoreResult | None) -> list[d
                 "seconds": ttt.get("seconds", 0.0),
                 "loss": ttt.get("final_loss"),
                 "ttt": ttt.get("stop_reason") or ttt.get("decision") or "-",
-                "candidates": ",".join(map(str, cands)) or "-",
-                "votes": " | ".join(votes) or "-",
-                "attempts": " | ".join(
+                "candidates": PER_TEST.join(map(str, cands)) or "-",
+                "votes": PER_TEST.join(votes) or "-",
+                "attempts": PER_TEST.join(
                     f"{_shape(a['attempt_1'])}, {_shape(a['attempt_2'])}" for a in attempts
                 )
                 or "fallback",
@@ -57,20 +62,35 @@ def task_rows(out: Path, tasks: list[Task], score: ScoreResult | None) -> list[d
     return rows
 
 
+COLUMNS = [
+    "task",
+    "TTT steps",
+    "TTT s",
+    "final loss",
+    "TTT stop",
+    "candidates",
+    "top votes",
+    "attempts (shapes)",
+    "solved",
+]
+
+
+def _table_row(cells: list[Any]) -> str:
+    # A "|" inside a value would add a cell: escape it, so every row has the header's cells.
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
 def summary_markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
+    """The run's summary.md: the header as a list, then one table row per task with
+    exactly the columns of :data:`COLUMNS`."""
     lines = ["# arc-ttft run summary", ""]
     lines += [f"- {k}: {v}" for k, v in header.items()]
-    lines += [
-        "",
-        "| task | TTT steps | TTT s | final loss | TTT stop | candidates | top votes | attempts (shapes) | solved |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines += ["", _table_row(COLUMNS), "|" + "---|" * len(COLUMNS)]
     for r in rows:
         loss = f"{r['loss']:.4f}" if isinstance(r["loss"], (int, float)) else "-"
-        lines.append(
-            f"| {r['task']} | {r['steps']} | {r['seconds']:.1f} | {loss} | {r['ttt']} | "
-            f"{r['candidates']} | {r['votes']} | {r['attempts']} | {r['solved']} |"
-        )
+        cells = [r["task"], r["steps"], f"{r['seconds']:.1f}", loss, r["ttt"]]
+        cells += [r["candidates"], r["votes"], r["attempts"], r["solved"]]
+        lines.append(_table_row(cells))
     return "\n".join(lines) + "\n"
 
 

@@ -102,12 +102,14 @@ def build_submission(
 def write_submission(sub: dict, path: str | os.PathLike) -> None:
     """Write JSON atomically: a temp file in the same folder, then ``os.replace``.
 
-    A reader (or a kill) never sees a half-written submission.json.
+    A reader (or a kill) never sees a half-written submission.json. The file is 0644 like
+    the run's other outputs (mkstemp alone would leave it private, 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(sub, f, separators=(",", ":"), default=_jsonable)
             f.flush()
