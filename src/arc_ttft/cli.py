@@ -453,6 +453,10 @@ def _run(cfg: C.RunConfig) -> int:
     for name in ("submission.json", "summary.md", "report.html", "run.jsonl", "config.json"):
         print(f"  {result.output / name}")
     print(f"tasks: {result.n_tasks}, seconds: {result.seconds:.1f}")
+    if result.faults:  # the run went on with fallbacks; say what failed
+        print(f"faults: {len(result.faults)} (details in run.jsonl)")
+        for f in result.faults:
+            print(f"  {f}")
     if result.score is not None:
         print(result.score_line())
     return 0

@@ -37,6 +37,7 @@ from arc_ttft import config as C
 from arc_ttft.events import EventLog
 from arc_ttft.tasks import Task
 
+TASK_OVERRUN = 2.0  # a task's training stops at this multiple of its planned seconds
 MAX_BACKEND_REBUILDS = 2  # after a hang; a backend that keeps hanging is given up
 CHUNKS = 8  # inference is split into about this many chunks (plus the measuring one)
 CHUNK_MIN_SECONDS = 5.0
@@ -279,7 +280,8 @@ def _train(cfg, ops, guard, cost, events, report, tokens, todo, infer_todo, adap
         if steps <= 0:
             adapters[task.id] = None
             continue
-        stop = guard.step_guard(cost.ttt_step_seconds(tokens[task.id]), reserve_seconds=res)
+        step_s = cost.ttt_step_seconds(tokens[task.id])
+        stop = _task_guard(guard.step_guard(step_s, reserve_seconds=res), clock, steps * step_s)
         t1 = clock.now()
         try:
             out = ops.train(task, steps, stop)
@@ -293,6 +295,18 @@ def _train(cfg, ops, guard, cost, events, report, tokens, todo, infer_todo, adap
             cost.observe_ttt(tokens[task.id], out.seconds / out.steps, out.steps)
             cost.observe_overhead("ttt_task", max(0.0, clock.now() - t1 - out.seconds))
     ops.close_trainer()
+
+
+def _task_guard(step_guard, clock, planned_seconds: float):
+    """The step guard, plus a stop once a task has run ``TASK_OVERRUN`` times its plan:
+    the cost model learns only when a task ends, so a prior that is far too optimistic
+    (a loaded machine, a slower GPU) would let the first task eat the whole budget."""
+    limit = clock.now() + TASK_OVERRUN * planned_seconds
+
+    def stop() -> bool:
+        return step_guard() or clock.now() > limit
+
+    return stop
 
 
 def _infer(
