@@ -58,15 +58,7 @@ def test_probe_corrects_a_wrong_inference_prior(infer_prior_factor):
 def test_a_hung_chunk_costs_that_chunk_only():
     tasks, cfg = _arc1_eval()[:60], _cfg(budget_hours=4.0)
     costs = S.true_costs_for(tasks, cfg, ttt_ratio=2.0, infer_share=0.1)
-    hung = []
-
-    def hang(part):  # the first chunk of several tasks hangs; the rebuilt backend works
-        if len(part) > 1 and not hung:
-            hung.append(part)
-            return True
-        return False
-
-    r = S.simulate(tasks, cfg, costs, runs=1, seed=2, hang=hang)
+    r = S.simulate(tasks, cfg, costs, runs=3, seed=2, hang_once=True)
     print(r.summary())
     assert r.mean_faults == 1
     assert r.overruns == 0

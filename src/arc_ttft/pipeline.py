@@ -2,15 +2,20 @@
 
 What a competitor runs (the Kaggle notebook, `arc-ttft run`, the dry run). Guarantees:
 - a complete, valid ``submission.json`` from the first seconds (fallback attempts), rewritten
-  atomically after every task's answers are selected: kill the process at any moment and
-  the file on disk is valid;
-- the budget guard plans TTT steps from measured costs and never starts work that cannot
-  finish before the deadline minus the inference reserve;
-- per-task results on disk (``tasks/<id>/``: adapter, ``ttt.json``, ``answers.json``), so
-  ``--resume`` trains nothing twice;
-- a fault in one task (exception, out-of-memory, hung inference) falls that task back and
-  the run goes on.
-Several GPUs: one worker process per GPU, tasks sharded by estimated cost.
+  atomically after every inference chunk, and only by the process that owns the run (a
+  worker writing its own shard would leave a file short of tasks): kill any process at
+  any moment and the file on disk is valid;
+- the budget counts from ``started_at`` (the notebook's first cell on Kaggle, where the 12
+  hours include installs and loading), and ``schedule.run_shard`` orders the work so that
+  every task gets inference before TTT takes what is left;
+- per-task results on disk (``tasks/<id>/``: ``ttt.json``, ``answers.json``, the probe's
+  ``answers.base.json``; adapters under ``scratch_dir``), so ``--resume`` trains nothing
+  twice; a fresh run clears what an earlier run left;
+- a fault in one task (exception, out-of-memory, hung inference) falls that task or chunk
+  back, and a stage that fails outright (a model that cannot load) ends that stage: the
+  run still finishes normally, and the summary names the fault.
+Several GPUs: one worker process per GPU, tasks sharded by estimated cost; the parent
+merges their results every second and replaces a worker that dies.
 """
 
 from __future__ import annotations
