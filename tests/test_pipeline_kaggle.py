@@ -225,7 +225,7 @@ def test_chunks_follow_the_measured_cost():
     cost = B.CostModel(gen_seconds_per_token=1e-3, score_seconds_per_token=1e-4)
     assert schedule.next_chunk(tasks, cfg, cost, 1e9) == 1  # not measured yet: one task
     cost.observe_inference(10.0, 10.0)
-    target = schedule.chunk_target(tasks, cfg, cost)
+    target = schedule.chunk_target(tasks, cfg, cost, guard)
     k = schedule.next_chunk(tasks, cfg, cost, target)
     assert 1 < k < len(tasks)
     assert schedule.inference_seconds(tasks[:k], cfg, cost) <= target

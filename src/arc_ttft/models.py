@@ -718,8 +718,9 @@ def _tiny_tokenizer():
 def load_tokenizer(cfg):
     """The tokenizer for ``cfg.model`` (pad token set to eos when missing).
 
-    With ``random_weights`` and no real tokenizer on disk, falls back to the tiny model's
-    tokenizer (ids stay below any vocab_size): good for timing runs only.
+    With ``random_weights`` and no real tokenizer on disk: the real Qwen2 tokenizer for
+    Qwen2-family registry models (built offline, ``vocab.qwen2_tokenizer_for``), else the
+    tiny model's tokenizer (ids stay below any vocab_size): good for timing runs only.
     """
     from transformers import AutoTokenizer
 
@@ -728,8 +729,17 @@ def load_tokenizer(cfg):
     except ModelNotFoundError:
         if not cfg.random_weights:
             raise
-        log.warning("%s: tokenizer not found; using the tiny tokenizer (timing only)", cfg.model)
-        tok = _tiny_tokenizer()
+        from arc_ttft import vocab
+
+        # Random weights of a Qwen2-family model: its real vocabulary, built offline.
+        folder = vocab.qwen2_tokenizer_for(cfg.model)
+        if folder is not None:
+            tok = AutoTokenizer.from_pretrained(folder)
+        else:
+            log.warning(
+                "%s: tokenizer not found; using the tiny tokenizer (timing only)", cfg.model
+            )
+            tok = _tiny_tokenizer()
     else:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
     if tok.pad_token is None:

@@ -144,13 +144,16 @@ def inference_reserve(
     return est + (CHUNKS + 1) * cost.overhead("write")
 
 
-def chunk_target(todo: list[Task], cfg: C.RunConfig, cost: B.CostModel) -> float:
+def chunk_target(
+    todo: list[Task], cfg: C.RunConfig, cost: B.CostModel, guard: B.Budget
+) -> float:
     """Seconds an inference chunk aims at: the work of ``todo`` split into ``CHUNKS``
     equal chunks (big enough for the engine to batch, small enough that the submission
-    improves as the run goes and that a hang or a refusal costs little), at most half
-    the hang timeout."""
+    improves as the run goes and that a hang or a refusal costs little), at most a
+    quarter of the time left and half the hang timeout."""
     share = inference_seconds(todo, cfg, cost) / CHUNKS
-    return max(CHUNK_MIN_SECONDS, min(share, 0.5 * cfg.infer.infer_timeout_s))
+    cap = min(0.25 * guard.remaining(), 0.5 * cfg.infer.infer_timeout_s)
+    return max(CHUNK_MIN_SECONDS, min(share, cap))
 
 
 def next_chunk(todo: list[Task], cfg: C.RunConfig, cost: B.CostModel, target: float) -> int:
@@ -321,7 +324,7 @@ def _infer(
     while todo:
         if target is None and cost.infer_scale is not None:
             # The probe is small: the rest of it goes as one chunk.
-            target = math.inf if base else chunk_target(todo, cfg, cost)
+            target = math.inf if base else chunk_target(todo, cfg, cost, guard)
         k = next_chunk(todo, cfg, cost, target or 0.0)
         part, est = todo[:k], inference_seconds(todo[:k], cfg, cost)
         # After the chunk: its publish and the run's last write.
