@@ -252,7 +252,8 @@ def test_write_kaggle_round_trip(tmp_path):
 
 
 def test_kaggle_pair_loads_with_tasks_module(tmp_path):
-    tasks = pytest.importorskip("arc_ttft.tasks", reason="arc_ttft.tasks not written yet")
+    from arc_ttft import tasks
+
     challenges, solutions = generate(28, seed=5, min_size=1, max_size=12)
     cpath, spath = write_kaggle(challenges, solutions, tmp_path, "synth")
     result = tasks.load_tasks(str(cpath), str(spath))

@@ -361,7 +361,10 @@ def _infer(
             continue
         cost.observe_inference(est, guard.clock.now() - t0)
         done += [t.id for t in part]
-        ops.publish()
+        try:
+            ops.publish()
+        except Exception as e:  # noqa: BLE001 - the answers are on disk; the next one may work
+            _fault(events, report, "publish", e)
     return done
 
 
