@@ -20,7 +20,7 @@ from arc_ttft.tasks import load_tasks, select_tasks
 SMALL = dict(
     challenges="arc1-eval",
     model="tiny",
-    max_seq_len=512,
+    max_seq_len=1024,
     ttt_steps=2,
     learning_rate=1e-2,
     views=2,

@@ -224,3 +224,78 @@ def test_hanging_backend_is_timed_out_quickly():
             0.3,
         )
     assert time.monotonic() - t0 < 3
+
+
+class StrictScoringBackend(ScoringBackend):
+    """Fails the whole call when one item is longer than the engine's context, as vLLM does."""
+
+    def __init__(self, task, good, bad, max_len):
+        super().__init__(task, good, bad)
+        self.max_len = max_len
+        self.items = []
+
+    def score_many(self, items):
+        for p, a, _ in items:
+            if len(p) + len(a) > self.max_len:
+                raise ValueError(f"prompt of {len(p) + len(a)} tokens > max_model_len")
+        self.items += list(items)
+        return super().score_many(items)
+
+
+def _rescore_lengths(t, views, grids, max_seq_len):
+    """Per view: prompt + answer length of each grid, as rescore builds them."""
+    tok = CharTokenizer()
+    end = encoding.end_marker(tok)
+    render = encoding.get_format("digits").render
+    out = []
+    for v in views:
+        prompt, _ = select.view_prompt(t, v, 0, "digits", tok, max_seq_len)
+        n = len(prompt.text)
+        out.append([n + len(render(augment.apply_grid(v, gr)) + end) for gr in grids])
+    return out
+
+
+def test_rescore_leaves_out_views_longer_than_max_seq_len():
+    """A candidate too long for some views: those views are left out for the test input
+    (every candidate keeps a sum over the same views), counted and logged."""
+    from arc_ttft.events import EventLog
+
+    t = make_task()
+    good, wide = g([[1, 2, 3]]), g([[5] * 12, [6] * 12])  # 2x12: 26 chars, transposed 36
+    views = select.rescore_views(t, 8, 0)
+    probe = _rescore_lengths(t, views, [good, wide], None)
+    limit = sorted({max(x) for x in probe})[0]  # the shortest view's longest item fits
+    lengths = _rescore_lengths(t, views, [good, wide], limit)
+    fits = [max(x) <= limit for x in lengths]
+    assert any(fits) and not all(fits)
+    be = StrictScoringBackend(t, good, wide, limit)
+    cands = [_cand(wide.tolist(), 5, -1.0), _cand(good.tolist(), 3, -1.0)]
+    sels = {t.id: [Selection(t.id, 0, cands)]}
+    events = EventLog()
+    n = select.rescore([t], sels, be, CharTokenizer(), "digits", {}, 8, max_seq_len=limit,
+                       events=events)  # fmt: skip
+    s = sels[t.id][0]
+    assert n == 2 * sum(fits) == len(be.items)
+    assert s.rescored and len(s.rescore_views) == sum(fits)
+    assert s.rescore_views == [augment.describe(v) for v, ok in zip(views, fits) if ok]
+    assert s.rescore_dropped == 2 * (len(views) - sum(fits))
+    [e] = [e for e in events.events if e.get("decision") == "rescore-skipped-too-long"]
+    assert e["task"] == t.id and e["items"] == s.rescore_dropped and e["longest"] > limit
+    assert s.to_dict()["rescore_dropped"] == s.rescore_dropped
+
+
+def test_rescore_with_no_view_left_keeps_the_vote():
+    t = make_task()
+    good, huge = g([[1, 2, 3]]), g([[4] * 20] * 20)
+    views = select.rescore_views(t, 3, 0)
+    limit = max(max(x) for x in _rescore_lengths(t, views, [good], None)) + 5
+    be = StrictScoringBackend(t, good, huge, limit)
+    # the huge grid won the vote; every view is too long for it
+    sels = {t.id: [Selection(t.id, 0, select.vote([_cand(huge.tolist(), 4, -1.0),
+                                                   _cand(good.tolist(), 2, -1.0)]))]}  # fmt: skip
+    n = select.rescore([t], sels, be, CharTokenizer(), "digits", {}, 3, max_seq_len=limit)
+    s = sels[t.id][0]
+    assert n == 0 and be.items == []
+    assert not s.rescored and s.rescore_dropped == 6
+    assert s.attempts(t, 0) == (huge.tolist(), good.tolist())  # vote order stands
+    assert s.candidates[0].rank_score == 4.0  # the vote's score

@@ -201,3 +201,54 @@ def test_int4_path_trains(tmp_path):
         [_task(4)], ModelConfig(model="tiny", int4=True), cfg, tmp_path, progress=False
     )
     assert res[0].steps == 2 and np.isfinite(res[0].final_loss)
+
+
+def _big_task(tid: str, small: int = 3, big: int = 1) -> Task:
+    """``small`` 3x4 flip pairs and ``big`` 12x12 ones: asked as the query, a big pair is
+    longer than 200 tokens however many examples are dropped."""
+    rng = np.random.default_rng(7)
+
+    def pair(h, w):
+        g = rng.integers(0, 10, size=(h, w)).astype(np.int8)
+        return Example(g, g[:, ::-1].copy())
+
+    pairs = [pair(3, 4) for _ in range(small)] + [pair(12, 12) for _ in range(big)]
+    return Task(tid, pairs, [pair(3, 4)])
+
+
+def test_samples_longer_than_max_seq_len_are_skipped(peft_model, monkeypatch):
+    pm, tok, _ = peft_model
+    cfg = TTTConfig(ttt_steps=8, lora_rank=8, learning_rate=1e-3)
+    task = _big_task("big")
+    lengths = [len(s.input_ids) for s in ttt.make_samples(task, "digits", tok, 8, 0, 200)]
+    assert any(n > 200 for n in lengths) and any(n <= 200 for n in lengths)
+    seen = []
+    real = ttt.answer_loss
+    monkeypatch.setattr(
+        ttt, "answer_loss", lambda m, b: seen.append(b["input_ids"].shape[1]) or real(m, b)
+    )
+    events = EventLog()
+    res = ttt.train_task(pm, tok, task, cfg, "digits", 200, events=events)
+    assert res.steps == 8 and seen and max(seen) <= 200
+    skipped = [e for e in events.events if e.get("decision") == "skipped-too-long"]
+    assert skipped and res.skipped_samples == len(skipped)
+    assert all(e["stage"] == "ttt" and e["task"] == "big" for e in skipped)
+    assert all(e["length"] > 200 == e["max_seq_len"] for e in skipped)
+    assert events.events[-1]["skipped_samples"] == len(skipped)
+
+
+def test_a_task_with_no_sample_that_fits_gets_no_adapter(peft_model, tmp_path):
+    pm, tok, _ = peft_model
+    cfg = TTTConfig(ttt_steps=4, lora_rank=8)
+    task = _big_task("allbig", small=0, big=3)
+    events = EventLog()
+    res = ttt.train_task(pm, tok, task, cfg, "digits", 200, output_dir=tmp_path, events=events)
+    assert res.steps == 0 and res.adapter is None and res.stop_reason == "too_long"
+    assert res.skipped_samples == 4 and not (tmp_path / task.id).exists()
+    assert len([e for e in events.events if e.get("decision") == "skipped-too-long"]) == 4
+    assert events.events[-1]["steps"] == 0
+
+    # shared mode: that task drops out, the other still trains
+    other = _task(5)
+    res = ttt.train_shared(pm, tok, [task, other], cfg, "digits", 200, events=events)
+    assert res.steps == 8 and res.skipped_samples == 4 and res.stop_reason == "max_steps"

@@ -15,7 +15,9 @@ For each test input of each task:
    transformed by the view and ``backend.score`` gives log P(answer | view prompt).
    The rank key is ``sum of the M log-likelihoods + rescore_vote_weight * log(count)``:
    weight 0 is the pure product of experts, the default 1 lets a grid that many views
-   agreed on win close calls. Ties fall back to the vote order.
+   agreed on win close calls. Ties fall back to the vote order. A view whose prompt plus
+   some candidate exceeds ``max_seq_len`` is left out for that test input (one such item
+   would fail a whole vLLM call); a test input left with no view keeps the vote order.
 5. Attempts 1 and 2 are the two best distinct grids; with fewer than two, the gaps are
    filled with ``submission.fallback_attempts`` (the test input, then ``[[0]]``).
 
@@ -89,6 +91,7 @@ class Selection:
     skipped_views: int = 0  # views whose prompt did not fit max_seq_len
     rescored: bool = False
     rescore_views: list[str] = field(default_factory=list)
+    rescore_dropped: int = 0  # (candidate, view) scores left out: longer than max_seq_len
 
     def top(self, k: int = 2) -> list[np.ndarray]:
         """The ``k`` best distinct grids (fewer when there are fewer candidates)."""
@@ -121,6 +124,7 @@ class Selection:
             "skipped_views": self.skipped_views,
             "rescored": self.rescored,
             "rescore_views": self.rescore_views,
+            "rescore_dropped": self.rescore_dropped,
             "candidates": [c.to_dict() for c in self.candidates],
         }
 
@@ -316,11 +320,15 @@ def rescore(
     seed: int = 0,
     vote_weight: float = 1.0,
     max_seq_len: int | None = None,
+    events: Any = None,
 ) -> int:
     """Re-score the top candidates of every selection with ``m`` views in one call.
 
     Only selections with two or more candidates are re-scored (one candidate has nothing
-    to beat). Returns the number of (candidate, view) scores computed.
+    to beat). With ``max_seq_len``, a view where prompt + any candidate is longer is left
+    out of that selection (its items counted in ``rescore_dropped``, and logged to
+    ``events``): every candidate keeps a sum over the same views. Returns the number of
+    (candidate, view) scores computed.
     """
     if m < 1:
         return 0
@@ -336,18 +344,42 @@ def rescore(
             if len(top) < 2:
                 continue
             views = views or rescore_views(task, m, seed)
+            used = []
+            lengths = []  # prompt + answer of the items left out
             for v in views:
                 prompt, _ = view_prompt(task, v, s.test_index, fmt, tokenizer, max_seq_len)
                 ids = _prompt_ids(prompt, tokenizer)
+                answers = []
                 for c in top:
                     answer = render(augment.apply_grid(v, np.asarray(c.grid, dtype=np.int8))) + end
-                    a_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+                    answers.append(list(tokenizer(answer, add_special_tokens=False)["input_ids"]))
+                if max_seq_len is not None and any(
+                    len(ids) + len(a) > max_seq_len for a in answers
+                ):
+                    lengths += [len(ids) + len(a) for a in answers]
+                    continue
+                used.append(v)
+                for c, a_ids in zip(top, answers):
                     items.append((ids, a_ids, adapters.get(task.id)))
                     owners.append(c)
+            s.rescore_dropped = len(lengths)
+            if lengths and events is not None:
+                events.log(
+                    "select",
+                    task=task.id,
+                    test_index=s.test_index,
+                    decision="rescore-skipped-too-long",
+                    views=len(views) - len(used),
+                    items=len(lengths),
+                    longest=max(lengths),
+                    max_seq_len=max_seq_len,
+                )
+            if not used:
+                continue  # the vote order stands
             for c in top:
                 c.rescore = 0.0
             s.rescored = True
-            s.rescore_views = [augment.describe(v) for v in views]
+            s.rescore_views = [augment.describe(v) for v in used]
             todo.append(s)
     if not items:
         return 0
@@ -393,7 +425,7 @@ def predict_tasks(
     selections = collect(tasks, keyed, completions, fmt, tokenizer, skipped, stats)
     n_scores = rescore(
         tasks, selections, backend, tokenizer, fmt, adapters, cfg.rescore, seed,
-        getattr(cfg, "rescore_vote_weight", 1.0), max_seq_len,
+        getattr(cfg, "rescore_vote_weight", 1.0), max_seq_len, events,
     )  # fmt: skip
     t3 = time.monotonic()
     if events is not None:
@@ -404,6 +436,7 @@ def predict_tasks(
             completions=sum(len(c) for c in completions),
             invalid=stats.failed,
             scores=n_scores,
+            scores_dropped=sum(s.rescore_dropped for sels in selections.values() for s in sels),
             prompt_seconds=round(t1 - t0, 3),
             generate_seconds=round(t2 - t1, 3),
             select_seconds=round(t3 - t2, 3),

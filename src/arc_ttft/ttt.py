@@ -6,6 +6,11 @@ the first step so the loop does no string work. Loss only on the answer tokens (
 on every output grid after the first), and logits are computed only at those positions
 (``logits_to_keep``): with a 150k vocabulary the full logits dominate memory.
 
+Precision: an fp16 base (T4, V100: no bf16) trains with torch's mixed precision, as
+Trainer's ``fp16=True`` does: the LoRA weights stay fp32 (peft's default upcast), the
+forward runs under ``torch.autocast(float16)``, and a ``GradScaler`` scales the loss so
+small fp16 gradients do not underflow, skipping the steps whose gradients overflow.
+
 Why a plain loop and not ``transformers.Trainer``: one Trainer per task costs seconds of
 set-up for 400 tasks, the budget guard must be asked every step, padding-free packing and
 answer-only logits need a custom loss anyway, and the step time must be measured exactly
@@ -19,6 +24,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +244,7 @@ def prepare_peft_model(model, cfg: TTTConfig):
         raise ValueError(
             f"lora_targets: none of {cfg.lora_targets} exist in this model; linear layers are {linear}"
         )
+    check_lora_dtype(cfg, _device_of(model))
     lc = lora_config(cfg)
     lc.target_modules = targets
     model.config.use_cache = False  # required for correct padding-free packing
@@ -253,6 +260,32 @@ def prepare_peft_model(model, cfg: TTTConfig):
             if p.requires_grad:
                 p.data = p.data.to(torch.bfloat16)
     return model
+
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def check_lora_dtype(cfg: TTTConfig, device: torch.device | str) -> None:
+    """Refuse ``lora_dtype=bfloat16`` on a GPU without native bf16 (T4, V100, P100).
+
+    There torch emulates bf16 matmuls: slow, and pointless next to the fp16 mixed
+    precision that ``float32`` LoRA weights get on an fp16 base.
+    """
+    dev = torch.device(device)
+    if cfg.lora_dtype != "bfloat16" or dev.type != "cuda":
+        return
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return
+    try:
+        name = torch.cuda.get_device_name(dev)
+    except Exception:  # noqa: BLE001 - the name only decorates the message
+        name = "this GPU"
+    raise ValueError(
+        f"lora_dtype: 'bfloat16' needs a GPU with bf16 support, and {dev} ({name}) has "
+        "none; use --lora-dtype float32 (the fp16 base then trains with fp16 autocast "
+        "and loss scaling)"
+    )
 
 
 def reset_adapter(model, seed: int, base_adapter: str | None = None) -> None:
@@ -289,6 +322,24 @@ def master_weights(model) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
     ]
 
 
+def base_dtype(model) -> torch.dtype:
+    """The dtype the base model computes in: that of its input embeddings (peft's
+    k-bit preparation makes them fp32, and 4-bit layers return their input's dtype)."""
+    emb = model.get_input_embeddings()
+    return emb.weight.dtype if emb is not None else next(model.parameters()).dtype
+
+
+# torch's default; each overflow halves it and skips that update (TTTResult.skipped_steps)
+INIT_LOSS_SCALE = 2.0**16
+
+
+def make_scaler(model, device: torch.device) -> torch.amp.GradScaler | None:
+    """A GradScaler when the base is fp16 (mixed precision needs loss scaling), else None."""
+    if base_dtype(model) != torch.float16:
+        return None
+    return torch.amp.GradScaler(device.type, init_scale=INIT_LOSS_SCALE)
+
+
 def make_optimizer(model, cfg: TTTConfig, steps: int, masters=()):
     """AdamW and the LR schedule over the trainable parameters (their fp32 ``masters``
     where they have one)."""
@@ -322,11 +373,13 @@ class TTTResult:
     seconds: float
     first_loss: float | None
     final_loss: float | None
-    stop_reason: str  # max_steps | max_time | budget | no_steps
+    stop_reason: str  # max_steps | max_time | budget | no_steps | too_long
     adapter: str | None
     losses: list[float] = field(default_factory=list)
     answer_tokens: int = 0
     dropped_pairs: int = 0
+    skipped_samples: int = 0  # longer than max_seq_len even after dropping pairs
+    skipped_steps: int = 0  # fp16: gradients overflowed, the scaler skipped the update
 
     @property
     def seconds_per_step(self) -> float | None:
@@ -349,11 +402,14 @@ def train_steps(
     progress: bool = False,
     desc: str = "ttt",
     on_step: Callable[[int, float], None] | None = None,
+    info: dict[str, Any] | None = None,
 ) -> tuple[list[float], str, int, float]:
     """Train the active adapter for up to ``steps`` steps on ``samples`` (cycled).
 
     Stops cleanly when ``max_seconds`` is reached or ``should_stop()`` says so, checked
-    before every step. Returns (losses, stop_reason, answer_tokens, seconds).
+    before every step. Returns (losses, stop_reason, answer_tokens, seconds). An fp16 base
+    trains under autocast with loss scaling; ``info`` (when given) receives
+    ``skipped_steps`` (updates the scaler skipped) and ``loss_scale`` (None without one).
     """
     from tqdm.auto import tqdm
 
@@ -367,9 +423,11 @@ def train_steps(
     ]
     masters = master_weights(model)
     opt, sched = make_optimizer(model, cfg, steps, masters)
+    scaler = make_scaler(model, device)
     model.train()
     losses: list[float] = []
     tokens = 0
+    skipped = 0
     reason = "max_steps"
     t0 = time.monotonic()
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
@@ -380,11 +438,22 @@ def train_steps(
         if should_stop is not None and should_stop():
             reason = "budget"
             break
-        loss, n = answer_loss(model, batches[step % len(batches)])
-        loss.backward()
+        with torch.autocast(device.type, dtype=torch.float16, enabled=scaler is not None):
+            loss, n = answer_loss(model, batches[step % len(batches)])
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
         for p, m in masters:
             m.grad, p.grad = p.grad.float(), None
-        opt.step()
+        if scaler is None:
+            opt.step()
+        else:
+            # (a gradient clip would go here, after scaler.unscale_(opt))
+            scale = scaler.get_scale()
+            scaler.step(opt)  # unscales; skips the update if any gradient is inf/nan
+            scaler.update()
+            skipped += scaler.get_scale() < scale
         sched.step()
         opt.zero_grad(set_to_none=True)
         with torch.no_grad():
@@ -399,7 +468,34 @@ def train_steps(
             on_step(step, losses[-1])
     bar.close()
     model.eval()
+    if info is not None:
+        info["skipped_steps"] = skipped
+        info["loss_scale"] = scaler.get_scale() if scaler is not None else None
     return losses, reason, tokens, time.monotonic() - t0
+
+
+def drop_too_long(
+    samples: list[Sample], max_seq_len: int | None, events: EventLog, task_id: str
+) -> list[Sample]:
+    """The samples that fit ``max_seq_len``; each one that does not is logged (stage
+    ``ttt``, decision ``skipped-too-long``) and left out: build_prompt keeps at least one
+    example, so a long query pair can exceed the limit on its own."""
+    if max_seq_len is None:
+        return samples
+    kept = []
+    for i, s in enumerate(samples):
+        if len(s.input_ids) <= max_seq_len:
+            kept.append(s)
+            continue
+        events.log(
+            "ttt",
+            task=task_id,
+            decision="skipped-too-long",
+            sample=i,
+            length=len(s.input_ids),
+            max_seq_len=max_seq_len,
+        )
+    return kept
 
 
 def train_task(
@@ -435,15 +531,24 @@ def train_task(
         cfg.label_mode,
         n_views=cfg.ttt_views,
     )
+    fitting = drop_too_long(samples, max_seq_len, events, task.id)
+    if not fitting:
+        # Nothing to learn from: the task keeps the base model, the run goes on.
+        result = TTTResult(
+            task.id, 0, 0.0, None, None, "too_long", None, skipped_samples=len(samples)
+        )
+        return _log_result(events, result)
+    info: dict[str, Any] = {}
     losses, reason, tokens, seconds = train_steps(
         model,
-        samples,
+        fitting,
         cfg,
         steps,
         max_seconds=cfg.ttt_max_seconds,
         should_stop=should_stop,
         progress=progress,
         desc=f"ttt {task.id}",
+        info=info,
     )
     adapter = None
     if output_dir is not None and losses:
@@ -458,9 +563,16 @@ def train_task(
         adapter=adapter,
         losses=losses,
         answer_tokens=tokens,
-        dropped_pairs=max(len(s.dropped) for s in samples) if samples else 0,
+        dropped_pairs=max(len(s.dropped) for s in fitting),
+        skipped_samples=len(samples) - len(fitting),
+        skipped_steps=info["skipped_steps"],
     )
-    events.log("ttt", task=task.id, **{k: v for k, v in result.to_dict().items() if k != "task_id"})
+    return _log_result(events, result)
+
+
+def _log_result(events: EventLog, result: TTTResult) -> TTTResult:
+    fields = {k: v for k, v in result.to_dict().items() if k != "task_id"}
+    events.log("ttt", task=result.task_id, **fields)
     return result
 
 
@@ -499,7 +611,7 @@ def train_shared(
     """One adapter for all tasks: ``ttt_steps`` steps per task, samples interleaved."""
     events = events or EventLog()
     reset_adapter(model, cfg.seed, cfg.base_adapter)
-    per = [
+    made = [
         make_samples(
             t,
             fmt,
@@ -512,8 +624,15 @@ def train_shared(
         )
         for i, t in enumerate(tasks)
     ]
-    samples = [s for group in zip(*per) for s in group]  # round robin over tasks
+    per = [drop_too_long(group, max_seq_len, events, t.id) for group, t in zip(made, tasks)]
+    skipped = sum(len(a) - len(b) for a, b in zip(made, per))
+    # round robin over tasks (a task whose samples were all too long drops out)
+    samples = [s for group in zip_longest(*per) for s in group if s is not None]
+    if not samples:
+        result = TTTResult("shared", 0, 0.0, None, None, "too_long", None, skipped_samples=skipped)
+        return _log_result(events, result)
     steps = cfg.ttt_steps * len(tasks)
+    info: dict[str, Any] = {}
     losses, reason, tokens, seconds = train_steps(
         model,
         samples,
@@ -523,6 +642,7 @@ def train_shared(
         should_stop=should_stop,
         progress=progress,
         desc="ttt shared",
+        info=info,
     )
     adapter = (
         str(save_adapter(model, Path(output_dir) / "shared")) if output_dir and losses else None
@@ -537,11 +657,10 @@ def train_shared(
         adapter,
         losses,
         tokens,
+        skipped_samples=skipped,
+        skipped_steps=info["skipped_steps"],
     )
-    events.log(
-        "ttt", task="shared", **{k: v for k, v in result.to_dict().items() if k != "task_id"}
-    )
-    return result
+    return _log_result(events, result)
 
 
 def run_ttt(

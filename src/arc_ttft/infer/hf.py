@@ -3,8 +3,14 @@
 Requests are grouped by adapter; each group runs in batches of ``batch_size`` prompts
 (left-padded, KV cache on). Adapters load once per folder (``PeftModel.load_adapter``,
 cached by path, least recently used ones dropped beyond ``max_cached_adapters``); base
-requests run with the adapters disabled. Log-probabilities come from the raw logits
-(``output_logits``), before temperature, as vLLM reports them.
+requests run with the adapters disabled. Log-probabilities come from the raw logits,
+before temperature, as vLLM reports them.
+
+Memory: with a 150k vocabulary, full logits are the largest tensors by far (one 2048-token
+sequence: 1.2 GB in fp32). Generation keeps one step's log-probs at a time
+(``_StepLogprobs``) instead of every step's logits; scoring asks the model for the answer
+positions only (``logits_to_keep``) and sizes its batches so those stay under
+``max_logits_mb``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ class HFBackend:
         batch_size: int = 16,
         max_cached_adapters: int = 8,
         seed: int = 0,
+        max_logits_mb: float = 512.0,
     ):
         self.base = model
         self.model = model  # becomes a PeftModel at the first adapter request
@@ -39,6 +46,8 @@ class HFBackend:
         self.batch_size = max(1, batch_size)
         self.max_cached_adapters = max(1, max_cached_adapters)
         self.seed = seed
+        # fp32 answer logits one scoring batch may hold (at least one item per batch)
+        self.max_logits_bytes = max_logits_mb * 2**20
         self._adapters: OrderedDict[str, str] = OrderedDict()  # resolved path -> adapter name
         self._counter = 0
         self.pad_id = tokenizer.pad_token_id
@@ -136,7 +145,6 @@ class HFBackend:
             eos_token_id=stops or None,
             pad_token_id=self.pad_id,
             return_dict_in_generate=True,
-            output_logits=True,
         )
         if sample:
             kwargs.update(temperature=first.temperature, top_k=0, top_p=1.0)
@@ -144,13 +152,14 @@ class HFBackend:
             kwargs.update(temperature=None, top_k=None, top_p=None)
 
         def go(model):
-            with torch.inference_mode():
-                return model.generate(**kwargs)
+            with torch.inference_mode(), _StepLogprobs(self.base) as rec:
+                out = model.generate(**kwargs)
+            return out, rec
 
-        out = self._run(first.adapter, go)
-        new = out.sequences[:, ids.shape[1] :].cpu()
-        logp = torch.stack(out.logits, dim=1).float().log_softmax(-1).cpu()  # (B*n, T, V)
-        chosen = logp.gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        out, rec = self._run(first.adapter, go)
+        new = out.sequences[:, ids.shape[1] :]
+        chosen = rec.result(new).cpu()  # (B*n, T): log-prob of each generated token
+        new = new.cpu()
         results: list[list[Completion]] = []
         for i, r in enumerate(batch):
             comps = []
@@ -190,24 +199,58 @@ class HFBackend:
         seqs = [list(p) + list(a) for p, a, _ in items]
         ids, mask = self._left_pad(seqs)
         width = ids.shape[1]
+        # Left padding puts every answer at the end: the last max(k) + 1 positions hold all
+        # the logits any item needs (position p predicts token p + 1).
+        keep = min(width, max(len(a) for _, a, _ in items) + 1)
 
         # positions count from each sequence's first real token, as in unpadded runs
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
 
         def fwd(model):
             with torch.inference_mode():
-                return model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+                out = model(
+                    input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep
+                )
+                return out.logits  # (B, keep, V)
 
-        logits = self._run(items[0][2], fwd).float()
-        logp = logits[:, :-1].log_softmax(-1)
-        target = ids[:, 1:]
-        tok_lp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B, width-1)
+        logits = self._run(items[0][2], fwd)
         out = []
-        for i, (_, a, _) in enumerate(items):
+        for i, (p, a, _) in enumerate(items):
             k = len(a)
-            # answer tokens sit at the last k positions; predicted from the k before
-            out.append(float(tok_lp[i, width - 1 - k :].sum()) if k else 0.0)
+            if not k:
+                out.append(0.0)
+                continue
+            # fp32 log-softmax on this item's answer rows only (kept row j predicts token
+            # width - keep + j + 1; with no prompt the first answer token has no row)
+            lo = keep - k - min(1, len(p))
+            logp = logits[i, lo : keep - 1].float().log_softmax(-1)
+            target = ids[i, width - keep + lo + 1 :]
+            out.append(float(logp.gather(-1, target.unsqueeze(-1)).sum()))
         return out
+
+    def _vocab_size(self) -> int:
+        head = self.base.get_output_embeddings()
+        return int(head.weight.shape[0]) if head is not None else int(self.base.config.vocab_size)
+
+    def _score_batches(self, idx: list[int], items: Sequence[ScoreItem]) -> list[list[int]]:
+        """Consecutive runs of ``idx`` of at most ``batch_size`` items whose kept logits
+        (items x (longest answer + 1) x vocab, counted in fp32) stay under the budget."""
+        per_row = 4 * self._vocab_size()
+        batches: list[list[int]] = []
+        part: list[int] = []
+        keep = 0  # the logits positions the current batch keeps
+        for i in idx:
+            k = len(items[i][1]) + 1
+            wider = max(keep, k)
+            full = len(part) == self.batch_size
+            if part and (full or (len(part) + 1) * wider * per_row > self.max_logits_bytes):
+                batches.append(part)
+                part, wider = [], k
+            part.append(i)
+            keep = wider
+        if part:
+            batches.append(part)
+        return batches
 
     def score_many(self, items: Sequence[ScoreItem]) -> list[float]:
         """Sum of answer-token log-probs for each (prompt_ids, answer_ids, adapter)."""
@@ -218,8 +261,7 @@ class HFBackend:
         out = [0.0] * len(items)
         for idx in groups.values():
             idx = sorted(idx, key=lambda i: len(items[i][0]) + len(items[i][1]))
-            for s in range(0, len(idx), self.batch_size):
-                part = idx[s : s + self.batch_size]
+            for part in self._score_batches(idx, items):
                 for i, v in zip(part, self._score_batch([items[i] for i in part])):
                     out[i] = v
         self.stats["score_s"] += time.monotonic() - t0
@@ -234,3 +276,54 @@ class HFBackend:
         self.model = None
         self.base = None
         self._adapters.clear()
+
+
+class _StepLogprobs:
+    """Records, during ``generate``, the raw log-probability of every chosen token.
+
+    Hooks on the transformers model (under any peft wrapper): after each forward the last
+    position's logits become log-probs (fp32, before any logits processor or temperature,
+    as ``output_logits`` gave them); before the next forward, its input (the token just
+    chosen) picks one value per row. Only one step's (rows, vocab) is held at a time,
+    where ``output_logits`` kept every step's. Generated token t comes from forward t.
+    """
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.pending: torch.Tensor | None = None  # (rows, V) log-probs of the last forward
+        self.steps: list[torch.Tensor] = []  # per forward, the chosen token's log-prob
+        self._hooks: list[Any] = []
+
+    def __enter__(self) -> _StepLogprobs:
+        self._hooks = [
+            self.model.register_forward_pre_hook(self._before, with_kwargs=True),
+            self.model.register_forward_hook(self._after),
+        ]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    def _take(self, chosen: torch.Tensor) -> None:
+        if self.pending is not None:
+            self.steps.append(self.pending.gather(-1, chosen.view(-1, 1)).squeeze(-1))
+            self.pending = None
+
+    def _before(self, module: Any, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and self.pending is not None:
+            self._take(ids[:, -1].to(self.pending.device))
+
+    def _after(self, module: Any, args: tuple, output: Any) -> None:
+        self.pending = output.logits[:, -1].float().log_softmax(-1)
+
+    def result(self, new: torch.Tensor) -> torch.Tensor:
+        """(rows, T) log-probs of the generated ids ``new`` (rows, T)."""
+        t = new.shape[1]
+        if len(self.steps) < t and self.pending is not None:  # last token: known only now
+            self._take(new[:, len(self.steps)].to(self.pending.device))
+        if not self.steps:
+            return torch.zeros(new.shape, dtype=torch.float32)
+        return torch.stack(self.steps[:t], dim=1)
