@@ -243,3 +243,43 @@ def test_cli_predict_writes_candidates_and_submission(tiny_path, tmp_path, capsy
     assert all(set(a) == {"attempt_1", "attempt_2"} for a in sub[tid])
     text = capsys.readouterr().out
     assert f"{tid}: candidates" in text and "predicted 1 tasks with hf" in text
+
+
+def test_answer_is_over_only_when_parsing_cannot_change():
+    from arc_ttft.encoding import answer_is_over
+
+    digits = "0123456789\n"
+    assert not answer_is_over("12\n34", digits)
+    assert not answer_is_over("12\n34\n</ans", digits)  # an end marker on its way
+    assert not answer_is_over("12\n34 \n", digits)  # whitespace is stripped by parsing
+    assert answer_is_over("12\n34</answer>", digits)  # complete: the rest is ignored
+    assert answer_is_over("12\n34<|im_end|>zz", digits)
+    assert answer_is_over("12\n3a", digits)  # can never parse
+    assert answer_is_over("12\n34\n<x", digits)
+    assert answer_is_over("12EOS", digits, end="EOS")
+    assert not answer_is_over("2x2\n1 12", "0123456789x \n")  # shaped's header
+
+
+def test_generation_stops_once_the_answer_cannot_parse(backend):
+    """The random tiny model derails at once; with the format's alphabet it stops there,
+    and the parsed answer is the same as when it runs to the cap."""
+    from arc_ttft import encoding
+
+    stops = stop_ids(backend.tokenizer)
+    reqs = [Request(_ids(backend, p), max_new_tokens=40, stop_token_ids=stops) for p in PROMPTS]
+    early = [
+        Request(r.prompt_ids, max_new_tokens=40, stop_token_ids=stops, grid_alphabet="0123456789\n")
+        for r in reqs
+    ]
+    full = backend.generate(reqs)
+    cut = backend.generate(early)
+    end = backend.tokenizer.eos_token
+    for f, c in zip(full, cut):
+        f, c = f[0], c[0]
+        assert f.token_ids[: len(c.token_ids)] == c.token_ids  # a prefix: same greedy path
+        assert encoding.parse_answer(c.text, "digits", end=end) is None
+        assert encoding.parse_answer(f.text, "digits", end=end) is None
+        text = "".join(backend._token_texts()[t] for t in c.token_ids)
+        stopped = c.token_ids[-1] in stops or c.n_tokens == 40
+        assert stopped or encoding.answer_is_over(text, "0123456789\n", end)
+    assert sum(c[0].n_tokens for c in cut) < sum(f[0].n_tokens for f in full)

@@ -112,6 +112,7 @@ class GridFormat:
     render: Callable[[Grid], str]
     parse_reason: Callable[[str], ParseResult]
     doc: str = ""
+    alphabet: str = "0123456789\n"  # every character a rendered grid can contain
 
     def parse(self, text: str) -> Grid | None:
         """The grid in ``text`` (end marker and trailing text cut), or None."""
@@ -225,7 +226,11 @@ FORMATS: dict[str, GridFormat] = {
         "digits", render_digits, parse_digits, "one digit per cell, newline per row"
     ),
     "shaped": GridFormat(
-        "shaped", render_shaped, parse_shaped, "HxW header, rows prefixed with 1-based numbers"
+        "shaped",
+        render_shaped,
+        parse_shaped,
+        "HxW header, rows prefixed with 1-based numbers",
+        alphabet="0123456789x \n",
     ),
 }
 
@@ -259,6 +264,26 @@ def parse_answer(
     if stats is not None:
         stats.add(reason)
     return grid
+
+
+def answer_is_over(text: str, alphabet: str, end: str | None = None) -> bool:
+    """True once no continuation of ``text`` can change what ``parse_answer`` returns.
+
+    Either an end marker is already there (parsing ignores what follows), or the text
+    holds a character that no grid of the format contains (``alphabet``, plus
+    whitespace) and that does not start an end marker: such an answer can never parse.
+    A generator may stop the sequence there; an untrained or derailed model would
+    otherwise run to the cap for nothing.
+    """
+    markers = END_MARKERS + ((end,) if end else ())
+    if any(m in text for m in markers):
+        return True
+    allowed = set(alphabet) | set(" \t\r\n")
+    bad = next((i for i, ch in enumerate(text) if ch not in allowed), None)
+    if bad is None:
+        return False
+    tail = text[bad:]
+    return not any(m.startswith(tail) for m in markers)
 
 
 # ---------------------------------------------------------------------------------------

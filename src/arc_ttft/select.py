@@ -228,6 +228,7 @@ def build_requests(
                     max_new_tokens=new,
                     stop_token_ids=stops,
                     key=RequestKey(task.id, ti, vi, view),
+                    grid_alphabet=encoding.get_format(fmt).alphabet,
                 )
                 out.append((req.key, req))
     return out, skipped

@@ -36,6 +36,9 @@ class Request:
     max_new_tokens: int = 256
     stop_token_ids: list[int] = field(default_factory=list)
     key: Any = None  # the caller's tag (task id, test index, view index, ...)
+    # Characters a grid answer can contain: a backend may stop a sequence as soon as it
+    # can no longer parse (encoding.answer_is_over). None: generate to a stop or the cap.
+    grid_alphabet: str | None = None
 
 
 @dataclass

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
+from arc_ttft import encoding
 from arc_ttft.infer.base import Completion, Request, ScoreItem, cut_at_stop, decode_answer
 
 
@@ -54,6 +56,7 @@ class HFBackend:
         if self.pad_id is None:
             self.pad_id = tokenizer.eos_token_id
         self.stats = {"generate_s": 0.0, "score_s": 0.0, "sequences": 0}
+        self._texts: list[str] | None = None  # token id -> text, for _AnswerOver
 
     @classmethod
     def from_path(
@@ -146,6 +149,10 @@ class HFBackend:
             pad_token_id=self.pad_id,
             return_dict_in_generate=True,
         )
+        over = None
+        if first.grid_alphabet:
+            over = _AnswerOver(self._token_texts(), first.grid_alphabet, self.tokenizer.eos_token)
+            kwargs["stopping_criteria"] = StoppingCriteriaList([over])
         if sample:
             kwargs.update(temperature=first.temperature, top_k=0, top_p=1.0)
         else:  # plain argmax: clear sampling knobs the model's generation_config may carry
@@ -165,7 +172,10 @@ class HFBackend:
             comps = []
             for j in range(n):
                 row = i * n + j
-                toks = cut_at_stop(new[row].tolist()[: r.max_new_tokens], stops)
+                toks = new[row].tolist()[: r.max_new_tokens]
+                if over is not None and over.lengths and over.lengths[row] is not None:
+                    toks = toks[: over.lengths[row]]  # what follows is padding
+                toks = cut_at_stop(toks, stops)
                 lp = float(chosen[row, : len(toks)].sum())
                 text = decode_answer(self.tokenizer, toks, stops)
                 comps.append(Completion(toks, text, lp, len(toks)))
@@ -180,7 +190,7 @@ class HFBackend:
             torch.manual_seed(self.seed)
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
-            key = (r.adapter, r.n, r.temperature, tuple(r.stop_token_ids))
+            key = (r.adapter, r.n, r.temperature, tuple(r.stop_token_ids), r.grid_alphabet)
             groups.setdefault(key, []).append(i)
         results: list[list[Completion] | None] = [None] * len(requests)
         for idx in groups.values():
@@ -192,6 +202,16 @@ class HFBackend:
                     results[i] = comps
         self.stats["generate_s"] += time.monotonic() - t0
         return [r or [] for r in results]
+
+    def _token_texts(self) -> list[str]:
+        """Every token id's text, decoded once per backend. Ids past the tokenizer's (the
+        model's table may have more rows) decode to nothing, in answers too."""
+        if self._texts is None:
+            n = len(self.tokenizer)
+            rows = self.base.get_output_embeddings().weight.shape[0]
+            self._texts = self.tokenizer.batch_decode([[i] for i in range(n)])
+            self._texts += [""] * max(0, rows - n)
+        return self._texts
 
     # -- scoring ----------------------------------------------------------------------
 
@@ -276,6 +296,32 @@ class HFBackend:
         self.model = None
         self.base = None
         self._adapters.clear()
+
+
+class _AnswerOver(StoppingCriteria):
+    """Stops each sequence once its answer can no longer change what parsing returns
+    (``encoding.answer_is_over``): a finished answer, or one that can never parse. The
+    answers that come out are the same; a model that derails stops paying for it."""
+
+    def __init__(self, token_texts: list[str], alphabet: str, end: str | None):
+        self.texts, self.alphabet, self.end = token_texts, alphabet, end
+        self.step = 0  # tokens generated so far
+        self.answers: list[str] = []
+        self.lengths: list[int | None] = []  # per row: tokens generated when it was over
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        last = input_ids[:, -1].tolist()
+        self.step += 1
+        if not self.answers:
+            self.answers, self.lengths = [""] * len(last), [None] * len(last)
+        for i, t in enumerate(last):
+            if self.lengths[i] is not None:
+                continue  # over: generate pads this row from here on
+            self.answers[i] += self.texts[t] if t < len(self.texts) else ""
+            if encoding.answer_is_over(self.answers[i], self.alphabet, self.end):
+                self.lengths[i] = self.step
+        done = [n is not None for n in self.lengths]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 class _StepLogprobs:
