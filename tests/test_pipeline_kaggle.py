@@ -183,9 +183,20 @@ class _Answer:
         return {}
 
 
+class _FakeTokenizer:
+    def __call__(self, text):
+        return {"input_ids": [0] * len(text)}
+
+    def __len__(self):
+        return 10
+
+
 class _FakeBackend:
     name = "fake"
-    tokenizer = [0] * 10
+    tokenizer = _FakeTokenizer()
+
+    def generate(self, requests):
+        return [[] for _ in requests]
 
     def close(self):
         pass
@@ -344,3 +355,15 @@ def test_a_killed_worker_is_replaced_and_the_submission_is_always_whole(tmp_path
     assert any(e["stage"] == "worker_restart" for e in events)
     answered = [t.id for t in tasks if pipeline.read_answers(out, t.id) is not None]
     assert len(answered) == 7
+
+
+def test_the_probe_spreads_over_task_sizes():
+    """The probe's pooled ratio scales the reserve of every task: it must not see only the
+    first (or only the small) tasks, even when the time limit cuts it short."""
+    tasks = load_tasks("arc1-eval").tasks[:40]
+    rank = {t.id: i for i, t in enumerate(tasks)}  # tokens = position: sizes 0..39
+    order = [rank[t.id] for t in schedule.probe_order(tasks, rank, 16)]
+    assert len(set(order)) == 16
+    assert order[0] in range(18, 23)  # the median first
+    assert min(order[:3]) < 5 and max(order[:3]) > 34  # then both extremes
+    assert [rank[t.id] for t in schedule.probe_order(tasks[:2], rank, 16)] == [1, 0]

@@ -273,6 +273,10 @@ class ShardWork:
         from arc_ttft import infer
 
         self.backend = infer.make_backend(self.cfg, device=self.device)
+        # Warm up (vLLM builds its engine at the first call): the load's cost is measured
+        # here, not charged to the first inference chunk, whose time scales the reserve.
+        tok = self.backend.tokenizer
+        self.backend.generate([infer.Request(tok("0\n")["input_ids"], max_new_tokens=1)])
         self.events.log(
             "load", what="backend", backend=self.backend.name, model=self.cfg.model.model,
             vocab=len(self.backend.tokenizer),

@@ -174,6 +174,22 @@ def chunk_timeout(estimate: float, cfg: C.RunConfig, guard: B.Budget) -> float:
     return max(1.0, min(cfg.infer.infer_timeout_s, hang, guard.remaining()))
 
 
+def probe_order(todo: list[Task], tokens: dict[str, float], k: int) -> list[Task]:
+    """``k`` tasks spread over the sizes of ``todo``, in an order that keeps the spread if
+    the probe is cut short (median, then the extremes, then the gaps between).
+
+    The pooled measured/estimated ratio of a probe is what the reserve for *all* tasks is
+    scaled by: the first tasks of the list (often similar, or all small) would bias it.
+    """
+    ranked = sorted(todo, key=lambda t: tokens.get(t.id, 0.0))
+    k = min(k, len(ranked))
+    picks = [ranked[int((i + 0.5) * len(ranked) / k)] for i in range(k)]
+    order = [picks.pop(k // 2)]
+    while picks:  # alternate the smallest and the largest of what is left
+        order.append(picks.pop(0 if len(order) % 2 else -1))
+    return order
+
+
 # ---------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------
@@ -211,7 +227,7 @@ def run_shard(
             adapters.setdefault(t.id, None)
 
     if do_ttt and infer_todo and cfg.infer.probe_tasks > 0:
-        probe = infer_todo[: cfg.infer.probe_tasks]
+        probe = probe_order(infer_todo, tokens, cfg.infer.probe_tasks)
         if _load_backend(ops, cost, events, report, clock):
             limit = clock.now() + PROBE_SHARE * guard.remaining()
             done = _infer(
@@ -377,5 +393,6 @@ __all__ = [
     "inference_workload",
     "chunk_target",
     "next_chunk",
+    "probe_order",
     "run_shard",
 ]
