@@ -54,6 +54,7 @@ def test_run_writes_every_output(tmp_path):
     for name in ("config.json", "run.jsonl", "summary.md", "report.html"):
         assert (out / name).stat().st_size > 0, name
     assert res.score is not None and res.score_line().startswith("score: ")
+    assert f"- score: {res.score.score:.4f} (" in (out / "summary.md").read_text()
     assert C.load(C.RunConfig, out / "config.json") == cfg
     stages = {e["stage"] for e in read_events(out / "run.jsonl")}
     assert {"start", "budget", "ttt", "infer", "select", "end"} <= stages

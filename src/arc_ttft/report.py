@@ -106,7 +106,7 @@ def write_outputs(
     header = dict(header or {})
     header.setdefault("tasks", len(tasks))
     if score is not None:
-        header["score"] = format_score(score)
+        header["score"] = format_score(score).removeprefix("score: ")  # the key says it
     rows = task_rows(out, tasks, score)
     summary = out / "summary.md"
     summary.write_text(summary_markdown(rows, header))

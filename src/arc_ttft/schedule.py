@@ -343,8 +343,8 @@ def _infer(
             target = math.inf if base else chunk_target(todo, cfg, cost, guard)
         k = next_chunk(todo, cfg, cost, target or 0.0)
         part, est = todo[:k], inference_seconds(todo[:k], cfg, cost)
-        # After the chunk: its publish and the run's last write.
-        writes, safety = 2 * cost.overhead("write"), CHUNK_SAFETY
+        # After the chunk: its publish and the run's last write (each may run slow too).
+        writes, safety = 2 * CHUNK_SAFETY * cost.overhead("write"), CHUNK_SAFETY
         if k > 1 and not guard.can_start(est, writes, safety):
             part, est = todo[:1], inference_seconds(todo[:1], cfg, cost)  # one may still fit
         todo = todo[len(part) :]
