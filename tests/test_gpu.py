@@ -65,33 +65,9 @@ def test_half_precision_ttt_loss_is_finite_and_falls(dtype):
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_path():
-    return models.ensure_tiny_model()
-
-
-@pytest.fixture(scope="module")
-def adapters(tiny_path, tmp_path_factory):
-    """Two LoRA adapters (ranks 8 and 4) whose B weights are far from zero, so that they
-    change the outputs (a freshly initialised adapter would not)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    out = []
-    for seed, r in ((1, 8), (2, 4)):
-        base = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32)
-        cfg = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "v_proj", "down_proj"],
-                         init_lora_weights=False)  # fmt: skip
-        torch.manual_seed(seed)
-        pm = get_peft_model(base, cfg)
-        with torch.no_grad():
-            for name, p in pm.named_parameters():
-                if "lora_B" in name:
-                    p.normal_(0, 0.5)
-        folder = tmp_path_factory.mktemp("adapters") / f"task{seed}"
-        pm.save_pretrained(folder)
-        out.append(str(folder))
-    return out
+# The same tiny model and two non-trivial adapters as the CPU vLLM tests.
+tiny_path = cpu_vllm.tiny_path
+adapters = cpu_vllm.adapters
 
 
 @pytest.mark.vllm

@@ -40,9 +40,10 @@ def _tasks(cfg: C.RunConfig):
     )
 
 
-def _valid(path: Path, tasks) -> None:
+def _valid(path: Path, tasks) -> dict:
     sub = submission.read_submission(path)
     assert submission.validate_submission(sub, tasks) == []
+    return sub
 
 
 def test_run_writes_every_output(tmp_path):

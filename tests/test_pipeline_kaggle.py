@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import test_pipeline  # the small run and checks of the pipeline tests
 
 from arc_ttft import budget as B
 from arc_ttft import cli, infer, models, pipeline, schedule, select, submission
@@ -22,34 +23,13 @@ from arc_ttft import config as C
 from arc_ttft.events import EventLog, read_events
 from arc_ttft.tasks import load_tasks, select_tasks
 
-SMALL = dict(
-    challenges="arc1-eval",
-    model="tiny",
-    max_seq_len=512,
-    ttt_steps=2,
-    learning_rate=1e-2,
-    views=2,
-    rescore=0,
-    backend="hf",
-    budget_minutes=5.0,
-    probe_tasks=0,
-)
+# test_pipeline's small run, without the probe or re-scoring (these tests count calls).
+SMALL = {**test_pipeline.SMALL, "max_seq_len": 512, "rescore": 0, "probe_tasks": 0}
+_tasks, _valid = test_pipeline._tasks, test_pipeline._valid
 
 
 def _cfg(tmp_path: Path, **kw) -> C.RunConfig:
     return C.validate(C.from_flat(C.RunConfig, {**SMALL, "output": str(tmp_path / "run"), **kw}))
-
-
-def _tasks(cfg: C.RunConfig):
-    return select_tasks(
-        load_tasks(cfg.data.challenges).tasks, cfg.data.tasks or None, cfg.data.max_tasks
-    )
-
-
-def _valid(path: Path, tasks) -> dict:
-    sub = submission.read_submission(path)
-    assert submission.validate_submission(sub, tasks) == []
-    return sub
 
 
 # ---------------------------------------------------------------------------------------
