@@ -287,9 +287,11 @@ def test_binding_budget_infers_every_task_first(tmp_path):
 def test_a_killed_worker_is_replaced_and_the_submission_is_always_whole(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "arc_ttft", "run", "--output", str(out), "--max-tasks", "7",
-            "--workers", "2", "--budget-minutes", "3", "--ttt-steps", "300"]  # fmt: skip
+            "--workers", "2", "--budget-minutes", "3", "--ttt-steps", "1000",
+            "--max-seq-len", "1024"]  # fmt: skip
+    # 1000 steps a task: the budget binds, so the workers are still busy at 45 s.
     for k, v in SMALL.items():
-        if k not in ("ttt_steps", "budget_minutes"):
+        if k not in ("ttt_steps", "budget_minutes", "max_seq_len"):
             args += ["--" + k.replace("_", "-"), str(v)]
     tasks = select_tasks(load_tasks("arc1-eval").tasks, None, 7)
     problems: list[str] = []

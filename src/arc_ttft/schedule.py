@@ -144,9 +144,7 @@ def inference_reserve(
     return est + (CHUNKS + 1) * cost.overhead("write")
 
 
-def chunk_target(
-    todo: list[Task], cfg: C.RunConfig, cost: B.CostModel, guard: B.Budget
-) -> float:
+def chunk_target(todo: list[Task], cfg: C.RunConfig, cost: B.CostModel, guard: B.Budget) -> float:
     """Seconds an inference chunk aims at: the work of ``todo`` split into ``CHUNKS``
     equal chunks (big enough for the engine to batch, small enough that the submission
     improves as the run goes and that a hang or a refusal costs little), at most a
@@ -167,11 +165,15 @@ def next_chunk(todo: list[Task], cfg: C.RunConfig, cost: B.CostModel, target: fl
     return k
 
 
-def chunk_timeout(estimate: float, cfg: C.RunConfig, guard: B.Budget) -> float:
+def chunk_timeout(
+    estimate: float, cfg: C.RunConfig, guard: B.Budget, keep_seconds: float = 0.0
+) -> float:
     """Seconds after which a chunk counts as hung: a multiple of its estimate, floored,
-    never past the configured timeout or the deadline."""
+    never past the configured timeout, nor past the deadline minus ``keep_seconds`` (the
+    writes that must still follow)."""
     hang = max(HANG_FLOOR_SECONDS, HANG_FACTOR * estimate)
-    return max(1.0, min(cfg.infer.infer_timeout_s, hang, guard.remaining()))
+    left = guard.remaining() - keep_seconds
+    return max(1.0, min(cfg.infer.infer_timeout_s, hang, left))
 
 
 def probe_order(todo: list[Task], tokens: dict[str, float], k: int) -> list[Task]:
@@ -362,15 +364,17 @@ def _infer(
             continue
         t0 = guard.clock.now()
         try:
-            ops.infer(part, adapters, chunk_timeout(est, cfg, guard), base)
+            ops.infer(part, adapters, chunk_timeout(est, cfg, guard, writes), base)
         except Exception as e:  # noqa: BLE001 - the chunk falls back, the run goes on
             _fault(events, report, "inference", e, tasks=[t.id for t in part], base=base)
             if isinstance(e, B.DeadlineExceeded):
                 # A hung backend cannot be trusted with more work: build a fresh one.
                 ops.close_backend()
                 rebuilds += 1
-                if rebuilds > MAX_BACKEND_REBUILDS or not _load_backend(
-                    ops, cost, events, report, guard.clock
+                if (
+                    rebuilds > MAX_BACKEND_REBUILDS
+                    or not guard.can_start(cost.overhead("load_infer"), writes)
+                    or not _load_backend(ops, cost, events, report, guard.clock)
                 ):
                     report.refused += [t.id for t in todo]
                     return done
