@@ -218,7 +218,7 @@ def test_vllm_backend_sizes_engine_and_splits_base_requests(tiny_path, tmp_path,
     reqs = [Request([1, 2], a, 1, 0.0, 8, [0]) for a in (folders[0], None, folders[1], folders[0])]
     out = be.generate(reqs)
     kw = be.llm.kw
-    assert kw["enable_lora"] and kw["max_loras"] == 3 and kw["max_lora_rank"] == 16
+    assert kw["enable_lora"] and kw["max_loras"] == 8 and kw["max_lora_rank"] == 16
     assert kw["dtype"] == "float32" and kw["max_model_len"] == 256
     assert calls[0] is None  # base requests alone
     assert [r.id for r in calls[1]] == [1, 2, 1]  # stable ids per folder

@@ -33,7 +33,7 @@ PROMPTS = [
 
 
 def vllm_env(tmp: str) -> dict[str, str]:
-    """Settings that keep CPU vLLM small, fast and in-process (see STACK.md)."""
+    """Settings that keep CPU vLLM small, fast and in-process (see docs/stack-facts.md)."""
     return {
         "VLLM_CPU_KVCACHE_SPACE": "1",
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",

