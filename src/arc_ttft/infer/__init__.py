@@ -14,18 +14,15 @@ from typing import Any
 from arc_ttft.infer.base import (
     Backend,
     Completion,
-    InferenceTimeout,
     Request,
     max_new_tokens_for,
     query_cap,
     stop_ids,
-    with_timeout,
 )
 
 __all__ = [
     "Backend",
     "Completion",
-    "InferenceTimeout",
     "Request",
     "make_backend",
     "max_new_tokens_for",
@@ -33,7 +30,6 @@ __all__ = [
     "query_cap",
     "stop_ids",
     "vllm_available",
-    "with_timeout",
 ]
 
 

@@ -16,8 +16,7 @@ Conventions both backends follow:
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -82,43 +81,6 @@ class Backend(Protocol):
     def close(self) -> None:
         """Free the model / engine (idempotent)."""
         ...
-
-
-class InferenceTimeout(TimeoutError):
-    """An inference call did not return in time."""
-
-
-def with_timeout(fn: Callable[[], Any], seconds: float | None, what: str = "inference") -> Any:
-    """Run ``fn()`` in a worker thread; raise InferenceTimeout if it takes over ``seconds``.
-
-    A hung Python thread cannot be killed: after a timeout the worker keeps running in
-    the background (daemon thread, so it does not block interpreter exit) and the caller
-    must treat the backend as unusable. That is acceptable for the transformers backend
-    (the next call starts afresh or the run falls back). The vLLM backend needs more: its
-    engine is aborted (``VLLMBackend.close``) so that it frees the GPU. Exceptions from
-    ``fn`` are re-raised in the caller. ``seconds`` None or <= 0 runs ``fn`` directly.
-    """
-    if seconds is None or seconds <= 0:
-        return fn()
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            box["error"] = e
-
-    worker = threading.Thread(target=work, name=f"arc-ttft-{what}", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if worker.is_alive():
-        raise InferenceTimeout(
-            f"{what}: no result after {seconds:.1f} s; the call was abandoned "
-            f"(raise --infer-timeout-s if the model is just slow)"
-        )
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 def _shapes(task_or_grids: Any) -> list[tuple[int, int]]:

@@ -14,7 +14,7 @@ requests and adapter requests are submitted as two separate generate calls: a ba
 with no adapter at all takes vLLM's no-LoRA path and is always right.
 
 Timeouts: the engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` on CPU),
-so a hung call cannot be interrupted; ``with_timeout`` abandons it and the caller must
+so a hung call cannot be interrupted; ``budget.with_deadline`` abandons it and the caller must
 ``close()`` the backend (which shuts the engine down) and fall back.
 
 ``merge_adapters`` (merge each adapter into the weights and run one engine per task) is
