@@ -98,6 +98,12 @@ def test_render_examples():
         ("the answer is\n012", "non_digit"),
         ("01\n\n01", "blank_line"),
         ("-1", "non_digit"),
+        ("</answer>", "empty"),
+        ("<|im_end|>\n012\n345", "empty"),
+        ("012\r\n\r\n345", "blank_line"),
+        ("012\r\n34", "truncated"),
+        ("01 2\n012", "non_digit"),
+        ("[[0, 1], [1, 0]]", "non_digit"),
     ],
 )
 def test_digits_failures(text, reason):
@@ -129,12 +135,44 @@ def test_shaped_failures(text, reason):
     assert stats.reasons[reason] == 1, stats.reasons
 
 
-@settings(max_examples=200, deadline=None)
+# Every reason each parser can give (encoding.parse_digits / parse_shaped).
+REASONS = {
+    "digits": {"empty", "blank_line", "non_digit", "truncated", "ragged"},
+    "shaped": {
+        "empty", "bad_header", "blank_line", "non_digit", "bad_row_number",
+        "truncated", "header_mismatch",
+    },
+}  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
 @given(text=st.text(alphabet=st.sampled_from(list("0123456789x \n\r:ab<|>/")), max_size=60))
-def test_parse_never_raises(text):
+def test_parse_accepts_only_rendered_grids_and_names_every_failure(text):
+    # No end marker can be spelled with this alphabet: the parser sees the text with its
+    # line ends normalised, outer whitespace and each row's trailing blanks dropped.
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").strip().split("\n")
+    normalised = "\n".join(line.rstrip(" \t") for line in lines)
     for name in E.FORMATS:
-        g = E.parse_answer(text, name)
-        assert g is None or (g.ndim == 2 and g.size > 0)
+        stats = E.ParseStats()
+        g = E.parse_answer(text, name, stats)
+        if g is None:
+            # A failure is recorded once, under one of the parser's own reasons (a parser
+            # bug would show as "error: <exception>").
+            assert (stats.ok, stats.failed) == (0, 1)
+            assert set(stats.reasons) <= REASONS[name], stats.reasons
+        else:
+            assert (stats.ok, stats.failed) == (1, 0)
+            assert E.get_format(name).render(g) == normalised
+
+
+def test_a_parser_bug_is_counted_not_raised():
+    def broken(text):
+        return 1 / 0
+
+    fmt = E.GridFormat("broken", E.render_digits, broken)
+    stats = E.ParseStats()
+    assert E.parse_answer("01\n10", fmt, stats) is None
+    assert stats.failed == 1 and stats.reasons == {"error: ZeroDivisionError": 1}
 
 
 def test_parse_stats_and_custom_end():

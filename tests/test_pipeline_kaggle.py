@@ -267,7 +267,7 @@ def test_binding_budget_infers_every_task_first(tmp_path):
         )
     )
     t0 = time.monotonic()
-    res = pipeline.run(cfg, progress=False)
+    pipeline.run(cfg, progress=False)
     took = time.monotonic() - t0
     out = Path(cfg.output)
     tasks = _tasks(cfg)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from arc_ttft import encoding, synthetic
 
@@ -88,7 +89,52 @@ def test_train_five_steps_saves_a_loadable_model(pb, tmp_path):
     assert model.config.hidden_size == 64 and model.config.num_attention_heads == 1
 
     ch, sol = synthetic.generate(2, seed=999, max_size=3)
-    res = pb.evaluate(model, tok, ch, sol, "shaped", max_new=20)
-    assert res["total"] == 2 and 0 <= res["correct"] <= 2
-    res = pb.evaluate(model, tok, ch, sol, "shaped", max_new=20, ttt_steps=1)
-    assert res["total"] == 2
+    for ttt_steps in (0, 1):
+        res = pb.evaluate(model, tok, ch, sol, "shaped", max_new=20, ttt_steps=ttt_steps)
+        _check_counts(res, ch)
+
+
+def _check_counts(res: dict, challenges: dict) -> None:
+    """The totals, the per-family counts and the per-task marks tell one story."""
+    assert set(res["tasks"]) == set(challenges) and set(res["tasks"].values()) <= {0, 1}
+    assert res["total"] == len(challenges)
+    assert res["correct"] == sum(res["tasks"].values())
+    for fam, (ok, n) in res["per_family"].items():
+        mine = [v for t, v in res["tasks"].items() if synthetic.family_of(t) == fam]
+        assert (ok, n) == (sum(mine), len(mine))
+
+
+def test_evaluate_scores_known_answers(pb, tok, monkeypatch):
+    """A stand-in decoder with known answers: one right (with text after the end
+    marker), one well formed but one cell wrong, one unparseable."""
+    ch, sol = synthetic.generate(3, seed=5, families=["flip_h", "rot90"], max_size=4)
+    right, wrong, junk = ch
+    render = encoding.get_format("shaped").render
+    eos = tok.eos_token
+
+    def answer_of(tid: str) -> str:
+        want = np.array(sol[tid][0])
+        if tid == right:
+            return render(want) + eos + "\ninput:\n1x1\n1 0"
+        if tid == wrong:
+            bad = want.copy()
+            bad[0, 0] = (bad[0, 0] + 1) % 10
+            return render(bad) + eos
+        return "12\n3" + eos
+
+    # Each task's prompt ids, built as the pipeline builds them: the stand-in answers by
+    # prompt, so evaluate must feed exactly these.
+    by_prompt = {}
+    for tid, task in ch.items():
+        examples = [(np.array(p["input"]), np.array(p["output"])) for p in task["train"]]
+        prompt = encoding.build_prompt(examples, np.array(task["test"][0]["input"]), "shaped", tok)
+        by_prompt[tuple(encoding.tokenize_prompt(prompt, tok)[0])] = tid
+    assert len(by_prompt) == 3
+    monkeypatch.setattr(pb, "_greedy", lambda m, t, ids, n: answer_of(by_prompt[tuple(ids)]))
+
+    res = pb.evaluate(torch.nn.Identity(), tok, ch, sol, "shaped", max_new=20)
+    assert res["tasks"] == {right: 1, wrong: 0, junk: 0}
+    assert (res["correct"], res["total"]) == (1, 3)
+    assert res["per_family"] == {"flip_h": (1, 2), "rot90": (0, 1)}
+    assert res["parse_failures"] == {"bad_header": 1}
+    _check_counts(res, ch)

@@ -59,30 +59,77 @@ def test_flops_count_lora_and_attention_by_hand():
     from arc_ttft import ttt
     from arc_ttft.config import TTTConfig
 
-    d, m, heads, kv, hd, layers, vocab, r = 64, 128, 4, 2, 16, 2, 50, 4
-    cfg = Qwen2Config(hidden_size=d, intermediate_size=m, num_attention_heads=heads,
-                      num_key_value_heads=kv, head_dim=hd, num_hidden_layers=layers,
-                      vocab_size=vocab, tie_word_embeddings=False)  # fmt: skip
+    cfg = Qwen2Config(hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, num_hidden_layers=2,
+                      vocab_size=50, tie_word_embeddings=False)  # fmt: skip
     torch.manual_seed(0)
     model = ttt.prepare_peft_model(
-        Qwen2ForCausalLM(cfg), TTTConfig(lora_rank=r, lora_targets=["q_proj", "v_proj"])
+        Qwen2ForCausalLM(cfg), TTTConfig(lora_rank=4, lora_targets=["q_proj", "v_proj"])
     )
     coef = speed.flop_coefficients(model)
-    frozen = d * heads * hd + 2 * d * kv * hd + heads * hd * d + 3 * d * m  # q k v o mlp
-    lora = r * (d + heads * hd) + r * (d + kv * hd)  # q and v adapters
-    assert coef["per_token"] == layers * (4 * frozen + 6 * lora)
-    assert coef["per_answer"] == 4 * d * vocab
-    assert coef["per_square"] == 6 * layers * heads * hd
-    assert speed.step_flops(coef, [10, 20], 5) == (
-        coef["per_token"] * 30 + coef["per_answer"] * 5 + coef["per_square"] * 500
-    )
+    # Counted by hand, per layer. Frozen weights: q 64x64 = 4096, k 64x32 = 2048,
+    # v 2048, o 4096, gate/up/down 3 x 64x128 = 24576; 36864 in all, 4 FLOPs each per
+    # token (forward 2, input gradient 2) = 147456. LoRA (rank 4, trained, 6 FLOPs each):
+    # q A 64x4 + B 4x64 = 512, v A 64x4 + B 4x32 = 384; 896 x 6 = 5376.
+    # 2 layers x (147456 + 5376) = 305664.
+    assert coef["per_token"] == 305_664
+    # lm_head 64 x 50 = 3200 frozen weights x 4, at answer positions only.
+    assert coef["per_answer"] == 12_800
+    # attention: 6 x 2 layers x 4 heads x 16 = 768 per L^2
+    assert coef["per_square"] == 768
+    # two sequences of 10 and 20 tokens, 5 answer tokens:
+    # 305664 x 30 + 12800 x 5 + 768 x (100 + 400) = 9169920 + 64000 + 384000
+    assert speed.step_flops(coef, [10, 20], 5) == 9_617_920
+
+
+def test_flops_of_qwen2_0_5b_follow_the_6n_rule():
+    """Against published figures: Qwen2(.5)-0.5B has 0.49B parameters, 0.36B of them
+    outside the embedding (model card); training costs 6 FLOPs per parameter per token
+    (Kaplan et al. 2020, C = 6N), plus 6 x n_layer x n_ctx x d_attn for attention."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    # The published architecture: hidden 896, MLP 4864, 24 layers, 14 query heads and
+    # 2 KV heads of 64, vocabulary 151936, tied embeddings.
+    cfg = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                      num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+                      tie_word_embeddings=True)  # fmt: skip
+    with torch.device("meta"):  # shapes only, no memory
+        model = Qwen2ForCausalLM(cfg)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(0.494e9, rel=1e-3)
+    full = speed.flop_coefficients(model)  # every weight trained
+    assert full["per_token"] == pytest.approx(6 * 0.36e9, rel=0.01)
+    # The output head: 151936 x 896 = 136,134,656 weights, 6 FLOPs each when trained.
+    assert full["per_answer"] == 6 * 136_134_656
+    # 6 x 24 layers x (14 x 64 = 896): 129,024 FLOPs per L^2.
+    assert full["per_square"] == 129_024
+    for p in model.parameters():
+        p.requires_grad_(False)
+    frozen = speed.flop_coefficients(model)  # no weight gradients: 4 of the 6
+    assert frozen["per_token"] == pytest.approx(4 * 0.36e9, rel=0.01)
+    assert frozen["per_answer"] == 4 * 136_134_656
+    # One 1024-token sequence, all trained: about 6 x 0.36e9 x 1024 = 2.21 TFLOP for the
+    # weights, + 129024 x 1024^2 = 0.135 TFLOP attention, + the head at 100 answer tokens
+    # (6 x 136.1M x 100 = 0.082 TFLOP): 2.43 TFLOP.
+    assert speed.step_flops(full, [1024], 100) == pytest.approx(2.43e12, rel=0.01)
 
 
 def test_peak_tflops_from_gpu_names():
-    assert speed.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
-    assert speed.peak_tflops("NVIDIA H100 PCIe") == 756.0
-    assert speed.peak_tflops("Tesla T4") == 65.0
-    assert speed.peak_tflops("NVIDIA L4") == 121.0
+    # NVIDIA datasheets, dense 16-bit tensor peaks (half the "with sparsity" figure):
+    # H100 SXM bf16 1,979 sparse -> 989.5; H100 PCIe 1,513 -> 756.5; H200 as H100 SXM;
+    # A100 bf16 312; L40S bf16 362.05; L4 bf16 242 sparse -> 121; T4 (no bf16) fp16 65.
+    published = {
+        "NVIDIA H100 80GB HBM3": 989.5,
+        "NVIDIA H100 PCIe": 756.5,
+        "NVIDIA H200": 989.5,
+        "NVIDIA A100-SXM4-80GB": 312.0,
+        "NVIDIA A100-PCIE-40GB": 312.0,
+        "NVIDIA L40S": 362.05,
+        "NVIDIA L4": 121.0,
+        "Tesla T4": 65.0,
+    }
+    for name, tflops in published.items():
+        assert speed.peak_tflops(name) == pytest.approx(tflops, rel=0.01), name
     assert speed.peak_tflops("Some Future GPU") is None
 
 

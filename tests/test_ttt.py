@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -55,21 +57,61 @@ def test_labels_cover_exactly_the_answer(tiny):
     assert text.endswith(encoding.end_marker(tok))
 
 
+def _expected_labels(tok, ids: list[int], with_outputs: bool) -> list[int]:
+    """Token positions that should carry a label, found from the decoded prompt text:
+    the answer (everything after the last ``output:`` line) and, with ``with_outputs``,
+    every demonstration output grid after the first one shown."""
+    pieces = [tok.decode([t]) for t in ids]
+    text = "".join(pieces)
+    assert text == tok.decode(ids)  # per-token pieces add up to the text (offsets hold)
+    prime = text.rindex("output:\n") + len("output:\n")
+    spans = [(prime, len(text))]
+    if with_outputs:
+        grids = [m.span(1) for m in re.finditer(r"output:\n([0-9\n]+?)\ninput:", text)]
+        assert len(grids) >= 2, text
+        spans += grids[1:]
+    out, pos = [], 0
+    for i, piece in enumerate(pieces):
+        a, b = pos, pos + len(piece)
+        pos = b
+        if b > a and any(s <= a and b <= e for s, e in spans):
+            out.append(i)
+    return out
+
+
 def test_label_mode_outputs_adds_earlier_outputs(tiny):
     _, tok = tiny
-    task = _task()
-    a = ttt.make_samples(task, "digits", tok, 1, seed=0)[0]
-    b = ttt.make_samples(task, "digits", tok, 1, seed=0, label_mode="outputs")[0]
-    assert a.input_ids == b.input_ids
-    extra = [i for i, (x, y) in enumerate(zip(a.labels, b.labels)) if x != y]
-    assert extra, "outputs mode labels nothing more than the answer"
-    # The second example's output grid is among the extra labelled tokens.
+    task = _task(n_train=4)  # three demonstrations per sample: two of them labelled
     render = encoding.get_format("digits").render
-    assert (
-        render(task.train[0].output).replace("\n", "")
-        in "".join(tok.decode([b.input_ids[i]]) for i in extra).replace("\n", "")
-        or len(extra) > 5
-    )
+    # 8 samples: the identity view (4 queries, shuffled), then a random view.
+    plain = ttt.make_samples(task, "digits", tok, 8, seed=0)
+    outs = ttt.make_samples(task, "digits", tok, 8, seed=0, label_mode="outputs")
+    for a, b in zip(plain, outs):
+        assert a.input_ids == b.input_ids
+        labelled_a = [i for i, t in enumerate(a.labels) if t != ttt.IGNORE]
+        labelled_b = [i for i, t in enumerate(b.labels) if t != ttt.IGNORE]
+        assert labelled_a == _expected_labels(tok, a.input_ids, with_outputs=False)
+        assert labelled_b == _expected_labels(tok, b.input_ids, with_outputs=True)
+        assert all(b.labels[i] == b.input_ids[i] for i in labelled_b)
+
+    # Identity view, spelled out: the labelled runs are the outputs of the train pairs
+    # shown (in task order, the query left out), all but the first, then the answer.
+    end = encoding.end_marker(tok)
+    for b in outs[:4]:
+        runs: list[list[int]] = []
+        for i, t in enumerate(b.labels):
+            if t == ttt.IGNORE:
+                continue
+            if runs and runs[-1][-1] == i - 1:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        texts = [tok.decode([b.input_ids[i] for i in r]) for r in runs]
+        assert texts[-1].endswith(end)
+        rendered = [render(ex.output) for ex in task.train]
+        q = rendered.index(texts[-1].removesuffix(end))  # the pair asked
+        shown = [r for i, r in enumerate(rendered) if i != q]
+        assert texts[:-1] == shown[1:]
 
 
 def test_samples_are_seeded_and_leave_one_out(tiny):
@@ -93,18 +135,32 @@ def test_packed_loss_equals_unpacked(peft_model):
     assert packed.item() == pytest.approx(weighted, rel=1e-4)
 
 
+def _square_task(seed: int = 0, n_train: int = 3, size: int = 3) -> Task:
+    """Like ``_task`` with square grids: every view (dihedral x colours x order) of it
+    renders to the same number of tokens in ``digits`` (one token per cell and row end)."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for _ in range(n_train + 1):
+        g = rng.integers(0, 10, size=(size, size)).astype(np.int8)
+        pairs.append(Example(g, g[:, ::-1].copy()))
+    return Task(f"square{seed}", pairs[:-1], pairs[-1:])
+
+
 def test_equal_lengths_become_rows_with_the_same_loss(peft_model):
     pm, tok, _ = peft_model
-    samples = ttt.make_samples(_task(), "digits", tok, 3, seed=1)
-    n = min(len(s.input_ids) for s in samples)
-    same = [ttt.Sample(s.input_ids[-n:], s.labels[-n:]) for s in samples]
-    batch = ttt.pack(same)
+    # Two passes over three pairs: the identity view, then a random one. A batch of three
+    # consecutive samples (as train_steps takes them) spans both views.
+    samples = ttt.make_samples(_square_task(), "digits", tok, 6, seed=1)[2:5]
+    n = len(samples[0].input_ids)
+    assert {len(s.input_ids) for s in samples} == {n}
+    assert len({tuple(s.input_ids) for s in samples}) == 3
+    batch = ttt.pack(samples)
     assert batch["input_ids"].shape == (3, n) and "position_ids" not in batch
     pm.eval()
     with torch.no_grad():
         rows, k = ttt.answer_loss(pm, batch)
-        parts = [ttt.answer_loss(pm, ttt.pack([s])) for s in same]
-    assert k == sum(j for _, j in parts) == sum(s.n_answer for s in same)
+        parts = [ttt.answer_loss(pm, ttt.pack([s])) for s in samples]
+    assert k == sum(j for _, j in parts) == sum(s.n_answer for s in samples)
     weighted = sum(loss.item() * j for loss, j in parts) / k
     assert rows.item() == pytest.approx(weighted, rel=1e-4)
 
@@ -194,13 +250,44 @@ def test_run_ttt_per_task_and_steps_for(tmp_path):
     assert all((tmp_path / t.id / "adapter_model.safetensors").exists() for t in tasks)
 
 
-def test_int4_path_trains(tmp_path):
-    pytest.importorskip("bitsandbytes", reason="bitsandbytes not installed")
-    cfg = TTTConfig(ttt_steps=2, lora_rank=4, learning_rate=1e-3)
-    res = ttt.run_ttt(
-        [_task(4)], ModelConfig(model="tiny", int4=True), cfg, tmp_path, progress=False
+def _int4_device_or_skip() -> str:
+    """The device run_ttt will load on, skipping when bitsandbytes cannot quantize there
+    (not installed, or a build without that device's backend)."""
+    bnb = pytest.importorskip("bitsandbytes", reason="bitsandbytes not installed")
+    device = str(models.default_device())
+    try:
+        bnb.functional.quantize_4bit(torch.randn(64, 64, device=device), quant_type="nf4")
+    except Exception as e:  # noqa: BLE001 - whatever the backend raises means "no 4-bit here"
+        pytest.skip(f"bitsandbytes {bnb.__version__} cannot quantize on {device}: {e}")
+    return device
+
+
+def test_int4_path_trains(tmp_path, monkeypatch):
+    _int4_device_or_skip()
+    import bitsandbytes as bnb
+    from safetensors.torch import load_file
+
+    loaded = []
+    real = models.load_model
+    monkeypatch.setattr(
+        models, "load_model", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1]
     )
-    assert res[0].steps == 2 and np.isfinite(res[0].final_loss)
+    cfg = TTTConfig(ttt_steps=2, lora_rank=4, learning_rate=1e-3, warmup_steps=0)
+    task = _task(4)
+    res = ttt.run_ttt([task], ModelConfig(model="tiny", int4=True), cfg, tmp_path, progress=False)
+    # The base really is 4-bit: under each LoRA-wrapped projection, a bitsandbytes
+    # Linear4bit holding packed uint8 weights (a full-precision base has nn.Linear).
+    model = loaded[0][0]
+    bases = [m for n, m in model.named_modules() if n.endswith("q_proj.base_layer")]
+    assert bases and all(isinstance(m, bnb.nn.Linear4bit) for m in bases), bases
+    assert all(m.weight.dtype == torch.uint8 for m in bases)
+    assert res[0].steps == 2 and res[0].stop_reason == "max_steps"
+    assert all(np.isfinite(x) for x in res[0].losses) and np.isfinite(res[0].final_loss)
+    weights = load_file(str(tmp_path / task.id / "adapter_model.safetensors"))
+    assert weights and all("lora_" in k for k in weights)
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    # lora_B starts at zero: non-zero after two steps means the 4-bit path learned.
+    assert any(w.abs().sum() > 0 for k, w in weights.items() if "lora_B" in k)
 
 
 def _big_task(tid: str, small: int = 3, big: int = 1) -> Task:
@@ -252,3 +339,19 @@ def test_a_task_with_no_sample_that_fits_gets_no_adapter(peft_model, tmp_path):
     other = _task(5)
     res = ttt.train_shared(pm, tok, [task, other], cfg, "digits", 200, events=events)
     assert res.steps == 8 and res.skipped_samples == 4 and res.stop_reason == "max_steps"
+
+
+def test_ttt_transforms_reach_the_training_views(peft_model, monkeypatch):
+    from arc_ttft import augment
+
+    pm, tok, _ = peft_model
+    asked = []
+    real = augment.make_views
+    monkeypatch.setattr(
+        augment, "make_views", lambda *a, **k: asked.append(k["transforms"]) or real(*a, **k)
+    )
+    cfg = TTTConfig(ttt_steps=2, lora_rank=4, ttt_transforms="none")
+    ttt.train_task(pm, tok, _task(1), cfg, "digits", 2048)
+    assert asked == [(0,)]
+    samples = ttt.make_samples(_task(1), "digits", tok, 12, seed=0, transforms="central")
+    assert asked[-1] == (0, 2) and len(samples) == 12
