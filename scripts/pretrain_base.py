@@ -317,6 +317,9 @@ def model_card(args, step: int, ema: float | None) -> str:
         f"Seed {args.seed}; grid format `{args.format}`; curriculum `{args.curriculum}` "
         f"{CURRICULA[args.curriculum]}; hidden {args.hidden}, layers {args.layers}, heads "
         f"{args.heads}; peak lr {args.lr}; {args.batch_tokens} tokens per step.\n\n"
+        "Data: an endless seeded stream of `arc_ttft.synthetic.make_task` tasks (3-4 train "
+        f"pairs + 1 test pair) over the families {', '.join(synthetic.DEFAULT_FAMILIES)}; "
+        "loss on the test answer and on every demonstration output after the first.\n\n"
         "Prompt layout and tokenizer are the pipeline's (`arc_ttft.encoding.build_prompt`, "
         "the tiny tokenizer with its chat template). Use it with the same `--format`.\n"
     )

@@ -144,3 +144,58 @@ def test_describe():
     assert A.describe(A.identity_view()) == "id"
     v = A.View(1, (0, 2, 1, 3, 4, 5, 6, 7, 8, 9), (1, 0))
     assert A.describe(v) == "rot90 c=0213456789 o=1,0"
+
+
+# ---------------------------------------------------------------------------------------
+# Transform sets: views that keep a geometric rule
+# ---------------------------------------------------------------------------------------
+
+GEOMETRIC = ("rot90", "rot180", "rot270", "flip_h", "flip_v", "transpose", "anti_transpose")
+
+
+def _rule_of(task: Task) -> set[str]:
+    """The geometric families whose rule maps every train input to its output."""
+    from arc_ttft import synthetic
+
+    return {
+        f
+        for f in GEOMETRIC
+        if all(
+            np.array_equal(synthetic.apply_rule(f, ex.input, {}), ex.output) for ex in task.train
+        )
+    }
+
+
+def _geometric_task(family: str, seed: int) -> Task:
+    from arc_ttft import synthetic
+
+    raw = synthetic.make_task(family, seed, 3, 3, 5)
+    return Task(
+        family, [Example(np.array(p["input"]), np.array(p["output"])) for p in raw["train"]], []
+    )
+
+
+@pytest.mark.parametrize("family", GEOMETRIC)
+@pytest.mark.parametrize("kind", ["central", "none"])
+def test_rule_keeping_views_keep_every_geometric_rule(family, kind):
+    task = _geometric_task(family, 1)
+    assert family in _rule_of(task)
+    views = A.make_views(task, 12, seed=2, transforms=A.TRANSFORM_SETS[kind])
+    assert {v.transform for v in views} == set(A.TRANSFORM_SETS[kind])
+    for v in views:
+        assert family in _rule_of(A.apply_task(v, task)), A.describe(v)
+
+
+def test_dihedral_views_turn_rotations_into_other_rules():
+    """The negative control: under all 8 transforms a rot90 task shows another rule."""
+    task = _geometric_task("rot90", 1)
+    views = A.make_views(task, 8, seed=2, transforms=A.TRANSFORM_SETS["dihedral"])
+    rules = [_rule_of(A.apply_task(v, task)) for v in views]
+    assert any("rot90" not in r and "rot270" in r for r in rules)
+
+
+def test_make_views_rejects_unknown_transforms():
+    with pytest.raises(ValueError, match="transforms"):
+        A.make_views(3, 4, seed=0, transforms=(9,))
+    with pytest.raises(ValueError, match="transforms"):
+        A.make_views(3, 4, seed=0, transforms=())

@@ -69,6 +69,34 @@ def test_registry_entry_is_consistent(name):
     assert abs(built / 1e6 - c.params_m) <= 0.10 * c.params_m, (built, c.params_m)
 
 
+def test_arc_nano_is_bundled_and_matches_its_registry_entry():
+    from transformers import AutoModelForCausalLM
+
+    path = models.resolve_model_path("arc-nano", search_roots=[], download=False)
+    assert path == models.BUNDLED_MODELS["arc-nano"]
+    shipped = json.loads((path / "config.json").read_text())
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+        assert shipped[key] == models.ARC_NANO_CONFIG[key], key
+    model = AutoModelForCausalLM.from_pretrained(path)
+    n = sum(p.numel() for p in model.parameters())
+    assert abs(n / 1e6 - models.REGISTRY["arc-nano"].params_m) < 0.01
+    card = (path / "README.md").read_text()
+    assert "pretrain_base.py" in card and "--seed" in card  # the exact command is kept
+    assert models.REGISTRY["arc-nano"].grid_format == "digits"
+
+
+def test_a_model_with_a_registered_format_rejects_another():
+    from arc_ttft import config as C
+
+    ok = C.from_flat(C.RunConfig, {"model": "arc-nano"})
+    assert C.problems(ok) == []
+    bad = C.from_flat(C.RunConfig, {"model": "arc-nano", "format": "shaped"})
+    assert C.problems(bad) == [
+        "format: arc-nano was trained on the 'digits' grid format, not 'shaped'; "
+        "use --format digits"
+    ]
+
+
 def test_default_seq_len(tmp_path):
     assert models.default_seq_len("Qwen2.5-0.5B-Instruct") == 8192
     assert models.default_seq_len("Qwen/Qwen2.5-0.5B-Instruct") == 8192
@@ -375,3 +403,23 @@ def test_cli_models_prints_the_registry(capsys):
         assert name in out
     row = next(line for line in lines if line.startswith("Qwen2.5-0.5B-Instruct "))
     assert row.split()[1:] == ["Qwen/Qwen2.5-0.5B-Instruct", "494.0", "32768", "8192"]
+
+
+def test_registered_run_defaults_apply_unless_set(monkeypatch, tmp_path):
+    import dataclasses
+
+    from arc_ttft import config as C
+
+    cand = dataclasses.replace(
+        models.REGISTRY["tiny"], run_defaults={"learning_rate": 3e-3, "ttt_transforms": "none"}
+    )
+    monkeypatch.setitem(models.REGISTRY, "tiny", cand)
+    cfg = C.from_flat(C.RunConfig, {"model": "tiny"})
+    assert cfg.ttt.learning_rate == 3e-3 and cfg.ttt.ttt_transforms == "none"
+    cfg = C.from_flat(C.RunConfig, {"model": "tiny", "learning_rate": "1e-4"})
+    assert cfg.ttt.learning_rate == 1e-4 and cfg.ttt.ttt_transforms == "none"
+    # another model gets the plain defaults; the written config reads back unchanged
+    other = C.from_flat(C.RunConfig, {"model": "Qwen2-0.5B"})
+    assert other.ttt.learning_rate == C.TTTConfig().learning_rate
+    C.save(cfg, tmp_path / "config.json")
+    assert C.load(C.RunConfig, tmp_path / "config.json") == cfg

@@ -300,3 +300,58 @@ def test_rescore_with_no_view_left_keeps_the_vote():
     assert not s.rescored and s.rescore_dropped == 6
     assert s.attempts(t, 0) == (huge.tolist(), good.tolist())  # vote order stands
     assert s.candidates[0].rank_score == 4.0  # the vote's score
+
+
+def test_view_transforms_limit_generation_and_rescoring_views():
+    t = make_task()
+    be = ScoringBackend(t, g([[1, 1, 1]]), g([[2], [2]]))
+    seen: list[int] = []
+    real = be.generate
+    be.generate = lambda reqs: seen.extend(r.key.view.transform for r in reqs) or real(reqs)
+    cfg = InferConfig(views=8, rescore=3, view_transforms="central")
+    s = select.predict_tasks([t], be, CharTokenizer(), cfg, "digits")[t.id][0]
+    assert len(seen) == 8 and set(seen) == {0, 2}  # identity and rot180 only
+    assert s.rescored and {d.split()[0] for d in s.rescore_views} <= {"id", "rot180"}
+    # the default still spreads over the whole group
+    seen.clear()
+    select.predict_tasks([t], be, CharTokenizer(), InferConfig(views=8, rescore=0), "digits")
+    assert len(set(seen)) == 8
+
+
+def test_base_votes_pool_answers_with_and_without_the_adapter():
+    t = make_task()
+    be = TruthBackend([t])
+    asked: list[str | None] = []
+    real = be.generate
+    be.generate = lambda reqs: asked.extend(r.adapter for r in reqs) or real(reqs)
+    cfg = InferConfig(views=4, rescore=0, base_votes=True)
+    s = select.predict_tasks([t], be, CharTokenizer(), cfg, "digits", {t.id: "/ad"})[t.id][0]
+    assert sorted(asked, key=str) == ["/ad"] * 4 + [None] * 4
+    assert s.samples == 8 and s.candidates[0].count == 8  # one vote pool
+    # a task without an adapter is asked once: the base model is all there is
+    asked.clear()
+    select.predict_tasks([t], be, CharTokenizer(), cfg, "digits", {t.id: None})
+    assert asked == [None] * 4
+
+
+def test_auto_views_ask_an_adapter_in_its_training_views_and_the_base_in_all_eight():
+    t, u = make_task("t"), make_task("u")
+    be = TruthBackend([t, u])
+    seen: dict[str, set[int]] = {"t": set(), "u": set()}
+    real = be.generate
+    be.generate = lambda reqs: (
+        [seen[r.key.task_id].add(r.key.view.transform) for r in reqs] and real(reqs)
+    )
+    cfg = InferConfig(views=8, rescore=0)
+    assert cfg.view_transforms == "auto"
+    select.predict_tasks(
+        [t, u],
+        be,
+        CharTokenizer(),
+        cfg,
+        "digits",
+        {"t": "/ad", "u": None},
+        adapter_transforms="none",
+    )
+    assert seen == {"t": {0}, "u": set(range(8))}
+    assert select.view_transforms("central", "/ad", "none") == "central"  # explicit wins

@@ -91,3 +91,22 @@ def test_the_pipeline_runs_the_simulated_schedule(tmp_path, monkeypatch):
     )
     pipeline.run(cfg, progress=False)
     assert seen and seen[0][0] == "ShardWork" and len(seen[0][1]) == 2
+
+
+def test_base_votes_double_the_planned_inference_of_fine_tuned_tasks():
+    tasks = list(_arc1_eval()[:10])
+    plain = schedule.inference_workload(tasks, _cfg())
+    pooled = schedule.inference_workload(tasks, _cfg(base_votes=True))
+    assert pooled[0] == 2 * plain[0] and pooled[1:] == plain[1:]
+    # the probe asks the base model only, and without TTT there is nothing to pool
+    assert schedule.inference_workload(tasks, _cfg(base_votes=True), base=True) == plain
+    assert schedule.inference_workload(tasks, _cfg(base_votes=True, ttt_steps=0)) == plain
+
+
+def test_base_votes_stay_inside_the_budget():
+    tasks = _arc1_eval()[:120]
+    cfg = _cfg(base_votes=True)
+    costs = S.true_costs_for(tasks, cfg, ttt_ratio=2.0, infer_share=0.2)
+    r = S.simulate(tasks, cfg, costs, runs=4, seed=3)
+    print(r.summary())
+    assert r.overruns == 0 and r.mean_inferred >= 0.98 and r.mean_fraction_used >= 0.90

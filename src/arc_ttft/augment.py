@@ -10,7 +10,7 @@ an exact inverse (a property test checks ``invert_grid(v, apply_grid(v, g)) == g
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +44,17 @@ DIHEDRAL_NAMES: tuple[str, ...] = (
 DIHEDRAL_INVERSE: tuple[int, ...] = (0, 3, 2, 1, 4, 5, 6, 7)
 
 IDENTITY_COLOURS: tuple[int, ...] = tuple(range(10))
+
+# Which geometric transforms views may use. A dihedral view conjugates a task's rule:
+# under a transpose view a rot90 task becomes a rot270 task, so an adapter trained on all
+# 8 learns a mixture of rules. rot180 commutes with every dihedral rule (it is the centre
+# of the group), and colour and order changes commute with every geometric rule, so
+# "central" and "none" keep rotations, flips and transposes what they are.
+TRANSFORM_SETS: dict[str, tuple[int, ...]] = {
+    "dihedral": tuple(range(8)),
+    "central": (0, 2),
+    "none": (0,),
+}
 
 
 @dataclass(frozen=True)
@@ -142,17 +153,21 @@ def make_views(
     permute_colours: bool = True,
     keep_background: bool = True,
     shuffle_order: bool = True,
+    transforms: Sequence[int] | None = None,
 ) -> list[View]:
     """``n`` seeded, reproducible views of a task (or of a task with that many train pairs).
 
-    The transforms cycle through shuffled rounds of all 8, so any 8 consecutive views
-    cover the dihedral group evenly. Colours are a random permutation (0 stays 0 with
-    ``keep_background``), the train order a random permutation. Views are distinct while
-    distinct ones remain; only when the space is exhausted (e.g. colours and order fixed
-    and n > 8) do they repeat.
+    The transforms cycle through shuffled rounds of all 8 (or of ``transforms``, indices
+    into ``DIHEDRAL``), so any 8 consecutive views cover the dihedral group evenly.
+    Colours are a random permutation (0 stays 0 with ``keep_background``), the train order
+    a random permutation. Views are distinct while distinct ones remain; only when the
+    space is exhausted (e.g. colours and order fixed and n > 8) do they repeat.
     """
     if n < 0:
         raise ValueError(f"make_views: n={n} must be >= 0")
+    allowed = sorted(set(range(len(DIHEDRAL)) if transforms is None else transforms))
+    if not allowed or not set(allowed) <= set(range(len(DIHEDRAL))):
+        raise ValueError(f"make_views: transforms={transforms} must be indices into DIHEDRAL")
     n_train = task_or_n_train if isinstance(task_or_n_train, int) else len(task_or_n_train.train)
     rng = random.Random(seed)
     views: list[View] = []
@@ -161,16 +176,17 @@ def make_views(
         views.append(identity_view())
         seen.add(_view_key(views[0]))
 
-    # Rounds of all 8 transforms in shuffled order; the identity view counts for round one.
-    pending = [t for t in range(len(DIHEDRAL)) if not (views and t == 0)]
+    # Rounds of the allowed transforms in shuffled order; the identity view counts for
+    # round one.
+    pending = [t for t in allowed if not (views and t == 0)]
     rng.shuffle(pending)
     while len(views) < n:
         if not pending:
-            pending = list(range(len(DIHEDRAL)))
+            pending = list(allowed)
             rng.shuffle(pending)
         # The round's next transform if it still has an unseen view, else the next one
         # that does, else any transform at all; only then accept a repeat.
-        candidates = pending + [t for t in range(len(DIHEDRAL)) if t not in pending]
+        candidates = pending + [t for t in allowed if t not in pending]
         view = None
         for t in candidates:
             view = _fresh_view(

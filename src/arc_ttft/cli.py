@@ -336,6 +336,7 @@ def _predict_flags(p: argparse.ArgumentParser) -> None:
     _data_flags(p)
     C.add_arguments(p, C.ModelConfig)
     C.add_arguments(p, C.InferConfig)
+    C.add_arguments(p, C.TTTConfig, only=["ttt_transforms"])  # what the adapters saw
     p.add_argument(
         "--adapters",
         help="Folder with one LoRA adapter subfolder per task id (adapter_config.json + "
@@ -361,9 +362,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from arc_ttft import submission as S
     from arc_ttft import tasks as T
 
-    data = C.validate(C.from_namespace(C.DataConfig, args))
-    mcfg = C.validate(C.from_namespace(C.ModelConfig, args))
-    icfg = C.validate(C.from_namespace(C.InferConfig, args))
+    # One RunConfig, so the model's registered defaults apply as in `run`.
+    cfg = C.validate(C.from_namespace(C.RunConfig, args))
+    data, mcfg, icfg = cfg.data, cfg.model, cfg.infer
     loaded = T.load_tasks(data.challenges, data.solutions, skip_invalid=data.skip_invalid)
     for p in loaded.problems:
         print(f"skipped: {p}", file=sys.stderr)
@@ -380,7 +381,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.output)
     (out / "candidates").mkdir(parents=True, exist_ok=True)
     max_seq_len = mcfg.max_seq_len or models.default_seq_len(mcfg.model)
-    cfg = C.RunConfig(data=data, model=mcfg, infer=icfg)
     cfg.ttt.seed = args.seed
     if adapters:
         from arc_ttft.infer.vllm import adapter_rank  # no vllm import: reads adapter_config.json
@@ -392,7 +392,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         sels = select.predict_tasks(
             tasks, backend, backend.tokenizer, icfg, mcfg.format, adapters, max_seq_len,
-            seed=args.seed,
+            seed=args.seed, adapter_transforms=cfg.ttt.ttt_transforms,
         )  # fmt: skip
     finally:
         backend.close()
@@ -428,16 +428,15 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     C.add_arguments(p, C.RunConfig)
 
 
-# The dry run's embedded defaults: CPU, tiny model, 5 bundled tasks, 3 minutes.
+# The dry run's embedded defaults: CPU, the bundled arc-nano model (its registered TTT
+# settings apply), 5 bundled tasks, 3 minutes.
 DRY_RUN_DEFAULTS = {
     "challenges": "arc1-eval",
     "max_tasks": 5,
-    "model": "tiny",
+    "model": "arc-nano",
     "max_seq_len": 1024,
     "budget_minutes": 3.0,
     "safety_margin_minutes": 0.25,
-    "ttt_steps": 16,
-    "learning_rate": 1e-2,
     "views": 4,
     "rescore": 2,
     "backend": "hf",
@@ -469,7 +468,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 @command(
     "dry-run",
-    "The whole pipeline on CPU with the tiny offline model: 5 bundled tasks, 3 minutes.",
+    "The whole pipeline on CPU with the bundled arc-nano model: 5 bundled tasks, 3 minutes.",
     _run_flags,
 )
 def cmd_dry_run(args: argparse.Namespace) -> int:

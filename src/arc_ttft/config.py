@@ -95,6 +95,14 @@ class ModelConfig:
         out = []
         if self.max_seq_len is not None and self.max_seq_len < 64:
             out.append(f"max_seq_len: {self.max_seq_len} is too short for any ARC task; use >= 64")
+        from arc_ttft.models import find_candidate  # no torch: models imports it lazily
+
+        cand = find_candidate(self.model)
+        if cand is not None and cand.grid_format and cand.grid_format != self.format:
+            out.append(
+                f"format: {self.model} was trained on the {cand.grid_format!r} grid format, "
+                f"not {self.format!r}; use --format {cand.grid_format}"
+            )
         return out
 
 
@@ -124,6 +132,13 @@ class TTTConfig:
         None,
         "Distinct augmented views in a task's training data, cycled (default: a fresh view "
         "for every pass over the pairs; 1 = the plain task only).",
+    )
+    ttt_transforms: str = _f(
+        "dihedral",
+        "Geometric transforms of the training views: dihedral (all 8), central (identity and "
+        "rot180, which keep every rotation, flip and transpose rule) or none (colours and "
+        "pair order only).",
+        choices=["dihedral", "central", "none"],
     )
     label_mode: str = _f(
         "answer",
@@ -180,6 +195,19 @@ class InferConfig:
         choices=["auto", "vllm", "hf"],
     )
     views: int = _f(8, "Augmented views per test input (the identity view first).")
+    view_transforms: str = _f(
+        "auto",
+        "Geometric transforms of the inference and re-scoring views (as --ttt-transforms); "
+        "auto: a task's adapter is asked in the views it was trained in (--ttt-transforms), "
+        "the base model in all 8.",
+        choices=["auto", "dihedral", "central", "none"],
+    )
+    base_votes: bool = _f(
+        False,
+        "Also ask every view of a fine-tuned task without its adapter and pool those answers "
+        "into the vote: TTT fixes some tasks and breaks others, and the base model's votes "
+        "keep what it already solved. Doubles the generation work of fine-tuned tasks.",
+    )
     samples: int = _f(1, "Samples per view (1 = greedy; diversity comes from the views).")
     temperature: float = _f(0.0, "Sampling temperature (0 = greedy).")
     rescore: int = _f(
@@ -386,6 +414,9 @@ def from_flat(cls: type, values: dict[str, Any]) -> Any:
     pass silently).
     """
     known = flat_fields(cls)
+    if "model" in known:
+        given = model_defaults(values.get("model", known["model"][0].default))
+        values = {**{k: v for k, v in given.items() if k in known}, **values}
     unknown = sorted(set(values) - set(known))
     errors = [f"{u}: unknown parameter" for u in unknown]
 
@@ -407,6 +438,15 @@ def from_flat(cls: type, values: dict[str, Any]) -> Any:
     if errors:
         raise ConfigError(errors)
     return cfg
+
+
+def model_defaults(model: Any) -> dict[str, Any]:
+    """The settings registered as best for ``model`` (``Candidate.run_defaults``), which
+    ``from_flat`` puts under the values it is given."""
+    from arc_ttft.models import find_candidate  # no torch: models imports it lazily
+
+    cand = find_candidate(str(model))
+    return dict(cand.run_defaults) if cand is not None else {}
 
 
 def from_namespace(cls: type, ns: argparse.Namespace) -> Any:

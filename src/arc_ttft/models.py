@@ -3,7 +3,8 @@
 Where a model comes from (``resolve_model_path``), in order:
 
 1. an explicit folder (a path that exists, holding ``config.json``);
-2. ``tiny``: built once, offline, by ``ensure_tiny_model``;
+2. ``tiny``: built once, offline, by ``ensure_tiny_model``; ``arc-nano``: the small
+   trained base shipped in the package (``BUNDLED_MODELS``);
 3. Kaggle inputs (``/kaggle/input/**``): a folder named like the model (short name or the
    hub id's last part, case-insensitive) holding ``config.json``; failing that, its
    instruct variant (``Qwen2-0.5B`` finds ``qwen2-0.5b-instruct``);
@@ -29,7 +30,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,10 @@ class Candidate:
     max_context: int  # longest context the model was trained for
     default_seq_len: int  # sensible --max-seq-len for TTT on a 16 GB GPU
     config: dict
+    grid_format: str | None = None  # the --format a model trained on grids expects
+    # Run settings measured best for this model (RunConfig field -> value); they apply
+    # where the user sets nothing else (config.from_flat).
+    run_defaults: dict = field(default_factory=dict)
 
 
 def _qwen2(hidden, inter, layers, heads, kv, max_pos, window_layers, eos=151643) -> dict:
@@ -155,6 +160,29 @@ TINY_CONFIG: dict = {
     "initializer_range": 0.1,
 }
 
+# arc-nano: a small base trained here from scratch on generated tasks
+# (scripts/pretrain_base.py, see its model card), shipped inside the package.
+ARC_NANO_CONFIG: dict = {
+    **TINY_CONFIG,
+    "hidden_size": 128,
+    "intermediate_size": 512,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "rope_theta": 10000.0,
+}
+# arc-nano's TTT, measured on held-out generated tasks (benchmarks/learning.md): views
+# that keep every rule (colours and pair order only: under a dihedral view a rot90 task
+# becomes rot270, and a mirror task one the base never saw), loss on every demonstration
+# output, 64 steps at 1e-3. The adapter is asked in the same views (view_transforms=auto).
+ARC_NANO_TTT: dict = {
+    "ttt_transforms": "none",
+    "label_mode": "outputs",
+    "ttt_steps": 64,
+    "learning_rate": 1e-3,
+}
+BUNDLED_MODELS: dict[str, Path] = {"arc-nano": Path(__file__).parent / "data" / "arc-nano"}
+
 _QWEN_05 = (896, 4864, 24, 14, 2)
 _QWEN_15 = (1536, 8960, 28, 12, 2)
 
@@ -162,6 +190,8 @@ REGISTRY: dict[str, Candidate] = {
     c.name: c
     for c in [
         Candidate("tiny", "arc-ttft/tiny", 1.31, 8192, 2048, TINY_CONFIG),
+        Candidate("arc-nano", "arc-ttft/arc-nano", 1.12, 8192, 2048, ARC_NANO_CONFIG,
+                  grid_format="digits", run_defaults=ARC_NANO_TTT),
         Candidate("Qwen2-0.5B", "Qwen/Qwen2-0.5B", 494.0, 32768, 8192,
                   _qwen2(*_QWEN_05, 131072, 24)),
         Candidate("Qwen2-0.5B-Instruct", "Qwen/Qwen2-0.5B-Instruct", 494.0, 32768, 8192,
@@ -457,6 +487,11 @@ def resolve_model_path(
 
     if name_or_path.strip().lower() == "tiny":
         return ensure_tiny_model()
+    bundled = BUNDLED_MODELS.get(name_or_path.strip().lower())
+    if bundled is not None:
+        if (bundled / "config.json").is_file():
+            return bundled
+        looked.append(f"bundled model {bundled}: no config.json (fix: reinstall the package)")
 
     cand = find_candidate(name_or_path)
     roots = [Path(r) for r in (search_roots if search_roots is not None else [KAGGLE_INPUT])]

@@ -291,6 +291,7 @@ class ShardWork:
                 tasks, backend, backend.tokenizer, self.cfg.infer, self.cfg.model.format,
                 {} if base else {t.id: adapters.get(t.id) for t in tasks}, self.max_seq_len,
                 seed=self.cfg.ttt.seed, events=self.events,
+                adapter_transforms=self.cfg.ttt.ttt_transforms,
             ),
             timeout_s,
         )  # fmt: skip

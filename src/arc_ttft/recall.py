@@ -100,7 +100,7 @@ def measure_recall(
     demos = {t.id: demonstration_tasks(t) for t in tasks}
     flat = [d for t in tasks for d in demos[t.id]]
     try:
-        kw = dict(seed=cfg.ttt.seed, events=events)
+        kw = dict(seed=cfg.ttt.seed, events=events, adapter_transforms=cfg.ttt.ttt_transforms)
         with_sel = select.predict_tasks(
             flat, backend, backend.tokenizer, cfg.infer, cfg.model.format,
             {d.id: adapters.get(d.id.rsplit("#", 1)[0]) for d in flat}, max_seq_len, **kw,

@@ -112,18 +112,25 @@ def answer_tokens(task: Task, cfg: C.RunConfig) -> float:
     return float(min(n, cfg.infer.max_new_tokens) if cfg.infer.max_new_tokens else n)
 
 
-def inference_workload(tasks: list[Task], cfg: C.RunConfig) -> tuple[int, float, int]:
-    """(prompts, typical answer tokens, re-scoring calls) that inference of ``tasks`` needs."""
+def inference_workload(
+    tasks: list[Task], cfg: C.RunConfig, base: bool = False
+) -> tuple[int, float, int]:
+    """(prompts, typical answer tokens, re-scoring calls) that inference of ``tasks`` needs
+    (``base``: the probe's, without adapters)."""
     n_tests = sum(len(t.test) for t in tasks)
     n_prompts = n_tests * cfg.infer.views * cfg.infer.samples
+    if cfg.infer.base_votes and cfg.ttt.ttt_steps > 0 and not base:
+        n_prompts *= 2  # every view is asked with and without the adapter
     n_scores = n_tests * cfg.infer.rescore * 2  # ~two distinct candidates per test input
     out_tokens = float(np.mean([answer_tokens(t, cfg) for t in tasks for _ in t.test]))
     return n_prompts, out_tokens, n_scores
 
 
-def inference_seconds(tasks: list[Task], cfg: C.RunConfig, cost: B.CostModel) -> float:
+def inference_seconds(
+    tasks: list[Task], cfg: C.RunConfig, cost: B.CostModel, base: bool = False
+) -> float:
     """Predicted seconds of inference of ``tasks`` on a loaded backend."""
-    return cost.inference_seconds(*inference_workload(tasks, cfg)) if tasks else 0.0
+    return cost.inference_seconds(*inference_workload(tasks, cfg, base)) if tasks else 0.0
 
 
 def inference_reserve(
@@ -343,11 +350,11 @@ def _infer(
             # The probe is small: the rest of it goes as one chunk.
             target = math.inf if base else chunk_target(todo, cfg, cost, guard)
         k = next_chunk(todo, cfg, cost, target or 0.0)
-        part, est = todo[:k], inference_seconds(todo[:k], cfg, cost)
+        part, est = todo[:k], inference_seconds(todo[:k], cfg, cost, base)
         # After the chunk: its publish and the run's last write (each may run slow too).
         writes, safety = 2 * CHUNK_SAFETY * cost.overhead("write"), CHUNK_SAFETY
         if k > 1 and not guard.can_start(est, writes, safety):
-            part, est = todo[:1], inference_seconds(todo[:1], cfg, cost)  # one may still fit
+            part, est = todo[:1], inference_seconds(todo[:1], cfg, cost, base)  # one may fit
         todo = todo[len(part) :]
         if base and guard.clock.now() + safety * est > until:
             return done  # the probe has measured enough; it must not eat the run's time

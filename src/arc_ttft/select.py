@@ -27,6 +27,7 @@ in one ``score_many`` call), so vLLM can batch the whole shard across adapters.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import zlib
@@ -154,14 +155,34 @@ def task_seed(seed: int, task_id: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(task_id.encode())) % (2**31)
 
 
-def task_views(task: Task, n: int, seed: int = 0) -> list[augment.View]:
-    """The ``n`` generation views of a task (identity first), reproducible from ``seed``."""
-    return augment.make_views(task, n, task_seed(seed, task.id), identity_first=True)
+def view_transforms(setting: str, adapter: str | None, adapter_transforms: str) -> str:
+    """The transform set of a task's views: ``setting``, or for ``auto`` the one its adapter
+    was trained under (it learnt the rule in those views; under others a rotation can
+    become another rotation), and all 8 for the base model (more diverse votes)."""
+    if setting != "auto":
+        return setting
+    return adapter_transforms if adapter else "dihedral"
 
 
-def rescore_views(task: Task, m: int, seed: int = 0) -> list[augment.View]:
+def task_views(
+    task: Task, n: int, seed: int = 0, transforms: str = "dihedral"
+) -> list[augment.View]:
+    """The ``n`` generation views of a task (identity first), reproducible from ``seed``;
+    ``transforms`` names their geometric transforms (augment.TRANSFORM_SETS)."""
+    allowed = augment.TRANSFORM_SETS[transforms]
+    return augment.make_views(
+        task, n, task_seed(seed, task.id), identity_first=True, transforms=allowed
+    )
+
+
+def rescore_views(
+    task: Task, m: int, seed: int = 0, transforms: str = "dihedral"
+) -> list[augment.View]:
     """``m`` views for re-scoring, drawn with another seed than the generation views."""
-    return augment.make_views(task, m, task_seed(seed + 7919, task.id), identity_first=False)
+    allowed = augment.TRANSFORM_SETS[transforms]
+    return augment.make_views(
+        task, m, task_seed(seed + 7919, task.id), identity_first=False, transforms=allowed
+    )
 
 
 def view_prompt(
@@ -322,6 +343,7 @@ def rescore(
     vote_weight: float = 1.0,
     max_seq_len: int | None = None,
     events: Any = None,
+    transforms: dict[str, str] | str = "dihedral",
 ) -> int:
     """Re-score the top candidates of every selection with ``m`` views in one call.
 
@@ -329,7 +351,8 @@ def rescore(
     to beat). With ``max_seq_len``, a view where prompt + any candidate is longer is left
     out of that selection (its items counted in ``rescore_dropped``, and logged to
     ``events``): every candidate keeps a sum over the same views. Returns the number of
-    (candidate, view) scores computed.
+    (candidate, view) scores computed. ``transforms`` names the views' geometric
+    transforms (augment.TRANSFORM_SETS), for all tasks or per task id.
     """
     if m < 1:
         return 0
@@ -344,7 +367,8 @@ def rescore(
             top = s.candidates[:RESCORE_MAX_CANDIDATES]
             if len(top) < 2:
                 continue
-            views = views or rescore_views(task, m, seed)
+            kind = transforms if isinstance(transforms, str) else transforms[task.id]
+            views = views or rescore_views(task, m, seed, kind)
             used = []
             lengths = []  # prompt + answer of the items left out
             for v in views:
@@ -408,17 +432,28 @@ def predict_tasks(
     *,
     seed: int = 0,
     events: Any = None,
+    adapter_transforms: str = "dihedral",
 ) -> dict[str, list[Selection]]:
     """Views -> one generate call -> parse/invert/vote -> (re-score) for ``tasks``.
 
-    ``cfg`` is an InferConfig (views, samples, temperature, rescore, rescore_vote_weight,
-    max_new_tokens). ``adapters`` maps task id -> adapter folder (None or missing: base
-    model). Returns task id -> one Selection per test input, in test order.
+    ``cfg`` is an InferConfig (views, view_transforms, base_votes, samples, temperature,
+    rescore, rescore_vote_weight, max_new_tokens). ``adapters`` maps task id -> adapter
+    folder (None or missing: base model). ``adapter_transforms``: the transforms the
+    adapters were trained under, which ``view_transforms="auto"`` asks them in. Returns
+    task id -> one Selection per test input, in test order.
     """
     adapters = adapters or {}
     t0 = time.monotonic()
-    views = {t.id: task_views(t, cfg.views, seed) for t in tasks}
+    transforms = {
+        t.id: view_transforms(getattr(cfg, "view_transforms", "dihedral"), adapters.get(t.id),
+                              adapter_transforms)
+        for t in tasks
+    }  # fmt: skip
+    views = {t.id: task_views(t, cfg.views, seed, transforms[t.id]) for t in tasks}
     keyed, skipped = build_requests(tasks, views, fmt, tokenizer, adapters, cfg, max_seq_len)
+    if getattr(cfg, "base_votes", False):
+        # The same prompts without the adapter; same keys, so collect() pools the votes.
+        keyed += [(k, dataclasses.replace(r, adapter=None)) for k, r in keyed if r.adapter]
     t1 = time.monotonic()
     completions = backend.generate([r for _, r in keyed]) if keyed else []
     t2 = time.monotonic()
@@ -426,7 +461,7 @@ def predict_tasks(
     selections = collect(tasks, keyed, completions, fmt, tokenizer, skipped, stats)
     n_scores = rescore(
         tasks, selections, backend, tokenizer, fmt, adapters, cfg.rescore, seed,
-        getattr(cfg, "rescore_vote_weight", 1.0), max_seq_len, events,
+        getattr(cfg, "rescore_vote_weight", 1.0), max_seq_len, events, transforms,
     )  # fmt: skip
     t3 = time.monotonic()
     if events is not None:

@@ -84,7 +84,8 @@ class FakeShard:
             self.clock.advance(timeout_s)
             raise B.DeadlineExceeded(f"simulated hang after {timeout_s:.0f} s")
         truth = sum(
-            self.costs.gen_per_token * _raw_workload([t], self.cfg) * self._jit() for t in tasks
+            self.costs.gen_per_token * _raw_workload([t], self.cfg, base) * self._jit()
+            for t in tasks
         )
         if truth > timeout_s:
             self.clock.advance(timeout_s)
@@ -99,9 +100,9 @@ class FakeShard:
         self.clock.advance(self.costs.write_seconds * self._jit())
 
 
-def _raw_workload(tasks: list[Task], cfg: C.RunConfig) -> float:
+def _raw_workload(tasks: list[Task], cfg: C.RunConfig, base: bool = False) -> float:
     """prompts x answer tokens (+ re-scoring at the same rate): the unit of inference cost."""
-    n_prompts, out_tokens, n_scores = schedule.inference_workload(tasks, cfg)
+    n_prompts, out_tokens, n_scores = schedule.inference_workload(tasks, cfg, base)
     return (n_prompts + 0.1 * n_scores) * out_tokens
 
 

@@ -109,12 +109,14 @@ def make_samples(
     label_mode: str = "answer",
     holdout: int | None = None,
     n_views: int | None = None,
+    transforms: str = "dihedral",
 ) -> list[Sample]:
     """``n`` leave-one-out samples of ``task`` under random views (seeded).
 
     The first ``len(train)`` samples use the identity view, so short runs still see every
     pair plain. ``n_views`` caps the distinct views (cycled; None = a new view for every
     pass over the pairs). ``holdout`` leaves one train pair out entirely (validation).
+    ``transforms`` names the geometric transforms views may use (augment.TRANSFORM_SETS).
     """
     pairs = [ex for i, ex in enumerate(task.train) if i != holdout]
     if len(pairs) < 2:
@@ -122,7 +124,12 @@ def make_samples(
         pairs = pairs * 2
     base = Task(task.id, pairs, [])
     passes = max(1, math.ceil(n / len(pairs)))
-    views = augment.make_views(len(pairs), min(passes, n_views or passes), seed)
+    views = augment.make_views(
+        len(pairs),
+        min(passes, n_views or passes),
+        seed,
+        transforms=augment.TRANSFORM_SETS[transforms],
+    )
     views = [views[i % len(views)] for i in range(passes)]
     rng = random.Random(seed)
     out: list[Sample] = []
@@ -530,6 +537,7 @@ def train_task(
         max_seq_len,
         cfg.label_mode,
         n_views=cfg.ttt_views,
+        transforms=cfg.ttt_transforms,
     )
     fitting = drop_too_long(samples, max_seq_len, events, task.id)
     if not fitting:
@@ -621,6 +629,7 @@ def train_shared(
             max_seq_len,
             cfg.label_mode,
             n_views=cfg.ttt_views,
+            transforms=cfg.ttt_transforms,
         )
         for i, t in enumerate(tasks)
     ]
