@@ -178,7 +178,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _settings(overrides: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "(defaults)"
+    return ", ".join(f"{k}={v}" for k, v in overrides.items()) or "(the model's own settings)"
 
 
 def results_markdown(records: list[dict[str, Any]]) -> str:
