@@ -32,7 +32,11 @@ def parse_set(items: list[str]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arms", default="base,ttt", help=f"named arms: {', '.join(learning.ARMS)}")
-    ap.add_argument("--arm", default=None, help="name of one extra arm made of the --set values")
+    ap.add_argument(
+        "--arm",
+        default=None,
+        help="run only this arm, named so and made of the --set values (instead of --arms)",
+    )
     ap.add_argument("--set", action="append", default=[], help="KEY=VALUE run field (repeat)")
     ap.add_argument("--model", default=learning.HARNESS_DEFAULTS["model"])
     ap.add_argument("--n-tasks", type=int, default=40)
