@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from arc_ttft import config as C
-from arc_ttft import pipeline, submission, synthetic
+from arc_ttft import pipeline, synthetic
 from arc_ttft.events import read_events
 
 # Families the arc-nano base misses without TTT: where TTT has to earn its keep.
@@ -74,7 +74,8 @@ class HeldOutSet:
         return f"gen{self.n_tasks}-s{self.seed}-{self.min_size}to{self.max_size}-{fams}"
 
     def write(self, folder: str | Path) -> tuple[Path, Path]:
-        """Write (or reuse) ``<name>_challenges.json`` and ``<name>_solutions.json``."""
+        """Write ``<name>_challenges.json`` and ``<name>_solutions.json`` (seeded: the
+        same files every time)."""
         challenges, solutions = synthetic.generate(
             self.n_tasks, self.seed, self.families, self.min_size, self.max_size
         )
@@ -136,9 +137,9 @@ def run_arm(
     t0 = time.monotonic()
     result = pipeline.run(cfg, progress=False)
     seconds = time.monotonic() - t0
-    sub = submission.read_submission(result.submission)
-    truth = json.loads(Path(solutions).read_text())
-    score = submission.score_submission(sub, truth)
+    score = result.score  # the run scores its submission: the solutions are known
+    if score is None:
+        raise RuntimeError(f"{name}: the run has no score (fix: check {solutions})")
     trained = [
         e
         for e in read_events(result.output / "run.jsonl")
