@@ -90,11 +90,28 @@ class ModelConfig:
         "Keep only the tokens prompts can contain (digits, newline, prompt words, special "
         "tokens): slices embeddings and lm_head, remaps the tokenizer (vocab.load_shrunk).",
     )
+    rope_scaling: str | None = _f(
+        None,
+        "Stretch the model's context: linear:FACTOR or yarn:FACTOR (e.g. yarn:4 takes a 2k "
+        "model to 8k), written into the model config that transformers and vLLM both read. "
+        "Fine-tune with it (`arc-ttft finetune`) before relying on the longer prompts.",
+    )
 
     def problems(self) -> list[str]:
         out = []
         if self.max_seq_len is not None and self.max_seq_len < 64:
             out.append(f"max_seq_len: {self.max_seq_len} is too short for any ARC task; use >= 64")
+        if self.rope_scaling is not None:
+            kind, _, factor = self.rope_scaling.partition(":")
+            try:
+                ok = kind in ("linear", "yarn") and float(factor) > 1
+            except ValueError:
+                ok = False
+            if not ok:
+                out.append(
+                    f"rope_scaling: {self.rope_scaling!r} is not linear:FACTOR or yarn:FACTOR "
+                    "with FACTOR > 1; e.g. --rope-scaling yarn:4"
+                )
         from arc_ttft.models import find_candidate  # no torch: models imports it lazily
 
         cand = find_candidate(self.model)
@@ -208,6 +225,34 @@ class InferConfig:
         "into the vote: TTT fixes some tasks and breaks others, and the base model's votes "
         "keep what it already solved. Doubles the generation work of fine-tuned tasks.",
     )
+    sampling: str = _f(
+        "auto",
+        "How a view's answers are generated: greedy (one argmax answer), sample (--samples "
+        "at --temperature), dfs (depth-first search: every answer whose probability stays "
+        ">= --min-prob, the ARChitects' and NVARC's method). auto: dfs on a CUDA GPU, where "
+        "the anchors used it; greedy on CPU (or sample when --samples > 1).",
+        choices=["auto", "greedy", "sample", "dfs"],
+    )
+    min_prob: float = _f(
+        0.1,
+        "DFS: keep a branch while its probability stays >= this (published: 0.17 and 0.10 "
+        "ARChitects 2024, 0.07 ARChitects 2025, 0.2 NVARC).",
+    )
+    dfs_max_candidates: int = _f(8, "DFS: at most this many answers per view (most likely first).")
+    dfs_max_nodes: int = _f(
+        4096,
+        "DFS: at most this many expanded nodes (one token forward each) per view; bounds the "
+        "cost of a flat distribution.",
+    )
+    scorer: str = _f(
+        "auto",
+        "How candidates are ranked: vote (count, then mean log-prob), poe (product of experts "
+        "over --rescore views + vote weight), nvarc (views that found it - mean NLL under "
+        "--rescore views), architects (sum over finding views of 3 - NLL + mean over them of "
+        "the augmented 3 - NLL sum). auto: architects with dfs, else poe when --rescore > 0, "
+        "else vote.",
+        choices=["auto", "vote", "poe", "nvarc", "architects"],
+    )
     samples: int = _f(1, "Samples per view (1 = greedy; diversity comes from the views).")
     temperature: float = _f(0.0, "Sampling temperature (0 = greedy).")
     rescore: int = _f(
@@ -249,6 +294,19 @@ class InferConfig:
             )
         if self.rescore < 0:
             out.append(f"rescore: {self.rescore} must be >= 0")
+        if not 0 < self.min_prob < 1:
+            out.append(f"min_prob: {self.min_prob} must be in (0, 1), e.g. 0.1")
+        if self.dfs_max_candidates < 1:
+            out.append(f"dfs_max_candidates: {self.dfs_max_candidates} must be >= 1")
+        if self.dfs_max_nodes < 1:
+            out.append(f"dfs_max_nodes: {self.dfs_max_nodes} must be >= 1")
+        if self.sampling == "sample" and self.temperature <= 0:
+            out.append("temperature: --sampling sample needs a temperature > 0, e.g. 1.0")
+        if self.scorer in ("nvarc", "architects") and self.rescore < 1:
+            out.append(
+                f"rescore: the {self.scorer} scorer scores under --rescore views; set >= 1 "
+                "(8 in the published recipes)"
+            )
         if self.probe_tasks < 0:
             out.append(f"probe_tasks: {self.probe_tasks} must be >= 0 (0 = no probe)")
         if self.infer_timeout_s <= 0:
