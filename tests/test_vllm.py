@@ -7,6 +7,8 @@ Needs vLLM: on a CPU machine the separate environment from scripts/setup_vllm_cp
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
 import os
 
 import pytest
@@ -175,3 +177,63 @@ def test_sampling_n(backends):
     ids = hf.tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
     [comps] = vl.generate([Request(ids, None, 4, 1.5, 8, stops)])
     assert len(comps) == 4 and all(1 <= c.n_tokens <= 8 for c in comps)
+
+
+def _nano_adapter(folder) -> str:
+    """A small random LoRA on arc-nano: it moves the answers without destroying them."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(models.resolve_model_path("arc-nano"))
+    torch.manual_seed(3)
+    pm = get_peft_model(
+        base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                         init_lora_weights=False)
+    )  # fmt: skip
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    pm.save_pretrained(folder)
+    return str(folder)
+
+
+def test_dfs_equals_transformers_dfs(backends, tmp_path):
+    """Lockstep DFS through vLLM (top-k log-probs, prefix cache) finds the same answers,
+    with the same log-probabilities, as the transformers backend's KV-cache walk."""
+    from arc_ttft import augment, select, synthetic
+    from arc_ttft.infer.hf import HFBackend
+    from arc_ttft.infer.vllm import VLLMBackend
+    from arc_ttft.tasks import load_tasks
+
+    _, vl_tiny = backends
+    vl_tiny.close()  # one engine at a time
+    path = models.resolve_model_path("arc-nano")
+    adapter = _nano_adapter(tmp_path / "nano-lora")
+    hf = HFBackend.from_path(path)
+    vl = VLLMBackend(str(path), dtype="float32", max_model_len=1024, seed=0)
+    try:
+        challenges, _ = synthetic.generate(3, seed=5, min_size=2, max_size=3)
+        (tmp_path / "gen.json").write_text(json.dumps(challenges))
+        tasks = load_tasks(str(tmp_path / "gen.json")).tasks
+        tok, stops = hf.tokenizer, stop_ids(hf.tokenizer)
+        reqs = []
+        for i, t in enumerate(tasks):
+            prompt, cap = select.view_prompt(t, augment.identity_view(), 0, "digits", tok)
+            ids = tok(prompt.text, add_special_tokens=False)["input_ids"]
+            for ad in (None, adapter):
+                reqs.append(Request(ids, ad, 8, 0.0, cap, stops, key=i,
+                                    grid_alphabet="0123456789\n", min_prob=0.05))  # fmt: skip
+        want, got = hf.generate(reqs), vl.generate(reqs)
+        assert sum(len(c) for c in want) >= 6  # not vacuous: several answers
+        for w, g in zip(want, got):
+            # an answer within 1e-3 of the threshold may fall either side in fp32
+            edge = 0.05 * (1 + 1e-3)
+            ws = {tuple(c.token_ids): c.logprob for c in w if c.logprob > math.log(edge)}
+            gs = {tuple(c.token_ids): c.logprob for c in g}
+            assert set(ws) <= set(gs) and len(gs) <= len(w)
+            for k, lp in ws.items():
+                assert gs[k] == pytest.approx(lp, abs=1e-3)
+    finally:
+        vl.close()
+        hf.close()

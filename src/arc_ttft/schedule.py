@@ -35,6 +35,7 @@ import numpy as np
 from arc_ttft import budget as B
 from arc_ttft import config as C
 from arc_ttft.events import EventLog
+from arc_ttft.infer.base import answer_shape
 from arc_ttft.tasks import Task
 
 TASK_OVERRUN = 2.0  # a task's training stops at this multiple of its planned seconds
@@ -99,15 +100,13 @@ class ShardReport:
 
 
 def answer_tokens(task: Task, cfg: C.RunConfig) -> float:
-    """Tokens one answer of ``task`` may take: the grid of the generation cap (the largest
-    train output or test input) in digit rows, H x (W + 1), plus the end marker.
-
-    The cap, not the expected answer: a model that does not stop (an untrained one)
-    generates up to it, and a trained one's answers are mostly that size anyway.
-    """
-    grids = [ex.output for ex in task.train if ex.output is not None] + [x.input for x in task.test]
-    h = max(g.shape[0] for g in grids)
-    w = max(g.shape[1] for g in grids)
+    """Tokens one answer of ``task`` may take: the grid of ``answer_shape`` (the largest
+    train output or test input, or what the task's size rule predicts), in digit rows,
+    H x (W + 1), plus the end marker: what a trained model's answers mostly are."""
+    examples = [(ex.input, ex.output) for ex in task.train]
+    shapes = [answer_shape(examples, x.input) for x in task.test]
+    h = max(s[0] for s in shapes)
+    w = max(s[1] for s in shapes)
     n = h * (w + 1) + 2
     return float(min(n, cfg.infer.max_new_tokens) if cfg.infer.max_new_tokens else n)
 

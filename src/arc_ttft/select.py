@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from arc_ttft import augment, encoding
-from arc_ttft.infer.base import Request, query_cap, stop_ids
+from arc_ttft.infer.base import Request, generation_cap, query_cap, stop_ids
 from arc_ttft.tasks import Task, to_list
 
 RESCORE_MAX_CANDIDATES = 8  # re-score only the best few by vote: cost grows with M x this
@@ -222,9 +222,10 @@ def build_requests(
 ) -> tuple[list[tuple[RequestKey, Request]], dict[tuple[str, int], int]]:
     """One request per (task, test input, view); also the views skipped per test input.
 
-    The generation cap is ``cfg.max_new_tokens`` or ``query_cap`` of the prompt; with
-    ``max_seq_len`` the prompt drops train pairs to leave room for it (as TTT did), and a
-    prompt that still leaves no room is skipped (counted) rather than failing the batch.
+    With ``max_seq_len`` the prompt drops train pairs to leave room for ``query_cap`` (as
+    TTT did), and a prompt that still leaves no room is skipped (counted) rather than
+    failing the batch. The generation cap is ``cfg.max_new_tokens``, else
+    ``generation_cap``: a 30x30 answer where the context has room for one.
     """
     stops = stop_ids(tokenizer)
     out: list[tuple[RequestKey, Request]] = []
@@ -237,7 +238,11 @@ def build_requests(
                     task, view, ti, fmt, tokenizer, max_seq_len, cfg.max_new_tokens
                 )
                 ids = _prompt_ids(prompt, tokenizer)
-                new = cap if max_seq_len is None else min(cap, max_seq_len - len(ids))
+                room = None if max_seq_len is None else max_seq_len - len(ids)
+                if cfg.max_new_tokens:  # the user's cap, as given
+                    new = cap if room is None else min(cap, room)
+                else:
+                    new = generation_cap(cap, room, fmt, tokenizer)
                 if new < 1:
                     skipped[(task.id, ti)] += 1
                     continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from fractions import Fraction
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,6 +39,12 @@ class Request:
     # Characters a grid answer can contain: a backend may stop a sequence as soon as it
     # can no longer parse (encoding.answer_is_over). None: generate to a stop or the cap.
     grid_alphabet: str | None = None
+    # Depth-first search (infer.dfs) instead of sampling: every answer of probability
+    # >= min_prob over grid_alphabet tokens, at most ``n`` of them, at most ``max_nodes``
+    # one-token expansions, stopping at ``deadline`` (time.time()) with what it found.
+    min_prob: float | None = None
+    max_nodes: int = 4096
+    deadline: float | None = None
 
 
 @dataclass
@@ -121,13 +128,53 @@ def max_new_tokens_for(
     return int(math.ceil(n * (1 + margin))) + END_MARGIN_TOKENS
 
 
+def _side(g: Any, axis: int) -> int:
+    return len(g) if axis == 0 else max((len(r) for r in g), default=0)
+
+
+def answer_shape(examples: Sequence[tuple[Any, Any]], query: Any) -> tuple[int, int]:
+    """An upper bound on the shape of the answer to ``query``, per side: the largest of
+    the examples' outputs, the query itself, and what a size rule the examples all follow
+    predicts: output = k x input (scale-ups, k may be a fraction) or output = input + d
+    (borders). Without the rules a scale-up task whose query is its largest input gets a
+    cap below its answer, which can then never be right. At most 30 per side."""
+    pairs = [(i, o) for i, o in examples if o is not None]
+    bound = []
+    for axis in (0, 1):
+        q = _side(query, axis)
+        side = max([q] + [_side(o, axis) for _, o in pairs])
+        ins = [_side(i, axis) for i, _ in pairs]
+        outs = [_side(o, axis) for _, o in pairs]
+        if pairs and all(ins):
+            ratios = {Fraction(o, i) for i, o in zip(ins, outs)}
+            if len(ratios) == 1:
+                side = max(side, math.ceil(ratios.pop() * q))
+            diffs = {o - i for i, o in zip(ins, outs)}
+            if len(diffs) == 1:
+                side = max(side, q + diffs.pop())
+        bound.append(min(MAX_GRID_SIDE, max(1, side)))
+    return bound[0], bound[1]
+
+
 def query_cap(
     examples: Sequence[tuple[Any, Any]], query: Any, fmt: str, tokenizer: Any = None
 ) -> int:
-    """The generation cap of one prompt: ``max_new_tokens_for`` its examples' outputs and
-    its query input. TTT keeps the same room free when it trims its training prompts, so
-    training and inference drop the same train pairs from the same prompt."""
-    return max_new_tokens_for([o for _, o in examples] + [query], fmt, tokenizer)
+    """The room one prompt keeps for its answer: ``max_new_tokens_for`` the grid of
+    ``answer_shape``. TTT keeps the same room free when it trims its training prompts, so
+    training and inference drop the same train pairs from the same prompt. Generation may
+    go further where the context has room (``generation_cap``)."""
+    h, w = answer_shape(examples, query)
+    return max_new_tokens_for([[[0] * w] * h], fmt, tokenizer)
+
+
+def generation_cap(reserve: int, room: int | None, fmt: str, tokenizer: Any = None) -> int:
+    """Tokens a request may generate: up to a 30x30 answer where the context has ``room``
+    (None: unbounded) for it, at least ``reserve`` (the prompt was trimmed to leave that),
+    and never past ``room``. The end token stops a finished answer; the cap only decides
+    whether a larger answer than predicted can still come out whole."""
+    largest = max_new_tokens_for([[[0] * MAX_GRID_SIDE] * MAX_GRID_SIDE], fmt, tokenizer)
+    cap = max(reserve, largest)
+    return cap if room is None else min(cap, room)
 
 
 def stop_ids(tokenizer: Any) -> list[int]:

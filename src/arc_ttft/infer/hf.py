@@ -15,6 +15,7 @@ positions only (``logits_to_keep``) and sizes its batches so those stay under
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from arc_ttft import encoding
 from arc_ttft.infer.base import Completion, Request, ScoreItem, cut_at_stop, decode_answer
+from arc_ttft.infer.dfs import DFSWalk, grid_token_ids, logprob_map
 
 
 class HFBackend:
@@ -57,6 +59,7 @@ class HFBackend:
             self.pad_id = tokenizer.eos_token_id
         self.stats = {"generate_s": 0.0, "score_s": 0.0, "sequences": 0}
         self._texts: list[str] | None = None  # token id -> text, for _AnswerOver
+        self._grid_id_cache: dict[str, list[int]] = {}
 
     @classmethod
     def from_path(
@@ -183,16 +186,87 @@ class HFBackend:
         self.stats["sequences"] += len(batch) * n
         return results
 
+    # -- depth-first search -------------------------------------------------------------
+
+    def _grid_ids(self, alphabet: str) -> list[int]:
+        """Token ids DFS may follow for ``alphabet`` (computed once per alphabet)."""
+        if alphabet not in self._grid_id_cache:
+            rows = self.base.get_output_embeddings().weight.shape[0]
+            self._grid_id_cache[alphabet] = grid_token_ids(self.tokenizer, alphabet, rows)
+        return self._grid_id_cache[alphabet]
+
+    def _dfs_one(self, model: Any, r: Request) -> list[Completion]:
+        """One prompt's DFS on a KV cache: prefill once, then one token per expansion;
+        when the walk backtracks the cache is cropped back to the node's depth."""
+        walk = DFSWalk(
+            r.min_prob,
+            r.max_new_tokens,
+            self._grid_ids(r.grid_alphabet or "0123456789\n"),
+            r.stop_token_ids,
+            max_candidates=r.n,
+            max_nodes=r.max_nodes,
+            deadline=r.deadline,
+        )
+        index = torch.tensor(walk.allowed, dtype=torch.long, device=self.device)
+        n_prompt = len(r.prompt_ids)
+        ids = torch.tensor([r.prompt_ids], dtype=torch.long, device=self.device)
+        # transformers renamed past_key_values to cache (5.2x); ask the model which it takes
+        name = (
+            "cache"
+            if "cache" in inspect.signature(type(self.base).forward).parameters
+            else ("past_key_values")
+        )
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        cache = getattr(out, name)
+        walk.push(logprob_map(out.logits[0, -1].float().log_softmax(-1), walk.allowed, index))
+        while (tok := walk.next()) is not None:
+            # the cache must hold exactly prompt + prefix before tok
+            crop_cache(cache, n_prompt + len(walk.prefix) - 1)
+            step = torch.tensor([[tok]], dtype=torch.long, device=self.device)
+            out = model(input_ids=step, use_cache=True, logits_to_keep=1, **{name: cache})
+            walk.push(logprob_map(out.logits[0, -1].float().log_softmax(-1), walk.allowed, index))
+        res = walk.result()
+        self.stats["dfs_nodes"] = self.stats.get("dfs_nodes", 0) + res.nodes
+        stops = r.stop_token_ids
+        return [
+            Completion(toks, decode_answer(self.tokenizer, toks, stops), lp, len(toks))
+            for toks, lp in res.found
+        ]
+
+    def _dfs(self, requests: Sequence[Request]) -> list[list[Completion]]:
+        """DFS requests one after another, grouped by adapter (each activated once)."""
+        groups: dict[str | None, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r.adapter, []).append(i)
+        results: list[list[Completion]] = [[] for _ in requests]
+        for adapter, idx in groups.items():
+
+            def go(model, idx=idx):
+                with torch.inference_mode():
+                    for i in idx:
+                        results[i] = self._dfs_one(model, requests[i])
+
+            self._run(adapter, go)
+        self.stats["sequences"] += sum(len(c) for c in results)
+        return results
+
     def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
-        """Completions per request; groups by (adapter, n, temperature, stops), batches each."""
+        """Completions per request; groups by (adapter, n, temperature, stops), batches each.
+        Requests with ``min_prob`` set are answered by depth-first search instead."""
         t0 = time.monotonic()
+        results: list[list[Completion] | None] = [None] * len(requests)
+        dfs = [i for i, r in enumerate(requests) if r.min_prob is not None]
+        if dfs:
+            for i, comps in zip(dfs, self._dfs([requests[i] for i in dfs])):
+                results[i] = comps
         if any(r.temperature > 0 for r in requests):
             torch.manual_seed(self.seed)
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
+            if r.min_prob is not None:
+                continue
             key = (r.adapter, r.n, r.temperature, tuple(r.stop_token_ids), r.grid_alphabet)
             groups.setdefault(key, []).append(i)
-        results: list[list[Completion] | None] = [None] * len(requests)
         for idx in groups.values():
             # similar lengths together: less padding
             idx = sorted(idx, key=lambda i: len(requests[i].prompt_ids))
@@ -373,3 +447,11 @@ class _StepLogprobs:
         if not self.steps:
             return torch.zeros(new.shape, dtype=torch.float32)
         return torch.stack(self.steps[:t], dim=1)
+
+
+def crop_cache(cache: Any, length: int) -> None:
+    """Drop the cached positions past ``length`` (DFS backtracking). transformers 5's
+    ``crop`` takes the number of positions to remove, as a negative int."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from arc_ttft.infer.base import Completion, Request, ScoreItem, cut_at_stop
+from arc_ttft.infer.dfs import DFSWalk, grid_token_ids, top_k_needed
 
 MIN_LORA_SLOTS = 8  # adapters one engine batch can hold at least
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
@@ -88,6 +89,9 @@ def cpu_defaults() -> None:
             os.environ.setdefault(k, v)
 
 
+MAX_LOGPROBS = 64  # engine limit on top log-probs per step: DFS down to min_prob 1/63
+
+
 class VLLMBackend:
     """The Backend protocol on a vLLM engine with multi-LoRA."""
 
@@ -130,6 +134,8 @@ class VLLMBackend:
         self.engine_rank = 0
         self.engine_loras = 0
         self._lora_ids: dict[str, int] = {}  # resolved adapter path -> stable LoRA id
+        self._grid_id_cache: dict[str, list[int]] = {}
+        self.stats: dict[str, float] = {}
 
     # -- engine -----------------------------------------------------------------------
 
@@ -157,6 +163,10 @@ class VLLMBackend:
             enforce_eager=self.enforce_eager,
             gpu_memory_utilization=self.gpu_memory_utilization,
             seed=self.seed,
+            # DFS asks each node for its top log-probs and re-sends prompt + prefix: the
+            # prefix cache makes that one new token's work, and 64 covers min_prob >= 1/63
+            enable_prefix_caching=True,
+            max_logprobs=MAX_LOGPROBS,
         )
         self.engine_rank, self.engine_loras = rank, loras
 
@@ -193,12 +203,97 @@ class VLLMBackend:
 
     # -- the protocol -----------------------------------------------------------------
 
+    def _dfs(self, requests: Sequence[Request]) -> list[list[Completion]]:
+        """Depth-first search (infer.dfs) for every request at once, in lockstep: each
+        round is one engine call that asks every unfinished walk for the next-token top
+        log-probs after its prompt + prefix. The prefix cache holds the prompts and the
+        shared prefixes, so a round costs about one new token per walk; top-k is exact
+        for k >= floor(1/P) + 1 (dfs.top_k_needed)."""
+        from vllm import SamplingParams
+
+        walks, pending = [], []
+        for i, r in enumerate(requests):
+            k = top_k_needed(r.min_prob)
+            if k > MAX_LOGPROBS:
+                raise ValueError(
+                    f"min_prob: {r.min_prob} needs the top {k} log-probs per step; vLLM is "
+                    f"set up for {MAX_LOGPROBS}: use --min-prob >= {1 / (MAX_LOGPROBS - 1):.3f}"
+                )
+            walks.append(
+                DFSWalk(
+                    r.min_prob,
+                    r.max_new_tokens,
+                    self._grid_ids(r.grid_alphabet),
+                    r.stop_token_ids,
+                    max_candidates=r.n,
+                    max_nodes=r.max_nodes,
+                    deadline=r.deadline,
+                )  # fmt: skip
+            )
+            pending.append(i)
+        while pending:
+            params = [
+                SamplingParams(
+                    max_tokens=1,
+                    temperature=0.0,
+                    logprobs=top_k_needed(requests[i].min_prob),
+                    detokenize=False,
+                    skip_special_tokens=False,
+                )
+                for i in pending
+            ]
+            prompts = [list(requests[i].prompt_ids) + walks[i].prefix for i in pending]
+            outs = self._run(prompts, params, [requests[i].adapter for i in pending])
+            still = []
+            for i, out in zip(pending, outs):
+                top = out.outputs[0].logprobs[0]
+                walks[i].push({t: lp.logprob for t, lp in top.items()})
+                if walks[i].next() is not None:
+                    still.append(i)
+            pending = still
+        results = []
+        for r, walk in zip(requests, walks):
+            stops = set(r.stop_token_ids)
+            res = walk.result()
+            self.stats["dfs_nodes"] = self.stats.get("dfs_nodes", 0) + res.nodes
+            results.append(
+                [
+                    Completion(
+                        toks,
+                        self.tokenizer.decode(
+                            [t for t in toks if t not in stops], skip_special_tokens=False
+                        ),
+                        lp,
+                        len(toks),
+                    )
+                    for toks, lp in res.found
+                ]
+            )
+        return results
+
+    def _grid_ids(self, alphabet: str | None) -> list[int]:
+        """Token ids DFS may follow (computed once per alphabet)."""
+        alphabet = alphabet or "0123456789\n"
+        if alphabet not in self._grid_id_cache:
+            self._grid_id_cache[alphabet] = grid_token_ids(self.tokenizer, alphabet)
+        return self._grid_id_cache[alphabet]
+
     def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
-        """All requests in one engine call (two when base and adapter requests mix)."""
+        """All requests in one engine call (two when base and adapter requests mix);
+        requests with ``min_prob`` set are answered by depth-first search."""
         from vllm import SamplingParams
 
         if not requests:
             return []
+        dfs = [i for i, r in enumerate(requests) if r.min_prob is not None]
+        if dfs:
+            rest = [i for i, r in enumerate(requests) if r.min_prob is None]
+            results: list[list[Completion]] = [[] for _ in requests]
+            for i, comps in zip(dfs, self._dfs([requests[i] for i in dfs])):
+                results[i] = comps
+            for i, comps in zip(rest, self.generate([requests[i] for i in rest])):
+                results[i] = comps
+            return results
         params = []
         for i, r in enumerate(requests):
             params.append(
