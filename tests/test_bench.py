@@ -209,3 +209,25 @@ def test_cli_commands(tmp_path, capsys):
     assert rc == 0
     assert "lora-rank-sweep.png" in capsys.readouterr().out
     assert cli.main(["candidates", "--steps", "0", "--output", out]) == 2
+
+
+def test_new_candidates_get_rows_with_reasons(tmp_path):
+    """The 2025 models: rows from the registry alone (no weights), over-context rows
+    against each model's own context, and the larger ones estimated with the reason."""
+    new = ["Qwen3-0.6B", "Gemma-3-270M", "Llama-3.2-1B", "SmolLM3-3B"]
+    cfg = bench.CandidatesConfig(
+        models=["tiny", *new], seq_lens=[64, 40000], steps=1, isolate=False,
+        random_weights=True, max_params_m=10, output=str(tmp_path),
+    )  # fmt: skip
+    rows = {(r.model, r.seq_len): r for r in bench.run_candidates(cfg, progress=False).rows}
+    assert rows[("tiny", 64)].status == "ok"
+    for name in new:
+        r = rows[(name, 64)]
+        assert r.status == "estimated" and "> --max-params-m 10" in r.reason, r
+        assert r.sec_per_step > 0 and r.params_m > 200
+    # 40k tokens: over Qwen3's and Gemma's 32k, inside Llama 3.2's 128k and SmolLM3's 64k.
+    assert rows[("Qwen3-0.6B", 40000)].status == "over_context"
+    assert rows[("Gemma-3-270M", 40000)].status == "over_context"
+    assert rows[("SmolLM3-3B", 40000)].status == "estimated"  # skipped, then scaled
+    md = (tmp_path / "candidates.md").read_text()
+    assert "| Gemma-3-270M | 268.1 | 32 | 64 |" in md

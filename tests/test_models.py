@@ -27,6 +27,18 @@ REQUIRED = [
     "Phi-2",
     "Phi-3-mini-4k-instruct",
 ]
+# The 2024-25 small models and their published sizes in millions (model cards: "0.6B",
+# "270M", "1.24B", ...): the registry configs must land within 10% of them.
+PUBLISHED_M = {
+    "Qwen3-0.6B": 600,
+    "Qwen3-1.7B": 1700,
+    "Qwen3-4B": 4000,
+    "Gemma-3-270M": 270,
+    "Gemma-3-1B": 1000,
+    "Llama-3.2-1B": 1240,
+    "SmolLM2-1.7B-Instruct": 1700,
+    "SmolLM3-3B": 3000,
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +59,71 @@ def tiny_tok(tiny_path):
 def test_registry_has_the_candidates():
     assert set(REQUIRED) <= set(models.REGISTRY)
     types = {c.config["model_type"] for c in models.REGISTRY.values()}
-    assert {"qwen2", "llama", "phi", "phi3"} <= types
+    assert {"qwen2", "llama", "phi", "phi3", "qwen3", "gemma3_text", "smollm3"} <= types
+    assert set(PUBLISHED_M) <= set(models.REGISTRY)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_M))
+def test_new_entry_matches_its_published_size(name):
+    c = models.REGISTRY[name]
+    n = models.config_params(c.config) / 1e6
+    assert abs(n - PUBLISHED_M[name]) <= 0.10 * PUBLISHED_M[name], (name, n)
+    assert c.lora_targets == models.LORA_TARGETS
+
+
+def _special_features(model, cfg: dict) -> None:
+    """The family quirk that the scaled-down copy must still have."""
+    mt = cfg["model_type"]
+    attn = model.model.layers[0].self_attn
+    if mt in ("qwen3", "gemma3_text"):
+        assert type(attn.q_norm).__name__.endswith("RMSNorm")
+        assert attn.head_dim == cfg["head_dim"]  # its own setting, unlike SmolLM's
+    if mt == "gemma3_text":
+        assert cfg["head_dim"] != cfg["hidden_size"] // cfg["num_attention_heads"]
+        assert set(cfg["layer_types"]) == {"sliding_attention", "full_attention"}
+        emb = model.get_input_embeddings()
+        assert float(emb.embed_scale) == pytest.approx(cfg["hidden_size"] ** 0.5)
+    if mt == "smollm3":
+        assert set(cfg["no_rope_layers"]) == {0, 1}
+        assert [layer.self_attn.use_rope for layer in model.model.layers] == [1, 0]
+    if cfg.get("rope_scaling"):  # Llama 3.2's own scaling survives
+        assert model.config.rope_parameters["rope_type"] == "llama3"
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_M))
+def test_scaled_down_entry_trains_only_lora(name):
+    """A small copy of each new family: random weights, LoRA on its registered targets,
+    one AdamW step moves the LoRA weights and nothing else."""
+    from transformers import AutoModelForCausalLM
+
+    from arc_ttft import ttt
+    from arc_ttft.config import TTTConfig
+
+    cand = models.REGISTRY[name]
+    small = models.scaled_down(cand.config)
+    assert small["model_type"] == cand.config["model_type"]
+    assert small["vocab_size"] == cand.config["vocab_size"]
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(models.build_config(small), attn_implementation="sdpa")
+    assert sum(p.numel() for p in model.parameters()) == models.config_params(small)
+    _special_features(model, small)
+    model.config.use_cache = False
+    tcfg = TTTConfig(lora_rank=4, lora_alpha=8.0, lora_targets=list(cand.lora_targets))
+    pm = ttt.prepare_peft_model(model, tcfg)
+    adapted = {
+        n.split(".lora_")[0].rsplit(".", 1)[-1] for n, _ in pm.named_parameters() if "lora_A" in n
+    }
+    assert adapted == set(cand.lora_targets)
+    before = {n: p.detach().clone() for n, p in pm.named_parameters()}
+    opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=1e-2)
+    ids = torch.randint(0, 500, (1, 40))  # longer than Gemma's small 16-token window
+    loss = pm(input_ids=ids, labels=ids).loss
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    changed = {n for n, p in pm.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed)
+    assert any("lora_B" in n for n in changed)
 
 
 @pytest.mark.parametrize("name", sorted(models.REGISTRY))
@@ -423,3 +499,122 @@ def test_registered_run_defaults_apply_unless_set(monkeypatch, tmp_path):
     assert other.ttt.learning_rate == C.TTTConfig().learning_rate
     C.save(cfg, tmp_path / "config.json")
     assert C.load(C.RunConfig, tmp_path / "config.json") == cfg
+
+
+# --- RoPE scaling ---------------------------------------------------------------------------
+
+
+def test_rope_changes_follow_transformers_and_vllm_conventions():
+    smol = models.REGISTRY["SmolLM-135M-Instruct"].config  # 2k context
+    yarn = models.rope_changes(smol, "yarn:4")
+    assert yarn == {
+        "rope_parameters": {
+            "rope_type": "yarn",
+            "factor": 4.0,
+            "rope_theta": 10000.0,
+            "original_max_position_embeddings": 2048,
+        },
+        "max_position_embeddings": 8192,  # YaRN: the scaled length (vLLM reads it as is)
+    }
+    linear = models.rope_changes(smol, "linear:2")
+    assert linear == {
+        "rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
+    }
+    assert models.context_length({**smol, **linear}) == 4096  # vLLM: 2048 x factor
+    assert models.context_length({**smol, **yarn}) == 8192
+    # Gemma 3: only the global layers, the sliding ones keep their local base.
+    gemma = models.rope_changes(models.REGISTRY["Gemma-3-270M"].config, "linear:2")
+    assert gemma["rope_parameters"]["sliding_attention"] == {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+    }
+    assert gemma["rope_parameters"]["full_attention"]["factor"] == 2.0
+    assert gemma["max_position_embeddings"] == 65536
+    # Llama 3.2 is scaled already: no stacking, a clear error.
+    with pytest.raises(ValueError, match="already uses llama3 RoPE scaling"):
+        models.rope_changes(models.REGISTRY["Llama-3.2-1B"].config, "yarn:2")
+    with pytest.raises(ValueError, match="linear:FACTOR or yarn:FACTOR"):
+        models.parse_rope_scaling("ntk:2")
+
+
+def test_default_seq_len_grows_with_rope_scaling():
+    assert models.default_seq_len("SmolLM-135M-Instruct", "yarn:4") == 8192
+    assert models.default_seq_len("SmolLM-135M-Instruct") == 2048
+    cfg = ModelConfig(model="SmolLM-135M-Instruct", rope_scaling="linear:2")
+    assert models.resolve_max_seq_len(cfg) == 4096
+    cfg = ModelConfig(model="SmolLM-135M-Instruct", rope_scaling="linear:2", max_seq_len=3000)
+    assert models.resolve_max_seq_len(cfg) == 3000
+
+
+@pytest.mark.parametrize("spec", ["yarn:4", "linear:2"])
+def test_rope_scaled_tiny_loads_trains_and_saves(spec, tmp_path, tiny_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from arc_ttft import ttt
+    from arc_ttft.config import TTTConfig
+
+    cfg = ModelConfig(model="tiny", rope_scaling=spec)
+    model, tok = models.load_model(cfg, device="cpu", for_training=True)
+    kind, factor = models.parse_rope_scaling(spec)
+    rope = model.config.rope_parameters
+    assert rope["rope_type"] == kind and rope["factor"] == factor
+    assert models.context_length(model.config) == int(8192 * factor)
+    # The scaling is really applied: same weights, other logits than the plain model.
+    plain, _ = models.load_model(ModelConfig(model="tiny"), device="cpu")
+    ids = tok("input:\n0123\n4567\noutput:\n", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert not torch.allclose(model(ids).logits, plain(ids).logits)
+    # One LoRA step trains.
+    pm = ttt.prepare_peft_model(model, TTTConfig(lora_rank=4, lora_targets=["q_proj", "v_proj"]))
+    loss = pm(input_ids=ids, labels=ids).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for n, p in pm.named_parameters() if "lora_B" in n)
+    # Saved, config.json carries it; a later load (and vLLM) read it back, nothing to add.
+    out = tmp_path / "scaled"
+    pm.unload().save_pretrained(out)
+    tok.save_pretrained(out)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["rope_parameters"]["rope_type"] == kind
+    assert AutoConfig.from_pretrained(out).rope_parameters["factor"] == factor
+    assert models.rope_overrides(ModelConfig(model=str(out), rope_scaling=spec)) is None
+    again, _ = models.load_model(ModelConfig(model=str(out), rope_scaling=spec), device="cpu")
+    assert again.config.rope_parameters == model.config.rope_parameters
+    assert (
+        AutoModelForCausalLM.from_pretrained(out).config.max_position_embeddings
+        == (saved["max_position_embeddings"])
+    )
+    # The unscaled folder needs vLLM overrides: exactly the keys written above.
+    over = models.rope_overrides(cfg, tiny_path)
+    assert over["rope_parameters"] == saved["rope_parameters"]
+    assert over.get("max_position_embeddings", 8192) == saved["max_position_embeddings"]
+
+
+def test_random_weights_are_built_scaled(monkeypatch, tmp_path):
+    monkeypatch.setenv("ARC_TTFT_CACHE", str(tmp_path))
+    cfg = ModelConfig(model="SmolLM3-3B", random_weights=True, rope_scaling="yarn:2")
+    config = models._random_config(cfg.model, False, cfg.rope_scaling)
+    assert config.rope_parameters["rope_type"] == "yarn"
+    assert config.max_position_embeddings == 131072 and config.no_rope_layers[3] == 0
+    assert models.rope_overrides(ModelConfig(model="tiny")) is None  # nothing asked
+
+
+def test_rope_overrides_for_a_transformers_4_vllm(monkeypatch):
+    import transformers
+
+    monkeypatch.setattr(transformers, "__version__", "4.57.1")
+    cfg = ModelConfig(model="Gemma-3-270M", rope_scaling="yarn:2")
+    assert models.rope_overrides(cfg) == {
+        "rope_scaling": {
+            "rope_type": "yarn",
+            "factor": 2.0,
+            "original_max_position_embeddings": 32768,
+        },
+        "max_position_embeddings": 65536,
+    }
+
+
+def test_gemma_instruct_folder_is_found_by_base_name(tmp_path, fake_hub):
+    kaggle = tmp_path / "kaggle"
+    hit = _fake_model(kaggle / "gemma-3" / "transformers" / "gemma-3-1b-it" / "1")
+    assert models.resolve_model_path("Gemma-3-1B", search_roots=[kaggle]) == hit

@@ -279,3 +279,98 @@ def test_real_qwen2_tokenizer_shrinks_exactly(qwen2_tok):
             p = encoding.task_prompt(task, fmt, tok)
             texts += [p.text, p.answer]
     assert vocab.check_tokenizer(tok, new, vmap, texts) == []
+
+
+# ---------------------------------------------------------------------------------------
+# The 2025 families, scaled down (models.scaled_down): their tokenizers are not available
+# offline, so the tiny tokenizer stands in (as for random-weight runs); what is checked is
+# the model side: Gemma's scaled embedding, tying, the full-size vocabulary cut down.
+# ---------------------------------------------------------------------------------------
+
+NEW_FAMILIES = ["Qwen3-0.6B", "Gemma-3-270M", "Llama-3.2-1B", "SmolLM3-3B"]
+
+
+@pytest.mark.parametrize("name", NEW_FAMILIES)
+def test_shrink_scaled_down_family(name, tiny, arc_prompts):
+    from transformers import AutoModelForCausalLM
+
+    _, tok = tiny
+    small = models.scaled_down(models.REGISTRY[name].config)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(models.build_config(small)).eval()
+    emb_type = type(model.get_input_embeddings())
+    ids = tok(arc_prompts[0], add_special_tokens=False)["input_ids"][:120]
+    with torch.no_grad():
+        full = model(torch.tensor([ids])).logits[0]
+    model, new, vmap = vocab.shrink(model, tok)
+    assert type(model.get_input_embeddings()) is emb_type  # Gemma keeps its sqrt(d) scale
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert model.config.vocab_size == vmap.size < 150
+    with torch.no_grad():
+        cut = model(torch.tensor([vmap.to_new(ids)])).logits[0]
+    torch.testing.assert_close(cut, full[:, vmap.kept], rtol=0, atol=1e-4)
+    # Grid answers still come back through the shrunk tokenizer.
+    g = np.arange(12, dtype=np.int8).reshape(3, 4) % 10
+    p = encoding.build_prompt([(g, g)], g, "digits", new, answer=g)
+    _, labels = encoding.tokenize_prompt(p, new)
+    assert np.array_equal(
+        encoding.parse_answer(new.decode([t for t in labels if t != -100]), "digits"), g
+    )
+
+
+def _llama3_style_tokenizer():
+    """A byte-level BPE with Llama 3's split rule (digit runs cut into groups of up to
+    three), trained offline on digit grids so that multi-digit tokens exist."""
+    from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers
+    from tokenizers import models as tm
+    from tokenizers.trainers import BpeTrainer
+    from transformers import PreTrainedTokenizerFast
+
+    split = (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+        r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    )
+    bpe = Tokenizer(tm.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(split), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    bpe.decoder = decoders.ByteLevel()
+    rng = np.random.default_rng(0)
+    corpus = [
+        "\n".join("".join(map(str, r)) for r in rng.integers(0, 10, (8, 9))) for _ in range(300)
+    ]
+    corpus += ["input output Example Test grid rows"] * 5
+    trainer = BpeTrainer(
+        vocab_size=1200, special_tokens=["<|eot|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )  # fmt: skip
+    bpe.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|eot|>")
+
+
+def test_digit_grouping_tokenizer_shrinks_exactly():
+    tok = _llama3_style_tokenizer()
+    digit_tokens = [i for s, i in tok.get_vocab().items() if s.isascii() and s.isdigit()]
+    assert any(len(tok.convert_ids_to_tokens(i)) == 3 for i in digit_tokens)  # groups exist
+    kept = set(vocab.kept_token_ids(tok))
+    assert set(digit_tokens) <= kept  # every group, not only those the corpus produced
+    vmap = vocab.VocabMap(sorted(kept), len(tok))
+    new = vocab.shrink_tokenizer(tok, vmap)
+    rng = np.random.default_rng(7)
+    grids = [
+        "\n".join("".join(map(str, r)) for r in rng.integers(0, 10, (30, 30))) for _ in range(5)
+    ]
+    assert vocab.check_tokenizer(tok, new, vmap, grids) == []
+
+
+def test_qwen3_uses_the_offline_qwen2_tokenizer(monkeypatch):
+    asked = []
+    monkeypatch.setattr(
+        vocab, "qwen2_tokenizer_folder", lambda eos, cache_dir=None: asked.append(eos) or "f"
+    )
+    assert vocab.qwen2_tokenizer_for("Qwen3-0.6B") == "f"
+    assert asked == ["<|im_end|>"]  # the post-trained Qwen3 ends turns with <|im_end|>
+    assert vocab.qwen2_tokenizer_for("Gemma-3-270M") is None

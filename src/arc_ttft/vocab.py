@@ -176,6 +176,10 @@ def kept_token_ids(
         ids.update(ids_)
     ids.update(int(t["id"]) for t in state.get("added_tokens", []))
     ids.update(i for i in tokenizer.all_special_ids if i is not None)
+    # Every all-digit token: Llama 3's tokenizer (Llama 3.2, SmolLM3) cuts digit runs into
+    # groups of up to three, so a grid row can need any of its 1,110 digit tokens, not
+    # just those the corpus happened to produce. Digit-per-token tokenizers have ten.
+    ids.update(i for s, i in vocab.items() if s.isascii() and s.isdigit())
     # Closure: a kept token needs the tokens it is merged from, or the pruned BPE could
     # not rebuild it.
     made_from: dict[str, list[tuple[str, str]]] = {}
@@ -251,7 +255,11 @@ def _remap_post_processor(pp: Any, vmap: VocabMap) -> None:
 
 def shrink_embeddings(model, vmap: VocabMap) -> None:
     """Slice the input embedding and output rows (tied or not, bias too) to ``vmap.kept``,
-    in place, and re-number the config's and generation config's special ids."""
+    in place, and re-number the config's and generation config's special ids.
+
+    The modules stay (only their weights are cut), so a family's own embedding class
+    keeps its behaviour: Gemma 3 multiplies embeddings by sqrt(hidden) in its forward.
+    """
     import torch
 
     emb = model.get_input_embeddings()
@@ -263,26 +271,21 @@ def shrink_embeddings(model, vmap: VocabMap) -> None:
         )
     tied = head is not None and head.weight is emb.weight
     idx = torch.tensor(vmap.kept, dtype=torch.long, device=emb.weight.device)
+
+    def cut(param):
+        return torch.nn.Parameter(
+            param.detach().index_select(0, idx).clone(), requires_grad=param.requires_grad
+        )
+
     with torch.no_grad():
-        new_emb = torch.nn.Embedding(
-            vmap.size, emb.weight.shape[1], padding_idx=None,
-            dtype=emb.weight.dtype, device=emb.weight.device,
-        )  # fmt: skip
-        new_emb.weight.copy_(emb.weight.index_select(0, idx))
-        model.set_input_embeddings(new_emb)
+        emb.weight = cut(emb.weight)
+        emb.num_embeddings = vmap.size
+        emb.padding_idx = None  # an old id; LoRA never trains the embedding anyway
         if head is not None:
-            bias = getattr(head, "bias", None)
-            new_head = torch.nn.Linear(
-                head.weight.shape[1], vmap.size, bias=bias is not None,
-                dtype=head.weight.dtype, device=head.weight.device,
-            )  # fmt: skip
-            if tied:
-                new_head.weight = new_emb.weight
-            else:
-                new_head.weight.copy_(head.weight.index_select(0, idx))
-            if bias is not None:
-                new_head.bias.copy_(bias.index_select(0, idx))
-            model.set_output_embeddings(new_head)
+            head.weight = emb.weight if tied else cut(head.weight)
+            if getattr(head, "bias", None) is not None:
+                head.bias = cut(head.bias)
+            head.out_features = vmap.size
     model.config.vocab_size = vmap.size
     for m in (model, getattr(model, "model", None)):
         if m is not None and hasattr(m, "vocab_size"):
@@ -425,7 +428,8 @@ def shrunk_folder(cfg, formats: Sequence[str] | None = None) -> Path:
         # dashscope is installed): which one decides the kept ids, so it is in the key.
         tok = models.load_tokenizer(base)
         tok_id = [str(getattr(tok, "name_or_path", "")), len(tok)]
-        key = json.dumps([SHRINK_VERSION, "random", cfg.model, cfg.dtype, formats, tok_id])
+        rope = getattr(cfg, "rope_scaling", None)  # baked into the saved random weights
+        key = json.dumps([SHRINK_VERSION, "random", cfg.model, cfg.dtype, formats, tok_id, rope])
     else:
         src = models.resolve_model_path(cfg.model)
         stamp = [(p.name, p.stat().st_size) for p in sorted(src.glob("*.safetensors"))]
@@ -481,6 +485,7 @@ QWEN2_CHATML = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 QWEN2_EOS = {"<|endoftext|>": "endoftext", "<|im_end|>": "im_end"}  # eos -> cache suffix
+QWEN_TYPES = ("qwen2", "qwen3")  # model types whose tokenizer this is
 
 
 def qwen2_ranks_path() -> Path | None:
@@ -665,15 +670,15 @@ def qwen2_tokenizer_folder(eos: str = "<|endoftext|>", cache_dir: str | Path | N
 
 
 def qwen2_tokenizer_for(model: str, cache_dir: str | Path | None = None):
-    """The offline Qwen2 tokenizer folder for a registry Qwen2 / Qwen2.5 model (eos as
-    its config says: <|endoftext|> for base models, <|im_end|> for instruct ones), or
-    None (not such a model, or dashscope missing). For random-weight runs without the
-    real tokenizer on disk; Qwen2.5's extra special tokens (tools, vision) are absent,
-    regular text tokenizes to the same ids."""
+    """The offline Qwen2 tokenizer folder for a registry Qwen2 / Qwen2.5 / Qwen3 model
+    (eos as its config says: <|endoftext|> for base models, <|im_end|> for instruct ones),
+    or None (not such a model, or dashscope missing). For random-weight runs without the
+    real tokenizer on disk; Qwen2.5's and Qwen3's extra special tokens (tools, vision,
+    <think>) are absent, regular text tokenizes to the same ids (Qwen3 kept the vocabulary)."""
     from arc_ttft import models
 
     cand = models.find_candidate(model)
-    if cand is None or cand.name == "tiny" or cand.config.get("model_type") != "qwen2":
+    if cand is None or cand.name == "tiny" or cand.config.get("model_type") not in QWEN_TYPES:
         return None
     eos = "<|im_end|>" if cand.config.get("eos_token_id") == 151645 else "<|endoftext|>"
     return qwen2_tokenizer_folder(eos, cache_dir)
