@@ -153,9 +153,9 @@ def test_rescore_ranking_and_vote_weight():
     a = _cand([[1]], 6, -1.0, rescore=-20.0)
     b = _cand([[2]], 2, -1.0, rescore=-19.5)
     # pure product of experts: the likelier grid wins
-    assert select.rank_rescored([a, b], 0.0)[0] is b
+    assert select.rank_candidates([a, b], "poe", 4, 0.0)[0] is b
     # with the vote term, 6 votes (log 6 = 1.79) beat 2 (log 2 = 0.69) over a 0.5 gap
-    assert select.rank_rescored([a, b], 1.0)[0] is a
+    assert select.rank_candidates([a, b], "poe", 4, 1.0)[0] is a
 
 
 class ScoringBackend(TruthBackend):
@@ -355,3 +355,90 @@ def test_auto_views_ask_an_adapter_in_its_training_views_and_the_base_in_all_eig
     )
     assert seen == {"t": {0}, "u": set(range(8))}
     assert select.view_transforms("central", "/ad", "none") == "central"  # explicit wins
+
+
+# -- scorers: hand-computed numbers -----------------------------------------------------
+
+GRID_A = [[1, 1], [1, 1]]  # found by views 0, 1, 2
+GRID_B = [[2, 2, 2], [2, 2, 2], [2, 2, 2]]  # found by view 3 only
+
+
+class TwoAnswerBackend:
+    """Views 0-2 answer A (NLL 1.0, 2.0, 0.5), view 3 answers B (NLL 0.2). Scoring gives
+    A -2.0 and B -1.0 under every augmentation (told apart by the answer's length)."""
+
+    name = "fake"
+
+    def __init__(self, fmt="digits"):
+        self.fmt = fmt
+        self.end = encoding.end_marker(CharTokenizer())
+        self.len_a = len(encoding.get_format(fmt).render(np.array(GRID_A)) + self.end)
+
+    def generate(self, requests):
+        out = []
+        for r in requests:
+            v = r.key.view_index
+            grid, nll = (GRID_A, (1.0, 2.0, 0.5)[v]) if v < 3 else (GRID_B, 0.2)
+            text = encoding.get_format(self.fmt).render(augment.apply_grid(r.key.view, g(grid)))
+            out.append([Completion([1, 2], text + self.end, -nll, 2)])
+        return out
+
+    def score_many(self, items):
+        return [-2.0 if len(a) == self.len_a else -1.0 for _, a, _ in items]
+
+
+def _two_answer_task():
+    t = make_task()
+    return Task(t.id, t.train, [Example(g([[1, 2], [3, 4]]), g(GRID_A))])
+
+
+# A: 3 views, NLLs 1.0 + 2.0 + 0.5, augmented sum -8.0 over 4; B: 1 view, NLL 0.2, sum -4.0
+@pytest.mark.parametrize(
+    "scorer, best, score_a, score_b",
+    [
+        ("vote", GRID_A, 3.0, 1.0),  # counts
+        ("poe", GRID_B, -8.0 + np.log(3), -4.0),  # sum LL + log(count)
+        ("nvarc", GRID_A, 3 - 8.0 / 4, 1 - 4.0 / 4),  # views - mean NLL
+        # sum over finders of (3 - NLL) + sum over augmentations of (3 - NLL_j)
+        ("architects", GRID_B, (2.0 + 1.0 + 2.5) + (12 - 8.0), 2.8 + (12 - 4.0)),
+    ],
+)
+def test_scorers_rank_with_hand_computed_scores(scorer, best, score_a, score_b):
+    t = _two_answer_task()
+    cfg = InferConfig(views=4, rescore=4, scorer=scorer, sampling="greedy")
+    s = select.predict_tasks([t], TwoAnswerBackend(), CharTokenizer(), cfg, "digits")[t.id][0]
+    assert s.scorer == scorer and s.rescored == (scorer != "vote")
+    assert s.candidates[0].grid == best
+    got = {json.dumps(c.grid): c.rank_score for c in s.candidates}
+    assert got[json.dumps(GRID_A)] == pytest.approx(score_a)
+    assert got[json.dumps(GRID_B)] == pytest.approx(score_b)
+
+
+def test_auto_scorer_and_sampling_follow_the_anchors(monkeypatch):
+    import torch
+
+    cfg = InferConfig()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert select.resolve_sampling(cfg) == "dfs"
+    assert select.resolve_scorer(cfg, "dfs") == "architects"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select.resolve_sampling(cfg) == "greedy"
+    assert select.resolve_sampling(InferConfig(samples=4, temperature=1.0)) == "sample"
+    assert select.resolve_scorer(cfg, "greedy") == "poe"
+    assert select.resolve_scorer(InferConfig(rescore=0), "dfs") == "vote"
+
+
+def test_dfs_requests_carry_the_search_settings():
+    t = make_task()
+    cfg = InferConfig(views=2, sampling="dfs", min_prob=0.2, dfs_max_candidates=5,
+                      dfs_max_nodes=99)  # fmt: skip
+    keyed, _ = select.build_requests(
+        [t], {t.id: select.task_views(t, 2)}, "digits", CharTokenizer(), {}, cfg,
+        sampling="dfs", deadline=123.0,
+    )  # fmt: skip
+    r = keyed[0][1]
+    assert (r.min_prob, r.n, r.max_nodes, r.deadline, r.temperature) == (0.2, 5, 99, 123.0, 0.0)
+    keyed, _ = select.build_requests(
+        [t], {t.id: select.task_views(t, 2)}, "digits", CharTokenizer(), {}, cfg, sampling="greedy"
+    )
+    assert keyed[0][1].min_prob is None and keyed[0][1].n == 1

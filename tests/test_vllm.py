@@ -237,3 +237,28 @@ def test_dfs_equals_transformers_dfs(backends, tmp_path):
     finally:
         vl.close()
         hf.close()
+
+
+@pytest.mark.parametrize("spec", ["linear:2", "yarn:2"])
+def test_rope_scaling_reaches_the_engine(backends, spec):
+    """--rope-scaling: vLLM reads the scaled config through hf_overrides and answers as the
+    transformers model loaded with the same scaling does (greedy, same scores)."""
+    from arc_ttft import infer
+    from arc_ttft.config import RunConfig, from_flat
+
+    _, vl_tiny = backends
+    vl_tiny.close()  # one engine at a time
+    cfg = from_flat(RunConfig, {"model": "tiny", "rope_scaling": spec, "max_seq_len": 512,
+                                "dtype": "float32"})  # fmt: skip
+    hf = infer.make_backend(cfg, kind="hf", device="cpu")
+    vl = infer.make_backend(cfg, kind="vllm")
+    try:
+        assert vl.hf_overrides  # the tiny folder itself is unscaled
+        reqs = _reqs(hf.tokenizer, lambda i: None)
+        _same(vl.generate(reqs), hf.generate(reqs))
+        answer = hf.tokenizer("12\n34", add_special_tokens=False)["input_ids"]
+        items = [(r.prompt_ids, answer, None) for r in reqs]
+        assert vl.score_many(items) == pytest.approx(hf.score_many(items), abs=1e-3)
+    finally:
+        vl.close()
+        hf.close()

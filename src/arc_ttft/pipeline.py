@@ -63,6 +63,7 @@ class RunResult:
 
 ANSWERS = "answers.json"  # the selected attempts with the task's adapter
 ANSWERS_BASE = "answers.base.json"  # the probe's base-model attempts (a fallback)
+DFS_SHARE_OF_TIMEOUT = 0.8  # of an inference call's time limit, for DFS (then scoring)
 
 
 def task_dir(out: Path, task_id: str) -> Path:
@@ -209,7 +210,7 @@ class ShardWork:
     def max_seq_len(self) -> int:
         from arc_ttft import models
 
-        return self.cfg.model.max_seq_len or models.default_seq_len(self.cfg.model.model)
+        return models.resolve_max_seq_len(self.cfg.model)
 
     def adapters_dir(self) -> Path:
         root = adapters_root(self.cfg, self.out)
@@ -286,12 +287,15 @@ class ShardWork:
         from arc_ttft import select
 
         backend = self.backend
+        # DFS stops itself before the hard timeout, keeping what it found and leaving time
+        # to score the candidates; the timeout then only catches a hung engine.
+        dfs_deadline = time.time() + DFS_SHARE_OF_TIMEOUT * timeout_s
         selections = B.with_deadline(
             lambda: select.predict_tasks(
                 tasks, backend, backend.tokenizer, self.cfg.infer, self.cfg.model.format,
                 {} if base else {t.id: adapters.get(t.id) for t in tasks}, self.max_seq_len,
                 seed=self.cfg.ttt.seed, events=self.events,
-                adapter_transforms=self.cfg.ttt.ttt_transforms,
+                adapter_transforms=self.cfg.ttt.ttt_transforms, deadline=dfs_deadline,
             ),
             timeout_s,
         )  # fmt: skip
@@ -469,7 +473,7 @@ def process_shard(
         else:
             ttt_todo.append(t)
     infer_todo = [t for t in tasks if not (cfg.resume and read_answers(out, t.id, False))]
-    max_seq_len = cfg.model.max_seq_len or models.default_seq_len(cfg.model.model)
+    max_seq_len = models.resolve_max_seq_len(cfg.model)
     tokens = {t.id: estimate_tokens(t, cfg.model.format, max_seq_len) for t in tasks}
     return schedule.run_shard(
         cfg, work, guard, cost, events,
@@ -497,7 +501,7 @@ def use_shrunk_vocab(cfg: C.RunConfig, events: EventLog) -> C.RunConfig:
 
     folder = vocab.shrunk_folder(cfg.model)
     out = copy.deepcopy(cfg)
-    out.model.max_seq_len = cfg.model.max_seq_len or models.default_seq_len(cfg.model.model)
+    out.model.max_seq_len = models.resolve_max_seq_len(cfg.model)
     out.model.model, out.model.shrink_vocab, out.model.random_weights = str(folder), False, False
     events.log("shrink_vocab", source=cfg.model.model, folder=str(folder))
     return out

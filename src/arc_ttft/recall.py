@@ -96,7 +96,7 @@ def measure_recall(
     adapters = {r.task_id: r.adapter for r in results}
 
     backend = infer.make_backend(cfg)
-    max_seq_len = cfg.model.max_seq_len or models.default_seq_len(cfg.model.model)
+    max_seq_len = models.resolve_max_seq_len(cfg.model)
     demos = {t.id: demonstration_tasks(t) for t in tasks}
     flat = [d for t in tasks for d in demos[t.id]]
     try:

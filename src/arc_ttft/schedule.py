@@ -111,16 +111,31 @@ def answer_tokens(task: Task, cfg: C.RunConfig) -> float:
     return float(min(n, cfg.infer.max_new_tokens) if cfg.infer.max_new_tokens else n)
 
 
+DFS_PATHS = 3  # prior: answers' worth of one-token expansions per DFS view
+DFS_CANDIDATES = 4  # prior: distinct candidates per test input to score after DFS
+
+
 def inference_workload(
     tasks: list[Task], cfg: C.RunConfig, base: bool = False
 ) -> tuple[int, float, int]:
     """(prompts, typical answer tokens, re-scoring calls) that inference of ``tasks`` needs
     (``base``: the probe's, without adapters)."""
+    from arc_ttft.select import request_fields, resolve_sampling, resolve_scorer
+
+    sampling = resolve_sampling(cfg.infer)
     n_tests = sum(len(t.test) for t in tasks)
-    n_prompts = n_tests * cfg.infer.views * cfg.infer.samples
+    if sampling == "dfs":
+        # A walk expands the greedy path and the branches above min_prob: a prior of
+        # DFS_PATHS answers' worth of tokens per view; the probe measures the real cost.
+        n_prompts = n_tests * cfg.infer.views * DFS_PATHS
+        n_cands = DFS_CANDIDATES
+    else:
+        n_prompts = n_tests * cfg.infer.views * request_fields(cfg.infer, sampling)["n"]
+        n_cands = 2  # ~two distinct candidates per test input
     if cfg.infer.base_votes and cfg.ttt.ttt_steps > 0 and not base:
         n_prompts *= 2  # every view is asked with and without the adapter
-    n_scores = n_tests * cfg.infer.rescore * 2  # ~two distinct candidates per test input
+    scoring = resolve_scorer(cfg.infer, sampling) != "vote"
+    n_scores = n_tests * cfg.infer.rescore * n_cands if scoring else 0
     out_tokens = float(np.mean([answer_tokens(t, cfg) for t in tasks for _ in t.test]))
     return n_prompts, out_tokens, n_scores
 

@@ -64,6 +64,7 @@ class Candidate:
     logprobs: list[float] = field(default_factory=list)  # mean per-token logprob per sample
     rescore: float | None = None  # summed log-likelihood under the re-scoring views
     rank_score: float | None = None  # the key it was ranked by (see the module docstring)
+    nlls: list[float] = field(default_factory=list)  # whole-answer NLL per sample (the scorers')
 
     @property
     def mean_logprob(self) -> float:
@@ -93,6 +94,7 @@ class Selection:
     rescored: bool = False
     rescore_views: list[str] = field(default_factory=list)
     rescore_dropped: int = 0  # (candidate, view) scores left out: longer than max_seq_len
+    scorer: str = "vote"  # what ranked the candidates (rank_candidates)
 
     def top(self, k: int = 2) -> list[np.ndarray]:
         """The ``k`` best distinct grids (fewer when there are fewer candidates)."""
@@ -126,6 +128,7 @@ class Selection:
             "rescored": self.rescored,
             "rescore_views": self.rescore_views,
             "rescore_dropped": self.rescore_dropped,
+            "scorer": self.scorer,
             "candidates": [c.to_dict() for c in self.candidates],
         }
 
@@ -219,8 +222,14 @@ def build_requests(
     adapters: dict[str, str | None],
     cfg: Any,
     max_seq_len: int | None = None,
+    sampling: str | None = None,
+    deadline: float | None = None,
 ) -> tuple[list[tuple[RequestKey, Request]], dict[tuple[str, int], int]]:
     """One request per (task, test input, view); also the views skipped per test input.
+
+    ``sampling`` (default ``resolve_sampling(cfg)``): greedy asks one argmax answer, sample
+    ``cfg.samples`` at ``cfg.temperature``, dfs every answer >= ``cfg.min_prob`` (at most
+    ``cfg.dfs_max_candidates``, stopping at ``deadline``, a time.time() value).
 
     With ``max_seq_len`` the prompt drops train pairs to leave room for ``query_cap`` (as
     TTT did), and a prompt that still leaves no room is skipped (counted) rather than
@@ -228,6 +237,7 @@ def build_requests(
     ``generation_cap``: a 30x30 answer where the context has room for one.
     """
     stops = stop_ids(tokenizer)
+    how = request_fields(cfg, sampling or resolve_sampling(cfg), deadline)
     out: list[tuple[RequestKey, Request]] = []
     skipped: dict[tuple[str, int], int] = {}
     for task in tasks:
@@ -249,15 +259,31 @@ def build_requests(
                 req = Request(
                     prompt_ids=ids,
                     adapter=adapters.get(task.id),
-                    n=cfg.samples,
-                    temperature=cfg.temperature,
                     max_new_tokens=new,
                     stop_token_ids=stops,
                     key=RequestKey(task.id, ti, vi, view),
                     grid_alphabet=encoding.get_format(fmt).alphabet,
+                    **how,
                 )
                 out.append((req.key, req))
     return out, skipped
+
+
+def request_fields(cfg: Any, sampling: str, deadline: float | None = None) -> dict[str, Any]:
+    """The Request fields that say how a view's answers are generated."""
+    if sampling == "dfs":
+        return dict(
+            n=cfg.dfs_max_candidates,
+            temperature=0.0,
+            min_prob=cfg.min_prob,
+            max_nodes=cfg.dfs_max_nodes,
+            deadline=deadline,
+        )
+    if sampling == "sample":
+        return dict(n=cfg.samples, temperature=cfg.temperature)
+    if sampling == "greedy":
+        return dict(n=1, temperature=0.0)
+    raise ValueError(f"sampling: {sampling!r} unknown; use one of {', '.join(SAMPLINGS)}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -298,6 +324,7 @@ def collect(
             cand.count += 1
             cand.views.append(key.view_index)
             cand.logprobs.append(c.logprob / max(1, c.n_tokens))
+            cand.nlls.append(-c.logprob)
     for k, s in sel.items():
         s.candidates = vote(list(found[k].values()))
     out: dict[str, list[Selection]] = {t.id: [] for t in tasks}
@@ -327,13 +354,69 @@ def vote(cands: list[Candidate]) -> list[Candidate]:
     return sorted(cands, key=lambda c: (-c.count, -c.mean_logprob))
 
 
-def rank_rescored(cands: list[Candidate], vote_weight: float) -> list[Candidate]:
-    """Rank by summed log-likelihood + vote_weight x log(count); vote order breaks ties."""
+ARCHITECTS_OFFSET = 3.0  # the ARChitects' per-score offset: 3 - NLL
+
+
+def candidate_score(c: Candidate, scorer: str, m: int, vote_weight: float = 1.0) -> float:
+    """A candidate's rank key under ``scorer`` (higher is better); ``c.rescore`` is its
+    summed log-likelihood over the ``m`` scoring views (augmentations).
+
+    - ``poe``: product of experts, sum of the m log-likelihoods + vote_weight x log(count)
+      (Franzen et al., "Product of Experts with LLMs: Boosting Performance on ARC Is a
+      Matter of Perspective", 2025, plus this package's vote weight).
+    - ``nvarc``: the number of distinct views whose search found it, minus its mean NLL
+      under the m augmentations (NVARC, ARC Prize 2025 winning solution write-up).
+    - ``architects``: the sum over the finding samples of (3 - NLL), plus the mean over
+      them of the sum over augmentations j of (3 - NLL_j) (the ARChitects, "The LLM
+      ARChitect: Solving ARC-AGI Is A Matter of Perspective", 2024). Here the m
+      augmentations are the same for every finding view, so that mean is the one sum.
+    """
+    ll = c.rescore if c.rescore is not None else -math.inf
+    if scorer == "poe":
+        return ll + vote_weight * math.log(max(1, c.count))
+    if scorer == "nvarc":
+        return len(set(c.views)) + ll / max(1, m)
+    if scorer == "architects":
+        found = sum(ARCHITECTS_OFFSET - nll for nll in c.nlls)
+        return found + ARCHITECTS_OFFSET * m + ll
+    raise ValueError(f"scorer: {scorer!r} unknown; use one of {', '.join(SCORERS)}")
+
+
+def rank_candidates(
+    cands: list[Candidate], scorer: str, m: int, vote_weight: float = 1.0
+) -> list[Candidate]:
+    """Rank by ``candidate_score`` (higher first); the vote order breaks ties."""
     order = {id(c): i for i, c in enumerate(cands)}
     for c in cands:
-        ll = c.rescore if c.rescore is not None else -math.inf
-        c.rank_score = ll + vote_weight * math.log(max(1, c.count))
+        c.rank_score = candidate_score(c, scorer, m, vote_weight)
     return sorted(cands, key=lambda c: (-c.rank_score, order[id(c)]))
+
+
+SCORERS = ("vote", "poe", "nvarc", "architects")
+SAMPLINGS = ("greedy", "sample", "dfs")
+
+
+def resolve_sampling(cfg: Any) -> str:
+    """``cfg.sampling``, with ``auto`` made concrete: DFS on a CUDA GPU (the anchors' choice;
+    on CPU a walk of one-token forwards costs several times a greedy answer), else
+    sampling when --samples > 1, else greedy."""
+    if cfg.sampling != "auto":
+        return cfg.sampling
+    import torch
+
+    if torch.cuda.is_available():
+        return "dfs"
+    return "sample" if cfg.samples > 1 and cfg.temperature > 0 else "greedy"
+
+
+def resolve_scorer(cfg: Any, sampling: str) -> str:
+    """``cfg.scorer``, with ``auto`` made concrete: architects after DFS, poe after greedy or
+    sampling, vote when there are no scoring views (--rescore 0)."""
+    if cfg.scorer != "auto":
+        return cfg.scorer
+    if cfg.rescore < 1:
+        return "vote"
+    return "architects" if sampling == "dfs" else "poe"
 
 
 def rescore(
@@ -349,8 +432,10 @@ def rescore(
     max_seq_len: int | None = None,
     events: Any = None,
     transforms: dict[str, str] | str = "dihedral",
+    scorer: str = "poe",
 ) -> int:
-    """Re-score the top candidates of every selection with ``m`` views in one call.
+    """Re-score the top candidates of every selection with ``m`` views in one call, then
+    rank them by ``scorer`` (``rank_candidates``).
 
     Only selections with two or more candidates are re-scored (one candidate has nothing
     to beat). With ``max_seq_len``, a view where prompt + any candidate is longer is left
@@ -410,13 +495,15 @@ def rescore(
                 c.rescore = 0.0
             s.rescored = True
             s.rescore_views = [augment.describe(v) for v in used]
+            s.scorer = scorer
             todo.append(s)
     if not items:
         return 0
     for c, v in zip(owners, backend.score_many(items)):
         c.rescore += v
     for s in todo:
-        top = rank_rescored(s.candidates[:RESCORE_MAX_CANDIDATES], vote_weight)
+        m_used = len(s.rescore_views)
+        top = rank_candidates(s.candidates[:RESCORE_MAX_CANDIDATES], scorer, m_used, vote_weight)
         s.candidates = top + s.candidates[RESCORE_MAX_CANDIDATES:]
     return len(items)
 
@@ -438,35 +525,43 @@ def predict_tasks(
     seed: int = 0,
     events: Any = None,
     adapter_transforms: str = "dihedral",
+    deadline: float | None = None,
 ) -> dict[str, list[Selection]]:
     """Views -> one generate call -> parse/invert/vote -> (re-score) for ``tasks``.
 
-    ``cfg`` is an InferConfig (views, view_transforms, base_votes, samples, temperature,
-    rescore, rescore_vote_weight, max_new_tokens). ``adapters`` maps task id -> adapter
-    folder (None or missing: base model). ``adapter_transforms``: the transforms the
-    adapters were trained under, which ``view_transforms="auto"`` asks them in. Returns
-    task id -> one Selection per test input, in test order.
+    ``cfg`` is an InferConfig (views, view_transforms, base_votes, sampling and its knobs,
+    scorer, rescore, rescore_vote_weight, max_new_tokens). ``adapters`` maps task id ->
+    adapter folder (None or missing: base model). ``adapter_transforms``: the transforms
+    the adapters were trained under, which ``view_transforms="auto"`` asks them in.
+    ``deadline`` (time.time()): DFS stops there and keeps what it found. Returns task id ->
+    one Selection per test input, in test order.
     """
     adapters = adapters or {}
     t0 = time.monotonic()
+    sampling = resolve_sampling(cfg)
+    scorer = resolve_scorer(cfg, sampling)
     transforms = {
-        t.id: view_transforms(getattr(cfg, "view_transforms", "dihedral"), adapters.get(t.id),
-                              adapter_transforms)
+        t.id: view_transforms(cfg.view_transforms, adapters.get(t.id), adapter_transforms)
         for t in tasks
-    }  # fmt: skip
+    }
     views = {t.id: task_views(t, cfg.views, seed, transforms[t.id]) for t in tasks}
-    keyed, skipped = build_requests(tasks, views, fmt, tokenizer, adapters, cfg, max_seq_len)
-    if getattr(cfg, "base_votes", False):
+    keyed, skipped = build_requests(
+        tasks, views, fmt, tokenizer, adapters, cfg, max_seq_len, sampling, deadline
+    )
+    if cfg.base_votes:
         # The same prompts without the adapter; same keys, so collect() pools the votes.
         keyed += [(k, dataclasses.replace(r, adapter=None)) for k, r in keyed if r.adapter]
     t1 = time.monotonic()
+    nodes0 = _dfs_nodes(backend)
     completions = backend.generate([r for _, r in keyed]) if keyed else []
     t2 = time.monotonic()
     stats = encoding.ParseStats()
     selections = collect(tasks, keyed, completions, fmt, tokenizer, skipped, stats)
+    # the vote order stands without scoring views; a scorer that needs them re-scores
+    m = cfg.rescore if scorer != "vote" else 0
     n_scores = rescore(
-        tasks, selections, backend, tokenizer, fmt, adapters, cfg.rescore, seed,
-        getattr(cfg, "rescore_vote_weight", 1.0), max_seq_len, events, transforms,
+        tasks, selections, backend, tokenizer, fmt, adapters, m, seed,
+        cfg.rescore_vote_weight, max_seq_len, events, transforms, scorer,
     )  # fmt: skip
     t3 = time.monotonic()
     if events is not None:
@@ -481,6 +576,14 @@ def predict_tasks(
             prompt_seconds=round(t1 - t0, 3),
             generate_seconds=round(t2 - t1, 3),
             select_seconds=round(t3 - t2, 3),
+            sampling=sampling,
+            scorer=scorer,
+            dfs_nodes=_dfs_nodes(backend) - nodes0 if sampling == "dfs" else None,
             backend=getattr(backend, "name", type(backend).__name__),
         )
     return selections
+
+
+def _dfs_nodes(backend: Any) -> int:
+    """Nodes the backend's DFS expanded so far (its ``stats``; fakes have none)."""
+    return int(getattr(backend, "stats", {}).get("dfs_nodes", 0))

@@ -694,7 +694,7 @@ def run_ttt(
     events = events or EventLog()
     model, tokenizer = models.load_model(model_cfg, device=device, for_training=True)
     model = prepare_peft_model(model, cfg)
-    max_seq_len = model_cfg.max_seq_len or models.default_seq_len(model_cfg.model)
+    max_seq_len = models.resolve_max_seq_len(model_cfg)
     out = Path(output_dir)
     if cfg.adapter_mode == "shared":
         return [

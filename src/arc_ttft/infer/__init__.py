@@ -91,9 +91,10 @@ def make_backend(
     if model_path is None and model_cfg is None:
         raise ValueError("make_backend: pass model_path with an InferConfig (or a RunConfig)")
     if max_model_len is None:
-        name = model_cfg.model if model_cfg is not None else str(model_path)
-        max_model_len = (model_cfg.max_seq_len if model_cfg is not None else None) or (
-            models.default_seq_len(name)
+        max_model_len = (
+            models.resolve_max_seq_len(model_cfg)
+            if model_cfg is not None
+            else models.default_seq_len(str(model_path))
         )
 
     if chosen == "hf":
@@ -130,4 +131,6 @@ def make_backend(
         max_model_len=max_model_len,
         max_lora_rank=max_lora_rank,
         seed=seed,
+        # --rope-scaling: the engine reads the scaled config (None when the folder has it)
+        hf_overrides=models.rope_overrides(model_cfg, model_path) if model_cfg else None,
     )

@@ -207,6 +207,8 @@ class HFBackend:
             max_nodes=r.max_nodes,
             deadline=r.deadline,
         )
+        if r.deadline is not None and time.time() > r.deadline:
+            return []  # out of time: not even the prompt's forward
         index = torch.tensor(walk.allowed, dtype=torch.long, device=self.device)
         n_prompt = len(r.prompt_ids)
         ids = torch.tensor([r.prompt_ids], dtype=torch.long, device=self.device)

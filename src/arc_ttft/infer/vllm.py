@@ -110,6 +110,7 @@ class VLLMBackend:
         tokenizer: Any = None,
         enforce_eager: bool | None = None,
         gpu_memory_utilization: float | None = None,
+        hf_overrides: dict | None = None,
     ):
         import torch
         from transformers import AutoTokenizer
@@ -129,6 +130,7 @@ class VLLMBackend:
         self.gpu_memory_utilization = gpu_memory_utilization or getattr(
             cfg, "gpu_memory_utilization", 0.85
         )
+        self.hf_overrides = hf_overrides  # model config changes, e.g. RoPE scaling
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(self.model_path)
         self.llm = None
         self.engine_rank = 0
@@ -167,6 +169,7 @@ class VLLMBackend:
             # prefix cache makes that one new token's work, and 64 covers min_prob >= 1/63
             enable_prefix_caching=True,
             max_logprobs=MAX_LOGPROBS,
+            **({"hf_overrides": self.hf_overrides} if self.hf_overrides else {}),
         )
         self.engine_rank, self.engine_loras = rank, loras
 
