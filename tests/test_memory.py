@@ -156,3 +156,24 @@ def test_scoring_batches_respect_the_logits_budget(backend):
     largest = _largest(lambda: small.score_many(items))
     assert largest <= 2 * 101 * VOCAB
     assert small.score_many(items) == pytest.approx(ref, abs=1e-4)
+
+
+def test_answers_of_one_prompt_share_its_forward(backend, monkeypatch):
+    """Re-scoring sends every candidate under the same view prompt: those items run the
+    prompt once (its KV cache repeated per answer batch) and score exactly as alone."""
+    p1, p2 = _prompt(60, 21), _prompt(45, 22)
+    answers = [_prompt(k, 30 + k) for k in (1, 5, 17, 9, 2)]
+    items = [(p1, a, None) for a in answers] + [(p2, a, None) for a in answers[:3]]
+    items.append((_prompt(50, 23), answers[1], None))  # a prompt of its own
+    alone = HFBackend(backend.base, backend.tokenizer, batch_size=4, share_prefix=False)
+    want = alone.score_many(items)
+    calls = []
+    shared = HFBackend(backend.base, backend.tokenizer, batch_size=2, max_logits_mb=0.05)
+    real = shared._score_shared
+    monkeypatch.setattr(shared, "_score_shared", lambda *a: calls.append(a) or real(*a))
+    assert shared.score_many(items) == pytest.approx(want, abs=1e-4)
+    assert [len(c[1]) for c in calls] == [5, 3]  # the two shared prompts, batched
+    # the logits budget still holds: 0.05 MiB is 13 positions x 1000 x 4 bytes, so the
+    # 16-position answer goes alone
+    largest = _largest(lambda: shared.score_many(items))
+    assert largest <= 2 * 16 * VOCAB

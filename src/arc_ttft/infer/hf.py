@@ -15,6 +15,7 @@ positions only (``logits_to_keep``) and sizes its batches so those stay under
 
 from __future__ import annotations
 
+import copy
 import inspect
 import time
 from collections import OrderedDict
@@ -43,6 +44,7 @@ class HFBackend:
         max_cached_adapters: int = 8,
         seed: int = 0,
         max_logits_mb: float = 512.0,
+        share_prefix: bool = True,
     ):
         self.base = model
         self.model = model  # becomes a PeftModel at the first adapter request
@@ -52,6 +54,7 @@ class HFBackend:
         self.seed = seed
         # fp32 answer logits one scoring batch may hold (at least one item per batch)
         self.max_logits_bytes = max_logits_mb * 2**20
+        self.share_prefix = share_prefix  # score answers of one prompt on its KV cache
         self._adapters: OrderedDict[str, str] = OrderedDict()  # resolved path -> adapter name
         self._counter = 0
         self.pad_id = tokenizer.pad_token_id
@@ -195,6 +198,12 @@ class HFBackend:
             self._grid_id_cache[alphabet] = grid_token_ids(self.tokenizer, alphabet, rows)
         return self._grid_id_cache[alphabet]
 
+    def _cache_name(self) -> str:
+        """The forward's KV-cache argument (and output field): transformers renamed
+        past_key_values to cache in 5.2x; ask the model which it takes."""
+        params = inspect.signature(type(self.base).forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
     def _dfs_one(self, model: Any, r: Request) -> list[Completion]:
         """One prompt's DFS on a KV cache: prefill once, then one token per expansion;
         when the walk backtracks the cache is cropped back to the node's depth."""
@@ -212,12 +221,7 @@ class HFBackend:
         index = torch.tensor(walk.allowed, dtype=torch.long, device=self.device)
         n_prompt = len(r.prompt_ids)
         ids = torch.tensor([r.prompt_ids], dtype=torch.long, device=self.device)
-        # transformers renamed past_key_values to cache (5.2x); ask the model which it takes
-        name = (
-            "cache"
-            if "cache" in inspect.signature(type(self.base).forward).parameters
-            else ("past_key_values")
-        )
+        name = self._cache_name()
         out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
         cache = getattr(out, name)
         walk.push(logprob_map(out.logits[0, -1].float().log_softmax(-1), walk.allowed, index))
@@ -348,13 +352,65 @@ class HFBackend:
             batches.append(part)
         return batches
 
+    def _score_shared(self, prompt: list[int], answers: list[list[int]], adapter) -> list[float]:
+        """Several answers after one prompt: the prompt's forward runs once and its KV cache
+        is repeated for each batch of answers (right-padded: causal attention keeps the
+        padding out of every real position). Re-scoring asks every candidate under the
+        same view prompt, so this saves all but one prompt forward per view."""
+        name = self._cache_name()
+        dev = self.device
+        per_row = 4 * self._vocab_size()  # fp32 log-probs of one position
+
+        def fwd(model):
+            with torch.inference_mode():
+                ids = torch.tensor([prompt], device=dev)
+                out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+                cache = getattr(out, name)
+                first = out.logits[0, -1].float().log_softmax(-1)  # predicts each answer[0]
+                scores = [float(first[a[0]]) if a else 0.0 for a in answers]
+                rest = [i for i, a in enumerate(answers) if len(a) > 1]
+                width = max((len(answers[i]) - 1 for i in rest), default=1)
+                rows = int(self.max_logits_bytes // (width * per_row))
+                rows = max(1, min(self.batch_size, rows))
+                for s in range(0, len(rest), rows):
+                    part = rest[s : s + rows]
+                    w = max(len(answers[i]) for i in part) - 1
+                    x = torch.full((len(part), w), self.pad_id, dtype=torch.long)
+                    for j, i in enumerate(part):
+                        x[j, : len(answers[i]) - 1] = torch.tensor(answers[i][:-1])
+                    c = copy.deepcopy(cache)
+                    c.batch_repeat_interleave(len(part))
+                    logits = model(input_ids=x.to(dev), use_cache=True, **{name: c}).logits
+                    logp = logits.float().log_softmax(-1)
+                    for j, i in enumerate(part):
+                        k = len(answers[i]) - 1
+                        target = torch.tensor(answers[i][1:], device=dev).unsqueeze(-1)
+                        scores[i] += float(logp[j, :k].gather(-1, target).sum())
+                return scores
+
+        return self._run(adapter, fwd)
+
     def score_many(self, items: Sequence[ScoreItem]) -> list[float]:
-        """Sum of answer-token log-probs for each (prompt_ids, answer_ids, adapter)."""
+        """Sum of answer-token log-probs for each (prompt_ids, answer_ids, adapter). Items
+        that share a prompt (and adapter) reuse its forward (``_score_shared``) when
+        ``share_prefix``; the others go in padded batches."""
         t0 = time.monotonic()
-        groups: dict[str | None, list[int]] = {}
-        for i, it in enumerate(items):
-            groups.setdefault(it[2], []).append(i)
         out = [0.0] * len(items)
+        single = list(range(len(items)))
+        if self.share_prefix:
+            by_prompt: dict[tuple, list[int]] = {}
+            for i, (p, _, ad) in enumerate(items):
+                by_prompt.setdefault((ad, tuple(p)), []).append(i)
+            single = []
+            for (ad, p), idx in by_prompt.items():
+                if len(idx) == 1 or not p:
+                    single += idx
+                    continue
+                for i, v in zip(idx, self._score_shared(list(p), [items[i][1] for i in idx], ad)):
+                    out[i] = v
+        groups: dict[str | None, list[int]] = {}
+        for i in single:
+            groups.setdefault(items[i][2], []).append(i)
         for idx in groups.values():
             idx = sorted(idx, key=lambda i: len(items[i][0]) + len(items[i][1]))
             for part in self._score_batches(idx, items):
