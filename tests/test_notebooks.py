@@ -1,6 +1,6 @@
-"""The notebooks (submit, explore) and their Kaggle helpers (arc_ttft.kaggle).
+"""The notebooks (submit, explore, data_mix) and their Kaggle helpers (arc_ttft.kaggle).
 
-The slow tests are the CI notebook step: both notebooks run end to end with papermill on
+The slow tests are the CI notebook step: the notebooks run end to end with papermill on
 the tiny offline model, in the venv's own python3 kernel.
 """
 
@@ -18,7 +18,7 @@ from arc_ttft import kaggle, submission
 from arc_ttft.tasks import load_tasks
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-PAIRS = ["submit", "explore"]
+PAIRS = ["submit", "explore", "data_mix"]
 
 # Notebook parameters that are not RunConfig fields.
 NOT_CONFIG = {"output_dir", "wheels_dir", "allow_cpu", "show_tasks", "overrides"}
@@ -89,6 +89,13 @@ def test_submit_first_cell_records_the_start_time():
 
 def test_explore_parameters():
     assert set(_parameters("explore")) == {"challenges", "run_dir", "n_tasks"}
+
+
+def test_data_mix_parameters_are_config_fields():
+    params = _parameters("data_mix")
+    fields = set(C.flat_fields(C.FinetuneConfig)) | set(C.flat_fields(C.RunConfig))
+    assert set(params) - {"train_set", "eval_set", "output"} <= fields
+    assert params["model"]["default"] == '"tiny"'  # CI runs the tiny offline model
 
 
 def test_python3_kernel_is_this_python():
@@ -345,3 +352,30 @@ def test_explore_notebook_shows_the_run(submit_run, notebook_env):
     assert "submission problems: 0" in out
     assert "score: " in out
     assert _pictures(nb) == 2  # n_tasks=3 but the run has 2 tasks
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_data_mix_notebook_scores_every_mix(notebook_env):
+    """Four fine-tunes of the tiny model (4 tasks per set, 4 steps), each scored on the
+    same held-out arc1-eval tasks with and without TTT: one table, one plot."""
+    out = notebook_env / "data-mix"
+    nb = _execute(
+        "data_mix", notebook_env / "data_mix.out.ipynb", notebook_env, {"output": str(out)}
+    )
+    assert _pictures(nb) == 1
+    tables = "".join(
+        o.get("data", {}).get("text/markdown", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
+    for mix in ("| train |", "| eval |", "| train+eval |", "| train+eval(n-1) |"):
+        assert mix in tables
+    assert "held-out tasks: 2; mixes: 4" in _stdout(nb)
+    held = json.loads((out / "train_eval_n-1_" / "holdout.json").read_text())["task_ids"]
+    trained = json.loads((out / "train_eval_n-1_" / "train_tasks.json").read_text())
+    assert len(held) == 2 and not set(held) & {t["id"] for t in trained}
+    for mix in ("train", "eval", "train_eval", "train_eval_n-1_"):
+        sub = json.loads((out / mix / "run-ttt" / "submission.json").read_text())
+        assert sorted(sub) == held  # every model answered exactly the held-out tasks

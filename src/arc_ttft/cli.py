@@ -327,6 +327,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return speed.main_bench(C.validate(C.from_namespace(speed.TTTSpeedConfig, args)))
 
 
+def _finetune_flags(p: argparse.ArgumentParser) -> None:
+    C.add_arguments(p, C.FinetuneConfig)
+
+
+@command(
+    "finetune",
+    "Train a base model on a data mix of ARC tasks (TTT's prompts and views); write a model "
+    "folder for `arc-ttft run --model`.",
+    _finetune_flags,
+)
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Prints the data, then ``model: DIR`` (or ``adapter: DIR``) and a last line
+    ``steps: N, final loss: X (stop)``. Data-parallel under torchrun."""
+    from arc_ttft import finetune
+
+    cfg = C.validate(C.from_namespace(C.FinetuneConfig, args))
+    result = finetune.run(cfg)
+    if result.model_dir is None and result.adapter_dir is None:
+        return 0  # a data-parallel rank other than 0: rank 0 reports
+    print(f"data: {','.join(cfg.data)}: {result.n_train_tasks} tasks, {result.n_samples} samples")
+    if result.holdout_ids:
+        print(f"held out: {len(result.holdout_ids)} tasks ({result.output / 'holdout.json'})")
+    if result.model_dir is not None:
+        print(f"model: {result.model_dir}  (arc-ttft run --model {result.model_dir})")
+    if result.adapter_dir is not None:
+        print(f"adapter: {result.adapter_dir}  (--adapter-mode continue --base-adapter ...)")
+    loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "-"
+    print(f"steps: {result.steps}, final loss: {loss} ({result.stop_reason})")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 # inference: predict
 # ---------------------------------------------------------------------------------------
@@ -380,7 +411,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             adapters[t.id] = str(sub) if (sub / "adapter_config.json").is_file() else None
     out = Path(args.output)
     (out / "candidates").mkdir(parents=True, exist_ok=True)
-    max_seq_len = mcfg.max_seq_len or models.default_seq_len(mcfg.model)
+    max_seq_len = models.resolve_max_seq_len(mcfg)
     cfg.ttt.seed = args.seed
     if adapters:
         from arc_ttft.infer.vllm import adapter_rank  # no vllm import: reads adapter_config.json

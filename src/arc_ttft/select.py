@@ -1,27 +1,29 @@
-"""From views to two attempts: prompts per view, one backend call, inversion, vote, re-score.
+"""From views to two attempts: prompts per view, one backend call, inversion, ranking.
 
 For each test input of each task:
 
-1. ``N`` views (``augment.make_views``, seeded per task, the identity first), each with
-   ``k`` samples. A view's prompt shows the view-transformed train pairs (in the view's
-   order) and asks for the view-transformed test input.
+1. ``N`` views (``augment.make_views``, seeded per task, the identity first). A view's
+   prompt shows the view-transformed train pairs (in the view's order) and asks for the
+   view-transformed test input. ``InferConfig.sampling`` says what each view returns:
+   one greedy answer, ``samples`` random ones, or with ``dfs`` every answer of
+   probability >= ``min_prob`` (``infer.dfs``; at most ``dfs_max_candidates``).
 2. Every completion is parsed (``encoding.parse_answer``) and mapped back to the task's
    frame (``augment.invert_grid``). Unparsable answers are dropped and counted.
 3. Vote: identical grids are grouped; rank by count, ties broken by the mean per-token
    log-probability of the samples that produced the grid.
-4. Re-score (``InferConfig.rescore = M > 0``, product of experts): each distinct
-   candidate (the ``RESCORE_MAX_CANDIDATES`` best by vote) is scored under ``M``
-   views drawn with another seed (the same views for every candidate): the candidate is
-   transformed by the view and ``backend.score`` gives log P(answer | view prompt).
-   The rank key is ``sum of the M log-likelihoods + rescore_vote_weight * log(count)``:
-   weight 0 is the pure product of experts, the default 1 lets a grid that many views
-   agreed on win close calls. Ties fall back to the vote order. A view whose prompt plus
-   some candidate exceeds ``max_seq_len`` is left out for that test input (one such item
-   would fail a whole vLLM call); a test input left with no view keeps the vote order.
+4. Scoring (``InferConfig.scorer``; ``rescore = M > 0`` views): each distinct candidate
+   (the ``RESCORE_MAX_CANDIDATES`` best by vote) is scored under ``M`` views drawn with
+   another seed (the same views for every candidate): the candidate is transformed by
+   the view and the backend gives log P(answer | view prompt). ``candidate_score``
+   turns that into the rank key: ``poe`` (product of experts + vote weight), ``nvarc``
+   or ``architects`` (the 2025 and 2024 winners' formulas). Ties fall back to the vote
+   order. A view whose prompt plus some candidate exceeds ``max_seq_len`` is left out
+   for that test input (one such item would fail a whole vLLM call); a test input left
+   with no view keeps the vote order.
 5. Attempts 1 and 2 are the two best distinct grids; with fewer than two, the gaps are
    filled with ``submission.fallback_attempts`` (the test input, then ``[[0]]``).
 
-All prompts of all tasks go to the backend in ONE ``generate`` call (and all re-scoring
+All prompts of all tasks go to the backend in ONE ``generate`` call (and all scoring
 in one ``score_many`` call), so vLLM can batch the whole shard across adapters.
 """
 
