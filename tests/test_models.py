@@ -618,3 +618,17 @@ def test_gemma_instruct_folder_is_found_by_base_name(tmp_path, fake_hub):
     kaggle = tmp_path / "kaggle"
     hit = _fake_model(kaggle / "gemma-3" / "transformers" / "gemma-3-1b-it" / "1")
     assert models.resolve_model_path("Gemma-3-1B", search_roots=[kaggle]) == hit
+
+
+def test_random_weights_folder_carries_the_tokenizer():
+    """vLLM loads the tokenizer from the folder it serves: a random-weights folder must hold
+    the same tokenizer training used (it once held none, and vLLM got a 1-token one)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    cfg = ModelConfig(model="arc-nano", random_weights=True)
+    folder = models.random_weights_folder(cfg, torch.float32)
+    saved = AutoTokenizer.from_pretrained(folder)
+    want = models.load_tokenizer(cfg)
+    assert len(saved) == len(want) > 300
+    assert saved("12\n34")["input_ids"] == want("12\n34")["input_ids"]

@@ -1202,12 +1202,13 @@ def random_weights_folder(cfg, dtype) -> Path:
     """Random weights saved once to the cache, so the 4-bit path can quantize them on load.
 
     The folder name carries a hash of the architecture (RoPE scaling included), so a
-    changed config rebuilds.
+    changed config rebuilds. The tokenizer (``load_tokenizer``) is saved with the weights:
+    vLLM loads both from the folder.
     """
     config = _random_config(cfg.model, cfg.trust_remote_code, getattr(cfg, "rope_scaling", None))
     digest = hashlib.sha256(config.to_json_string().encode()).hexdigest()[:10]
     dname = str(dtype).replace("torch.", "")
-    final = _cache_root(None) / f"random-{Path(cfg.model).name}-{dname}-{digest}"
+    final = _cache_root(None) / f"random-{Path(cfg.model).name}-{dname}-{digest}-tok"
     if (final / "config.json").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -1216,6 +1217,8 @@ def random_weights_folder(cfg, dtype) -> Path:
         model = build_random_model(cfg, dtype, config=config)
         with _quiet_progress():
             model.save_pretrained(tmp, safe_serialization=True)
+        # vLLM reads its tokenizer from the same folder: the one training used
+        load_tokenizer(cfg).save_pretrained(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
