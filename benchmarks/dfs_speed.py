@@ -34,13 +34,6 @@ CASES = ("sample", "dfs", "score-alone", "score-shared")
 BASELINE = {"dfs": "sample", "score-shared": "score-alone"}
 
 
-def _status_bytes(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def _backend(model: str, backend: str):
     import torch
 
@@ -62,6 +55,7 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
     """One measurement in this process; returns its figures."""
     import torch
 
+    from arc_ttft.harness import peak_memory_bytes, proc_status_kib
     from arc_ttft.infer import Request, stop_ids
     from arc_ttft.infer.dfs import grid_token_ids
 
@@ -98,14 +92,14 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
         rss = torch.cuda.memory_allocated()
     else:
-        rss = _status_bytes("VmRSS")
+        rss = (proc_status_kib("VmRSS") or 0) * 1024
         Path("/proc/self/clear_refs").write_text("5")  # peak := now
     t0 = time.monotonic()
     fn()
     if cuda:
         torch.cuda.synchronize()
     secs = time.monotonic() - t0
-    peak = (torch.cuda.max_memory_allocated() if cuda else _status_bytes("VmHWM")) - rss
+    peak = peak_memory_bytes("cuda" if cuda else "cpu") - rss
     nodes = getattr(be, "stats", {}).get("dfs_nodes")
     units = units if units is not None else nodes
     be.close()

@@ -18,12 +18,12 @@
 #
 # Two questions before a Kaggle run:
 #
-# 1. **Which model and sequence length fit the budget?** `bench.run_candidates` times the
+# 1. **Which model and sequence length fit the budget?** `candidates.run_candidates` times the
 #    real LoRA TTT step (one untimed warm-up step, then `steps` timed ones) on synthetic
 #    sequences of exactly `seq_len` tokens, each configuration in a fresh subprocess, and
 #    projects the whole test set: `tasks_count x ttt_steps_per_task x s/step` (inference
 #    left out unless `inference_hours` is set).
-# 2. **Which LoRA rank?** `bench.run_rank_sweep` trains a fresh adapter per task and rank on
+# 2. **Which LoRA rank?** `rank_sweep.run_rank_sweep` trains a fresh adapter per task and rank on
 #    all train pairs but one and reports the loss on the held-out pair.
 #
 # By default everything runs on the tiny offline model (seconds, any machine). On a GPU
@@ -34,7 +34,7 @@
 # %%
 from IPython.display import Image, Markdown, display
 
-from arc_ttft import bench
+from arc_ttft import candidates, rank_sweep
 from arc_ttft.config import from_flat
 
 # %% tags=["parameters"]
@@ -56,7 +56,7 @@ output = "runs/candidates"
 
 # %%
 cand_cfg = from_flat(
-    bench.CandidatesConfig,
+    candidates.CandidatesConfig,
     {
         "models": models,
         "seq_lens": seq_lens,
@@ -70,7 +70,7 @@ cand_cfg = from_flat(
         "output": output,
     },
 )
-cand = bench.run_candidates(cand_cfg)
+cand = candidates.run_candidates(cand_cfg)
 display(Markdown(cand.markdown))
 
 # %% [markdown]
@@ -89,7 +89,7 @@ for r in sorted(best, key=lambda r: (-r.seq_len, r.sec_per_step)):
 
 # %%
 sweep_cfg = from_flat(
-    bench.RankSweepConfig,
+    rank_sweep.RankSweepConfig,
     {
         "ranks": ranks,
         "model": rank_model,
@@ -99,6 +99,6 @@ sweep_cfg = from_flat(
         "output": output,
     },
 )
-sweep = bench.run_rank_sweep(sweep_cfg)
+sweep = rank_sweep.run_rank_sweep(sweep_cfg)
 display(Markdown(sweep.table))
 display(Image(filename=sweep.paths["png"]))

@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 
 from arc_ttft import config as C
-from arc_ttft import kaggle, models
+from arc_ttft import kaggle, model_paths, models
 
 
 @pytest.fixture
 def fake_kaggle(tmp_path, monkeypatch):
     root = tmp_path / "kaggle"
     monkeypatch.setattr(kaggle, "KAGGLE_ROOT", root)
-    monkeypatch.setattr(models, "KAGGLE_INPUT", str(root / "input"))
+    monkeypatch.setattr(model_paths, "KAGGLE_INPUT", str(root / "input"))  # read there
     f = root / "input" / "arc-prize-2025" / "arc-agi_test_challenges.json"
     f.parent.mkdir(parents=True)
     f.write_text("{}")

@@ -1,4 +1,8 @@
-"""Model registry, path resolution, the tiny offline model, loading (fp32, random, 4-bit)."""
+"""Model registry, path resolution, the tiny offline model, loading (fp32, random, 4-bit).
+
+Through `models`, which re-exports `registry`, `rope`, `model_paths` and `tiny`; patches go
+to the module that defines the name (`model_paths._download`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from arc_ttft import cli, models
+from arc_ttft import cli, model_paths, models, tiny
 from arc_ttft.config import ModelConfig
 
 REQUIRED = [
@@ -216,7 +220,7 @@ def test_publish_keeps_the_winner_of_a_race(tmp_path):
     loser = tmp_path / ".tiny-build-1"
     loser.mkdir()
     (loser / "config.json").write_text('{"loser": true}')
-    assert models._publish(loser, final) == final
+    assert tiny.publish_folder(loser, final) == final
     assert not loser.exists()
     assert (final / "config.json").read_text() == "{}"
 
@@ -434,7 +438,7 @@ def test_resolve_downloads_only_when_online(tmp_path, fake_hub, monkeypatch):
         calls.append(hub_id)
         return _fake_model(tmp_path / "downloaded")
 
-    monkeypatch.setattr(models, "_download", fake_download)
+    monkeypatch.setattr(model_paths, "_download", fake_download)  # where it is called
     with pytest.raises(models.ModelNotFoundError):
         models.resolve_model_path("Phi-2", search_roots=[])
     assert calls == []
@@ -632,3 +636,36 @@ def test_random_weights_folder_carries_the_tokenizer():
     want = models.load_tokenizer(cfg)
     assert len(saved) == len(want) > 300
     assert saved("12\n34")["input_ids"] == want("12\n34")["input_ids"]
+
+
+# --- module layout ------------------------------------------------------------------------
+
+
+def test_models_re_exports_the_split_modules_names():
+    """``models.X`` is the very object its home module defines (registry, rope,
+    model_paths, tiny), so callers of the re-exports see the same registry and functions."""
+    from arc_ttft import registry, rope
+
+    moved = 0
+    for name in models.__all__:
+        obj = getattr(models, name)
+        homes = [h for h in (registry, rope, model_paths, tiny) if name in vars(h)]
+        if homes:
+            assert all(vars(h)[name] is obj for h in homes), name
+            moved += 1
+        else:
+            assert obj.__module__ == "arc_ttft.models", name  # loading, defined here
+    assert moved > 30 and models.REGISTRY is registry.REGISTRY
+
+
+def test_registry_rope_and_paths_import_without_torch():
+    """config imports find_candidate before torch is needed: the light modules stay light."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import arc_ttft.registry, arc_ttft.rope, arc_ttft.model_paths, "
+        "arc_ttft.tiny, arc_ttft.models; print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -262,3 +262,31 @@ def test_rope_scaling_reaches_the_engine(backends, spec):
     finally:
         vl.close()
         hf.close()
+
+
+def test_a_finetuned_model_serves_on_vllm(backends, tmp_path):
+    """`arc-ttft finetune`'s merged model folder loads in vLLM and answers as transformers
+    does from the same folder (the issue's done-when: run and vLLM both serve it)."""
+    from arc_ttft import config as C
+    from arc_ttft import finetune, synthetic
+    from arc_ttft.infer.hf import HFBackend
+    from arc_ttft.infer.vllm import VLLMBackend
+
+    _, vl_tiny = backends
+    vl_tiny.close()  # one engine at a time
+    ch, sol = synthetic.generate(4, seed=3, min_size=2, max_size=3)
+    challenges, _ = synthetic.write_kaggle(ch, sol, tmp_path, "gen")
+    cfg = C.validate(C.from_flat(C.FinetuneConfig, {
+        "model": "tiny", "data": [str(challenges)], "samples_per_task": 2, "max_seq_len": 512,
+        "batch_size": 2, "max_steps": 3, "learning_rate": 1e-3, "lora_rank": 8,
+        "checkpoint_minutes": None, "output": str(tmp_path / "ft"),
+    }))  # fmt: skip
+    folder = finetune.run(cfg, progress=False).output / "model"
+    hf = HFBackend.from_path(folder)
+    vl = VLLMBackend(str(folder), dtype="float32", max_model_len=512, seed=0)
+    try:
+        reqs = _reqs(hf.tokenizer, lambda i: None)
+        _same(vl.generate(reqs), hf.generate(reqs))
+    finally:
+        vl.close()
+        hf.close()

@@ -266,7 +266,7 @@ def cmd_ttt(args: argparse.Namespace) -> int:
 
 
 def _candidates_flags(p: argparse.ArgumentParser) -> None:
-    from arc_ttft.bench import CandidatesConfig
+    from arc_ttft.candidates import CandidatesConfig
 
     C.add_arguments(p, CandidatesConfig)
 
@@ -277,16 +277,16 @@ def _candidates_flags(p: argparse.ArgumentParser) -> None:
     _candidates_flags,
 )
 def cmd_candidates(args: argparse.Namespace) -> int:
-    from arc_ttft import bench
+    from arc_ttft import candidates
 
-    result = bench.run_candidates(C.from_namespace(bench.CandidatesConfig, args))
+    result = candidates.run_candidates(C.from_namespace(candidates.CandidatesConfig, args))
     print(result.markdown)
     print("written: " + ", ".join(result.paths.values()))
     return 0
 
 
 def _rank_sweep_flags(p: argparse.ArgumentParser) -> None:
-    from arc_ttft.bench import RankSweepConfig
+    from arc_ttft.rank_sweep import RankSweepConfig
 
     C.add_arguments(p, RankSweepConfig)
 
@@ -297,16 +297,16 @@ def _rank_sweep_flags(p: argparse.ArgumentParser) -> None:
     _rank_sweep_flags,
 )
 def cmd_lora_rank_sweep(args: argparse.Namespace) -> int:
-    from arc_ttft import bench
+    from arc_ttft import rank_sweep
 
-    result = bench.run_rank_sweep(C.from_namespace(bench.RankSweepConfig, args))
+    result = rank_sweep.run_rank_sweep(C.from_namespace(rank_sweep.RankSweepConfig, args))
     print(result.table)
     print("written: " + ", ".join(result.paths.values()))
     return 0
 
 
 def _bench_flags(p: argparse.ArgumentParser) -> None:
-    from arc_ttft.speed import TTTSpeedConfig
+    from arc_ttft.ttt_speed import TTTSpeedConfig
 
     p.add_argument(
         "what", choices=["ttt"], help="ttt: the TTT step, ours vs the 2024 reference recipe."
@@ -322,9 +322,9 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Rows per length and configuration, a table, then ``speedup: X.XXx tokens/s, memory:
     Y.YYx peak`` (ours over baseline at the longest length) last."""
-    from arc_ttft import speed
+    from arc_ttft import ttt_speed
 
-    return speed.main_bench(C.validate(C.from_namespace(speed.TTTSpeedConfig, args)))
+    return ttt_speed.main_bench(C.validate(C.from_namespace(ttt_speed.TTTSpeedConfig, args)))
 
 
 def _finetune_flags(p: argparse.ArgumentParser) -> None:

@@ -26,12 +26,16 @@ class ConfigError(ValueError):
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def _f(default: Any, help: str, **extra: Any) -> Any:
-    """A dataclass field with its help text (and optional CLI aliases / choices)."""
+def option(default: Any, help: str, **extra: Any) -> Any:
+    """A dataclass field with its help text (and optional CLI aliases / choices): every
+    config class (here, and the research commands' own) declares its fields with it."""
     meta = {"help": help, **extra}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+_f = option  # short name for the many fields below
 
 
 # ---------------------------------------------------------------------------------------

@@ -26,15 +26,30 @@ class EventLog:
         self.events.append(event)
         if self.path:
             with self.path.open("a") as f:
-                f.write(json.dumps(event, default=_jsonable) + "\n")
+                f.write(json.dumps(event, default=jsonable) + "\n")
         return event
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any, *, grid: bool = False) -> Any:
+    """``json.dumps(default=jsonable)``: what JSON cannot write by itself.
+
+    numpy arrays and scalars (and tensors) become lists and numbers, objects with
+    ``to_dict`` their dict, anything else its ``str``. ``grid=True`` (submission files)
+    is strict: arrays become lists of ints, numpy integers ints, anything else is a
+    TypeError.
+    """
+    if grid:
+        import numpy as np
+
+        if isinstance(x, np.ndarray):
+            return x.astype(int).tolist()
+        if isinstance(x, np.integer):
+            return int(x)
+        raise TypeError(f"cannot write {type(x).__name__} into a submission")
     if hasattr(x, "tolist"):
         return x.tolist()
-    if isinstance(x, Path):
-        return str(x)
+    if hasattr(x, "to_dict"):
+        return x.to_dict()
     return str(x)
 
 

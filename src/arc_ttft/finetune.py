@@ -275,14 +275,6 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _device() -> str:
-    import torch
-
-    if not torch.cuda.is_available():
-        return "cpu"
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-
-
 def _load(cfg: C.FinetuneConfig, device: str):
     """(model, tokenizer, source folder) for training, LoRA-wrapped unless ``full``."""
     import dataclasses
@@ -384,7 +376,9 @@ def run(
         out.mkdir(parents=True, exist_ok=True)
         if not cfg.resume and ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)  # a fresh run must not resume an older one by accident
-    device = _device()
+    device = models.default_device()
+    if device != "cpu":  # under torchrun, this process's own GPU
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     source = None  # the folder the weights came from (a shrunk copy with shrink_vocab)
     if model is None:
         model, tokenizer, loaded = _load(cfg, device)

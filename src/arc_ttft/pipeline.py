@@ -35,8 +35,8 @@ import numpy as np
 
 from arc_ttft import budget as B
 from arc_ttft import config as C
-from arc_ttft import encoding, schedule, submission
-from arc_ttft.events import EventLog
+from arc_ttft import encoding, harness, schedule, submission
+from arc_ttft.events import EventLog, jsonable
 from arc_ttft.tasks import Task, load_tasks, select_tasks
 
 
@@ -78,18 +78,8 @@ def adapters_root(cfg: C.RunConfig, out: Path) -> Path:
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, default=_jsonable))
+    tmp.write_text(json.dumps(obj, default=jsonable))
     os.replace(tmp, path)
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.integer, np.floating)):
-        return x.item()
-    if hasattr(x, "to_dict"):
-        return x.to_dict()
-    return str(x)
 
 
 def _read_json(path: Path) -> Any:
@@ -161,20 +151,6 @@ def estimate_tokens(task: Task, fmt: str, max_seq_len: int | None) -> int:
     return min(n, max_seq_len) if max_seq_len else n
 
 
-def _device(worker_device: str | None) -> str:
-    if worker_device:
-        return worker_device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _is_oom(e: BaseException) -> bool:
-    import torch
-
-    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
-
-
 def _free_memory() -> None:
     gc.collect()
     try:
@@ -240,7 +216,7 @@ class ShardWork:
                 )  # fmt: skip
                 break
             except Exception as e:
-                if attempt == 0 and _is_oom(e):
+                if attempt == 0 and harness.is_oom(e):
                     self.events.log(
                         "fault", task=task.id, where="ttt", error=repr(e)[:500], oom=True
                     )
@@ -460,7 +436,7 @@ def process_shard(
     and the budget are ``schedule.run_shard``'s)."""
     from arc_ttft import models
 
-    dev = _device(device)
+    dev = device or models.default_device()
     cost = B.CostModel.for_device(dev, cfg.model.model)
     work = ShardWork(cfg, out, events, dev, progress, worker, publish_fn)
     adapters: dict[str, str | None] = {}
@@ -621,10 +597,10 @@ def _worker_main(argv: list[str]) -> int:
     tasks = [t for t in loaded.tasks if t.id in wanted]
     guard = B.Budget(B.Clock(), float(seconds), cfg.budget.margin_seconds())
     events = EventLog(out / f"run.worker{gpu}.jsonl")
-    import torch
+    from arc_ttft import models
 
     # CUDA_VISIBLE_DEVICES shows this worker one GPU; on CPU (tests) workers share the CPU.
-    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    device = models.default_device()
     process_shard(tasks, cfg, out, guard, events, device=device, progress=False, worker=int(gpu))
     return 0
 

@@ -15,11 +15,13 @@ import os
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from arc_ttft.events import jsonable
 from arc_ttft.tasks import Grid, Problem, Task, grid, grid_problems, to_list
 
 # name -> what fills the two attempts when a test input has no answer
@@ -111,21 +113,13 @@ def write_submission(sub: dict, path: str | os.PathLike) -> None:
     try:
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(sub, f, separators=(",", ":"), default=_jsonable)
+            json.dump(sub, f, separators=(",", ":"), default=partial(jsonable, grid=True))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return x.astype(int).tolist()
-    if isinstance(x, np.integer):
-        return int(x)
-    raise TypeError(f"cannot write {type(x).__name__} into a submission")
 
 
 def read_submission(path: str | os.PathLike) -> dict:

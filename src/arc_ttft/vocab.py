@@ -435,7 +435,7 @@ def shrunk_folder(cfg, formats: Sequence[str] | None = None) -> Path:
         stamp = [(p.name, p.stat().st_size) for p in sorted(src.glob("*.safetensors"))]
         key = json.dumps([SHRINK_VERSION, str(src), stamp, formats])
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    final = models._cache_root(None) / f"shrunk-{Path(cfg.model).name}-{digest}"
+    final = models.cache_root(None) / f"shrunk-{Path(cfg.model).name}-{digest}"
     if (final / MAP_FILE).is_file():
         return final
     if cfg.random_weights:
@@ -644,7 +644,7 @@ def qwen2_tokenizer_folder(eos: str = "<|endoftext|>", cache_dir: str | Path | N
 
     if eos not in QWEN2_EOS:
         raise ValueError(f"vocab: eos {eos!r} must be one of {', '.join(QWEN2_EOS)}")
-    root = models._cache_root(cache_dir)
+    root = models.cache_root(cache_dir)
     final = root / f"qwen2-tokenizer-{QWEN2_EOS[eos]}"
     if (final / "tokenizer_config.json").is_file():
         return final

@@ -1,17 +1,15 @@
-"""Candidate table and LoRA-rank sweep on the tiny offline model."""
+"""`arc-ttft candidates` (and the CLI of both model searches) on the tiny offline model."""
 
 from __future__ import annotations
 
 import csv
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from arc_ttft import bench, cli, ttt
+from arc_ttft import candidates, cli, rank_sweep, ttt
 from arc_ttft.config import ConfigError, from_flat
-from arc_ttft.tasks import Example, Task
 
 
 def _read_csv(path: str) -> list[dict[str, str]]:
@@ -20,23 +18,25 @@ def _read_csv(path: str) -> list[dict[str, str]]:
 
 
 def test_config_reads_lists_of_ints():
-    cfg = from_flat(bench.CandidatesConfig, {"seq_lens": "256,512", "models": "tiny,Qwen2-0.5B"})
+    cfg = from_flat(
+        candidates.CandidatesConfig, {"seq_lens": "256,512", "models": "tiny,Qwen2-0.5B"}
+    )
     assert cfg.seq_lens == [256, 512]
     assert cfg.models == ["tiny", "Qwen2-0.5B"]
     with pytest.raises(ConfigError, match="seq_lens"):
-        from_flat(bench.CandidatesConfig, {"seq_lens": "256,long"})
-    assert from_flat(bench.RankSweepConfig, {"ranks": "4,8"}).ranks == [4, 8]
-    line = bench.command_line(cfg, "candidates")
+        from_flat(candidates.CandidatesConfig, {"seq_lens": "256,long"})
+    assert from_flat(rank_sweep.RankSweepConfig, {"ranks": "4,8"}).ranks == [4, 8]
+    line = candidates.command_line(cfg, "candidates")
     assert line == "arc-ttft candidates --models tiny,Qwen2-0.5B --seq-lens 256,512"
 
 
 def test_candidates_table_two_lengths(tmp_path):
     """Two lengths measured (in process, fast), one over the tiny model's 8192 context."""
-    cfg = bench.CandidatesConfig(
+    cfg = candidates.CandidatesConfig(
         models=["tiny"], seq_lens=[64, 128, 16384], steps=2, isolate=False,
         output=str(tmp_path), name="t",
     )  # fmt: skip
-    res = bench.run_candidates(cfg, progress=False)
+    res = candidates.run_candidates(cfg, progress=False)
     ok = [r for r in res.rows if r.status == "ok"]
     assert [r.seq_len for r in ok] == [64, 128]
     for r in ok:
@@ -61,10 +61,10 @@ def test_candidates_table_two_lengths(tmp_path):
 
 @pytest.mark.slow  # a fresh interpreter per configuration (~7 s idle)
 def test_candidates_in_a_subprocess_measure_peak_memory(tmp_path):
-    cfg = bench.CandidatesConfig(
+    cfg = candidates.CandidatesConfig(
         models=["tiny"], seq_lens=[128], steps=2, budget_hours=1e-6, output=str(tmp_path)
     )
-    row = bench.run_candidates(cfg, progress=False).rows[0]
+    row = candidates.run_candidates(cfg, progress=False).rows[0]
     assert row.status == "ok", row.reason
     assert row.sec_per_step > 0 and 0 < row.peak_mem_gib < 4
     assert row.fits is False  # nothing fits a budget of a few milliseconds
@@ -75,10 +75,10 @@ def test_oom_in_the_step_becomes_a_row(tmp_path, monkeypatch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(ttt, "train_steps", boom)
-    cfg = bench.CandidatesConfig(
+    cfg = candidates.CandidatesConfig(
         models=["tiny"], seq_lens=[64], steps=1, isolate=False, output=str(tmp_path)
     )
-    row = bench.run_candidates(cfg, progress=False).rows[0]
+    row = candidates.run_candidates(cfg, progress=False).rows[0]
     assert row.status == "oom" and "out of memory at seq_len 64" in row.reason
     assert row.sec_per_step is None and row.fits is None
 
@@ -86,16 +86,16 @@ def test_oom_in_the_step_becomes_a_row(tmp_path, monkeypatch):
 @pytest.mark.slow  # a fresh interpreter per configuration (~7 s idle)
 def test_memory_cap_gives_a_real_oom_row(tmp_path):
     """A subprocess with little address space fails in the step, not the parent."""
-    cfg = bench.CandidatesConfig(
+    cfg = candidates.CandidatesConfig(
         models=["tiny"], seq_lens=[4096], steps=1, memory_cap_gb=0.25, output=str(tmp_path)
     )
-    row = bench.run_candidates(cfg, progress=False).rows[0]
+    row = candidates.run_candidates(cfg, progress=False).rows[0]
     assert row.status == "oom", row.reason
     assert "memory" in row.reason
 
 
 def test_load_failure_and_params_cap_are_rows(tmp_path):
-    cfg = bench.CandidatesConfig(
+    cfg = candidates.CandidatesConfig(
         models=["tiny", "no-such-model", "Qwen2.5-1.5B"],
         seq_lens=[64],
         steps=1,
@@ -103,7 +103,7 @@ def test_load_failure_and_params_cap_are_rows(tmp_path):
         max_params_m=1000,
         output=str(tmp_path),
     )
-    rows = bench.run_candidates(cfg, progress=False).rows
+    rows = candidates.run_candidates(cfg, progress=False).rows
     assert [r.status for r in rows] == ["ok", "load_failed", "estimated"]
     assert "not found" in rows[1].reason
     est = rows[2]
@@ -113,11 +113,11 @@ def test_load_failure_and_params_cap_are_rows(tmp_path):
 
 
 def test_projection_by_hand():
-    cfg = bench.CandidatesConfig(
+    cfg = candidates.CandidatesConfig(
         tasks_count=120, ttt_steps_per_task=50, budget_hours=5.0, inference_hours=1.5
     )
-    row = bench.Row("m", 494.0, 32768, 1024, 4, "ok", sec_per_step=2.7)
-    bench._project(row, cfg)
+    row = candidates.Row("m", 494.0, 32768, 1024, 4, "ok", sec_per_step=2.7)
+    candidates._project(row, cfg)
     # 1000 steps x 2.7 s = 2700 s = 0.75 h
     assert row.hours_per_1000 == 0.75
     # 120 tasks x 50 steps = 6000 steps x 2.7 s = 16200 s = 4.5 h
@@ -125,27 +125,29 @@ def test_projection_by_hand():
     # 4.5 h TTT + 1.5 h inference = 6 h > 5 h budget
     assert row.fits is False
     # without the inference hours, 4.5 h fits 5 h
-    no_inference = bench.CandidatesConfig(tasks_count=120, ttt_steps_per_task=50, budget_hours=5)
-    bench._project(row, no_inference)
+    no_inference = candidates.CandidatesConfig(
+        tasks_count=120, ttt_steps_per_task=50, budget_hours=5
+    )
+    candidates._project(row, no_inference)
     assert row.fits is True
     # 0.1 s/step: 100 s = 0.0278 h per 1000 (3 decimals: 0.028); 6000 steps = 0.1667 h
-    row = bench.Row("m", 494.0, 32768, 1024, 4, "ok", sec_per_step=0.1)
-    bench._project(row, cfg)
+    row = candidates.Row("m", 494.0, 32768, 1024, 4, "ok", sec_per_step=0.1)
+    candidates._project(row, cfg)
     assert (row.hours_per_1000, row.test_set_hours) == (0.028, 0.167)
     # a row with no measurement gets no projection
-    row = bench.Row("m", 494.0, 32768, 1024, 4, "oom")
-    bench._project(row, cfg)
+    row = candidates.Row("m", 494.0, 32768, 1024, 4, "oom")
+    candidates._project(row, cfg)
     assert (row.hours_per_1000, row.test_set_hours, row.fits) == (None, None, None)
 
 
 def test_estimate_scales_by_params_and_length_by_hand():
     measured = [
-        bench.Row("small", 100.0, 8192, 1024, 4, "ok", sec_per_step=0.5),
-        bench.Row("mid", 500.0, 8192, 1024, 4, "ok", sec_per_step=2.0),
-        bench.Row("mid", 500.0, 8192, 2048, 4, "oom"),
+        candidates.Row("small", 100.0, 8192, 1024, 4, "ok", sec_per_step=0.5),
+        candidates.Row("mid", 500.0, 8192, 1024, 4, "ok", sec_per_step=2.0),
+        candidates.Row("mid", 500.0, 8192, 2048, 4, "oom"),
     ]
-    row = bench.Row("big", 1500.0, 32768, 2048, 4, "skipped")
-    bench._estimate(row, measured)
+    row = candidates.Row("big", 1500.0, 32768, 2048, 4, "skipped")
+    candidates._estimate(row, measured)
     # From the largest measured model (mid, 2.0 s at 1024): x3 params, x2 length = 12 s.
     assert row.status == "estimated" and row.sec_per_step == 12.0
     assert "estimated from mid at 1024 x params x length ratio" in row.reason
@@ -160,41 +162,16 @@ def test_find_max_seq_len_doubles_then_bisects(monkeypatch):
             return {"status": "ok"}
         return {"status": "oom", "reason": "out of memory"}
 
-    monkeypatch.setattr(bench, "run_probe", fake_probe)
-    cfg = bench.CandidatesConfig(models=["tiny"], search_step=256)
-    known = [bench.Row("tiny", 1.3, 8192, 512, 1, "ok")]
-    res = bench.search_max_seq_len(cfg, "tiny", known)
+    monkeypatch.setattr(candidates, "run_probe", fake_probe)
+    cfg = candidates.CandidatesConfig(models=["tiny"], search_step=256)
+    known = [candidates.Row("tiny", 1.3, 8192, 512, 1, "ok")]
+    res = candidates.search_max_seq_len(cfg, "tiny", known)
     assert (res.max_ok, res.first_fail) == (1280, 1536)
     assert calls == [1024, 2048, 1536, 1280]
     # Everything fits: stops at the model's context.
-    monkeypatch.setattr(bench, "run_probe", lambda *a, **k: {"status": "ok"})
-    res = bench.search_max_seq_len(cfg, "tiny", known)
+    monkeypatch.setattr(candidates, "run_probe", lambda *a, **k: {"status": "ok"})
+    res = candidates.search_max_seq_len(cfg, "tiny", known)
     assert res.max_ok == 8192 and res.stopped_by == "max_context"
-
-
-def _flip_task(seed: int) -> Task:
-    rng = np.random.default_rng(seed)
-    pairs = []
-    for _ in range(4):
-        g = rng.integers(0, 10, size=(3, 4)).astype(np.int8)
-        pairs.append(Example(g, g[:, ::-1].copy()))
-    return Task(f"flip{seed}", pairs[:3], pairs[3:])
-
-
-def test_rank_sweep_writes_csv_and_plot(tmp_path):
-    cfg = bench.RankSweepConfig(ranks=[2, 8], ttt_steps=3, last_k=2, output=str(tmp_path))
-    res = bench.run_rank_sweep(cfg, progress=False, tasks=[_flip_task(0), _flip_task(1)])
-    assert len(res.per_task) == 4
-    for rec in res.per_task:
-        assert math.isfinite(rec["train_loss"]) and math.isfinite(rec["val_loss"])
-        assert rec["steps"] == 3
-    assert [s["rank"] for s in res.summary] == [2, 8]
-    assert all(s["n_tasks"] == 2 for s in res.summary)
-    rows = _read_csv(res.paths["csv"])
-    assert {r["task_id"] for r in rows} == {"flip0", "flip1"}
-    png = (tmp_path / "lora-rank-sweep.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-    assert "| 2 | 2 |" in res.table
 
 
 def test_cli_commands(tmp_path, capsys):
@@ -215,11 +192,11 @@ def test_new_candidates_get_rows_with_reasons(tmp_path):
     """The 2025 models: rows from the registry alone (no weights), over-context rows
     against each model's own context, and the larger ones estimated with the reason."""
     new = ["Qwen3-0.6B", "Gemma-3-270M", "Llama-3.2-1B", "SmolLM3-3B"]
-    cfg = bench.CandidatesConfig(
+    cfg = candidates.CandidatesConfig(
         models=["tiny", *new], seq_lens=[64, 40000], steps=1, isolate=False,
         random_weights=True, max_params_m=10, output=str(tmp_path),
     )  # fmt: skip
-    rows = {(r.model, r.seq_len): r for r in bench.run_candidates(cfg, progress=False).rows}
+    rows = {(r.model, r.seq_len): r for r in candidates.run_candidates(cfg, progress=False).rows}
     assert rows[("tiny", 64)].status == "ok"
     for name in new:
         r = rows[(name, 64)]

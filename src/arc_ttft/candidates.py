@@ -1,4 +1,4 @@
-"""Model-candidate search and LoRA-rank sweep: the tables and plots researchers compare.
+"""`arc-ttft candidates`: which model, at which sequence length, fits the TTT budget.
 
 ``run_candidates`` answers "which model, at which sequence length, can be fine-tuned on
 every test task inside the budget?". For each (model, seq_len) it runs the real TTT step
@@ -8,41 +8,35 @@ carries the loss (an ARC answer grid is typically 10-30% of a prompt). Token val
 change the cost, so random ids time the step as well as real prompts do, and any model in
 the registry can be timed with ``random_weights`` without downloading anything.
 
-Each configuration runs in a fresh subprocess (``python -m arc_ttft.bench --one JSON``):
-peak memory is then that process's own (CUDA max_memory_allocated, or VmHWM on CPU, which
-cannot be reset inside a process), and an out-of-memory crash or a hard kill becomes a row
-with its reason instead of ending the search.
-
-``run_rank_sweep`` trains one adapter per task and LoRA rank on all train pairs but one,
-and reports the mean train loss (last steps) and the validation loss on the held-out pair.
+Each configuration runs in a fresh subprocess (``harness.run_isolated``): peak memory is
+then that process's own, and an out-of-memory crash or a hard kill becomes a row with its
+reason instead of ending the search. Writes NAME.md (``format_markdown``) and NAME.csv.
+``command_line``, ``int_list`` and ``write_csv`` are shared with ``rank_sweep``.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import json
-import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arc_ttft.config import ConfigError, _f
-
-RESULT_PREFIX = "BENCH_RESULT "
-GIB = 1024**3
+from arc_ttft import harness
+from arc_ttft.config import ConfigError, option
+from arc_ttft.harness import GIB
 
 # ---------------------------------------------------------------------------------------
-# Configs
+# Config
 # ---------------------------------------------------------------------------------------
 
 
-def _ints(name: str, values: list[Any]) -> list[int]:
+def int_list(name: str, values: list[Any]) -> list[int]:
+    """A config's comma separated list as ints; ConfigError naming the field otherwise."""
     try:
         out = [int(v) for v in values]
     except (TypeError, ValueError) as e:
@@ -54,54 +48,58 @@ def _ints(name: str, values: list[Any]) -> list[int]:
 class CandidatesConfig:
     """`arc-ttft candidates`: time the TTT step of candidate models at several lengths."""
 
-    models: list[str] = _f(
+    models: list[str] = option(
         ["tiny"], "Models to time (registry names, hub ids or folders; comma separated)."
     )
-    seq_lens: list[int] = _f([1024, 2048, 4096], "Sequence lengths in tokens (comma separated).")
-    steps: int = _f(10, "Timed optimizer steps per configuration (after one untimed warm-up).")
-    int4: bool = _f(False, "Load the base models in 4-bit nf4 (QLoRA).")
-    random_weights: bool = _f(
+    seq_lens: list[int] = option(
+        [1024, 2048, 4096], "Sequence lengths in tokens (comma separated)."
+    )
+    steps: int = option(10, "Timed optimizer steps per configuration (after one untimed warm-up).")
+    int4: bool = option(False, "Load the base models in 4-bit nf4 (QLoRA).")
+    random_weights: bool = option(
         False, "Build each model from its registry config with random weights (no download)."
     )
-    dtype: str = _f(
+    dtype: str = option(
         "auto",
         "Compute dtype: auto (bf16/fp16 on GPU, fp32 on CPU), float32, bfloat16, float16.",
         choices=["auto", "float32", "bfloat16", "float16"],
     )
-    device: str = _f("auto", "auto (cuda when available), cpu, cuda, cuda:1, ...")
-    lora_rank: int = _f(16, "LoRA rank of the timed adapter.")
-    answer_fraction: float = _f(
+    device: str = option("auto", "auto (cuda when available), cpu, cuda, cuda:1, ...")
+    lora_rank: int = option(16, "LoRA rank of the timed adapter.")
+    answer_fraction: float = option(
         0.25, "Share of each synthetic sequence that carries loss (the answer at the end)."
     )
-    budget_hours: float = _f(12.0, "Time budget the test set must fit in.")
-    tasks_count: int = _f(100, "Test tasks in the projection.")
-    ttt_steps_per_task: int = _f(32, "TTT steps per task in the projection.")
-    inference_hours: float | None = _f(
+    budget_hours: float = option(12.0, "Time budget the test set must fit in.")
+    tasks_count: int = option(100, "Test tasks in the projection.")
+    ttt_steps_per_task: int = option(32, "TTT steps per task in the projection.")
+    inference_hours: float | None = option(
         None, "Inference time to add to the projection (default: left out, said in the header)."
     )
-    max_params_m: float | None = _f(
+    max_params_m: float | None = option(
         None,
         "Skip models above this many million parameters (rows estimated from the largest "
         "measured model instead).",
     )
-    find_max_seq_len: bool = _f(
+    find_max_seq_len: bool = option(
         False, "Also search each model's longest sequence that fits (doubling, then bisection)."
     )
-    search_step: int = _f(256, "Bisection resolution of --find-max-seq-len, in tokens.")
-    search_minutes: float = _f(20.0, "Time cap of --find-max-seq-len per model.")
-    timeout_minutes: float = _f(30.0, "Give up on one configuration after this long.")
-    memory_cap_gb: float | None = _f(
+    search_step: int = option(256, "Bisection resolution of --find-max-seq-len, in tokens.")
+    search_minutes: float = option(20.0, "Time cap of --find-max-seq-len per model.")
+    timeout_minutes: float = option(30.0, "Give up on one configuration after this long.")
+    memory_cap_gb: float | None = option(
         None,
         "CPU only: address space each configuration may add after its imports (simulates a "
         "smaller machine; exceeding it is reported as out of memory).",
     )
-    isolate: bool = _f(True, "Run each configuration in a fresh subprocess (exact peak memory).")
-    seed: int = _f(0, "Seed for weights, adapter and token ids.")
-    output: str = _f("benchmarks", "Folder for the markdown and CSV files.")
-    name: str = _f("candidates", "File stem: writes NAME.md and NAME.csv.")
+    isolate: bool = option(
+        True, "Run each configuration in a fresh subprocess (exact peak memory)."
+    )
+    seed: int = option(0, "Seed for weights, adapter and token ids.")
+    output: str = option("benchmarks", "Folder for the markdown and CSV files.")
+    name: str = option("candidates", "File stem: writes NAME.md and NAME.csv.")
 
     def __post_init__(self) -> None:
-        self.seq_lens = _ints("seq_lens", self.seq_lens)
+        self.seq_lens = int_list("seq_lens", self.seq_lens)
 
     def problems(self) -> list[str]:
         out = []
@@ -115,46 +113,6 @@ class CandidatesConfig:
             out.append(f"answer_fraction: {self.answer_fraction} must be in (0, 0.9]")
         if self.search_step < 8:
             out.append(f"search_step: {self.search_step} must be >= 8")
-        return out
-
-
-@dataclass
-class RankSweepConfig:
-    """`arc-ttft lora-rank-sweep`: train and validation loss per LoRA rank."""
-
-    ranks: list[int] = _f([4, 8, 16, 32, 64], "LoRA ranks to compare (comma separated).")
-    challenges: str = _f("arc1-eval", "Tasks: challenges JSON, folder or bundled set name.")
-    tasks: list[str] = _f([], "Only these task ids (comma separated).")
-    max_tasks: int | None = _f(8, "Only the first N tasks with at least 2 train pairs.")
-    ttt_steps: int = _f(16, "Optimizer steps per task and rank.")
-    model: str = _f("tiny", "Model (registry name, hub id or folder).")
-    random_weights: bool = _f(False, "Random weights (timing only; losses then mean little).")
-    format: str = _f("digits", "Grid text format.")
-    max_seq_len: int | None = _f(None, "Longest sequence (default: the registry's).")
-    learning_rate: float = _f(1e-4, "Peak learning rate.")
-    alpha_ratio: float = _f(
-        2.0, "LoRA alpha = ratio x rank (keeps the update scale comparable across ranks)."
-    )
-    lora_targets: list[str] = _f(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        "Module names that get LoRA adapters.",
-    )
-    last_k: int = _f(4, "Train loss = mean of the last K steps.")
-    device: str = _f("auto", "auto (cuda when available), cpu, cuda, ...")
-    seed: int = _f(0, "Seed for views and adapter initialisation.")
-    output: str = _f("benchmarks", "Folder for lora-rank-sweep.csv / .png / .md.")
-
-    def __post_init__(self) -> None:
-        self.ranks = _ints("ranks", self.ranks)
-
-    def problems(self) -> list[str]:
-        out = []
-        if not self.ranks or min(self.ranks) < 1:
-            out.append(f"ranks: {self.ranks} needs values >= 1")
-        if self.ttt_steps < 1:
-            out.append(f"ttt_steps: {self.ttt_steps} must be >= 1")
-        if self.last_k < 1:
-            out.append(f"last_k: {self.last_k} must be >= 1")
         return out
 
 
@@ -177,45 +135,8 @@ def command_line(cfg: Any, command: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# One configuration (runs in the child process)
+# One configuration (runs in the child process: harness.run_isolated)
 # ---------------------------------------------------------------------------------------
-
-
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
-
-
-def _proc_status_kib(key: str) -> int | None:
-    """A field of /proc/self/status in KiB (VmHWM: peak RSS, VmRSS, VmSize), or None."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _peak_rss_kib() -> int:
-    hwm = _proc_status_kib("VmHWM")
-    if hwm is not None:
-        return hwm
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
-
-
-def _is_oom(e: BaseException) -> bool:
-    import torch
-
-    if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
-        return True
-    text = str(e).lower()
-    return any(s in text for s in ("out of memory", "can't allocate memory", "cannot allocate"))
 
 
 def synthetic_sample(seq_len: int, vocab_size: int, answer_fraction: float, seed: int):
@@ -245,10 +166,11 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
     from arc_ttft.config import ModelConfig, TTTConfig
 
     out: dict[str, Any] = {"status": "error", "reason": ""}
-    device = _device(spec.get("device", "auto"))
+    device = spec.get("device", "auto")
+    device = models.default_device() if device == "auto" else device
     on_cuda = device.startswith("cuda")
     out["device"] = device
-    rss0 = _proc_status_kib("VmRSS") or 0
+    rss0 = harness.proc_status_kib("VmRSS") or 0
     isolated = bool(spec.get("isolated"))
     if on_cuda and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats(device)
@@ -264,8 +186,8 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
         try:
             model, _ = models.load_model(mcfg, device=device, for_training=True)
         except Exception as e:  # a missing model or a broken install is a row, not a crash
-            kind = "oom" if _is_oom(e) else "load_failed"
-            out.update(status=kind, reason=f"load: {type(e).__name__}: {_first_line(e)}")
+            kind = "oom" if harness.is_oom(e) else "load_failed"
+            out.update(status=kind, reason=f"load: {type(e).__name__}: {harness.first_line(e)}")
             return out
         out["load_s"] = round(time.monotonic() - t0, 2)
         conf = model.config
@@ -302,12 +224,13 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
             if on_cuda:
                 torch.cuda.synchronize()
         except Exception as e:
-            if _is_oom(e):
+            if harness.is_oom(e):
                 out.update(
-                    status="oom", reason=f"out of memory at seq_len {seq_len}: {_first_line(e)}"
+                    status="oom",
+                    reason=f"out of memory at seq_len {seq_len}: {harness.first_line(e)}",
                 )
             else:
-                out.update(status="error", reason=f"{type(e).__name__}: {_first_line(e)}")
+                out.update(status="error", reason=f"{type(e).__name__}: {harness.first_line(e)}")
             return out
         out.update(
             status="ok",
@@ -319,38 +242,11 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
         return out
     finally:
         if on_cuda and torch.cuda.is_available():
-            out["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / GIB, 3)
+            out["peak_mem_gib"] = round(harness.peak_memory_bytes(device) / GIB, 3)
         elif isolated:
-            out["peak_mem_gib"] = round(max(0, _peak_rss_kib() - rss0) * 1024 / GIB, 3)
+            out["peak_mem_gib"] = round(max(0, harness.peak_rss_kib() - rss0) * 1024 / GIB, 3)
         # In-process on CPU the peak RSS is the whole session's: no honest figure.
         del model
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else ""
-
-
-def _set_memory_cap(gb: float) -> None:
-    """Limit the address space to what the process has now plus ``gb`` (Linux, CPU)."""
-    import resource
-
-    now = (_proc_status_kib("VmSize") or 0) * 1024
-    cap = now + int(gb * GIB)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-
-
-def _child_main(spec_json: str) -> int:
-    spec = {**json.loads(spec_json), "isolated": True}
-    import torch  # noqa: F401  (imports count as the baseline, before the cap)
-
-    from arc_ttft import models, ttt  # noqa: F401
-
-    if spec.get("memory_cap_gb"):
-        _set_memory_cap(float(spec["memory_cap_gb"]))
-    result = measure_one(spec)
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
-    return 0
 
 
 def run_probe(spec: dict[str, Any], isolate: bool = True, timeout_s: float | None = None) -> dict:
@@ -361,24 +257,9 @@ def run_probe(spec: dict[str, Any], isolate: bool = True, timeout_s: float | Non
     """
     if not isolate:
         return measure_one(spec)
-    cmd = [sys.executable, "-m", "arc_ttft.bench", "--one", json.dumps(spec)]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
-    except subprocess.TimeoutExpired:
-        return {
-            "status": "timeout",
-            "reason": f"no result after {timeout_s:.0f} s (--timeout-minutes)",
-        }
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX) :])
-    tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-3:]
-    if proc.returncode in (-9, 137):
-        return {"status": "oom", "reason": "process killed (SIGKILL: likely out of memory)"}
-    text = " | ".join(tail)[-400:]
-    status = "oom" if "memory" in text.lower() else "error"
-    return {"status": status, "reason": f"exit {proc.returncode}: {text}"}
+    return harness.run_isolated(
+        "arc_ttft.candidates:measure_one", {**spec, "isolated": True}, timeout_s
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -726,7 +607,7 @@ def write_outputs(
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": str(out / f"{cfg.name}.md"), "csv": str(out / f"{cfg.name}.csv")}
     Path(paths["markdown"]).write_text(markdown)
-    _write_csv(paths["csv"], [dataclasses.asdict(r) for r in rows])
+    write_csv(paths["csv"], [dataclasses.asdict(r) for r in rows])
     if searches:
         paths["search_csv"] = str(out / f"{cfg.name}-max-seq-len.csv")
         recs = []
@@ -734,225 +615,15 @@ def write_outputs(
             d = dataclasses.asdict(s)
             d["probes"] = " ".join(f"{n}:{st}" for n, st in s.probes)
             recs.append(d)
-        _write_csv(paths["search_csv"], recs)
+        write_csv(paths["search_csv"], recs)
     return paths
 
 
-def _write_csv(path: str, records: list[dict[str, Any]]) -> None:
+def write_csv(path: str, records: list[dict[str, Any]]) -> None:
+    """``records`` as a CSV with a header (an empty file when there are none)."""
     with open(path, "w", newline="") as fh:
         if not records:
             return
         w = csv.DictWriter(fh, fieldnames=list(records[0]))
         w.writeheader()
         w.writerows(records)
-
-
-# ---------------------------------------------------------------------------------------
-# LoRA rank sweep
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class RankSweepResult:
-    per_task: list[dict[str, Any]]  # rank, task_id, train_loss, val_loss, base_val_loss, ...
-    summary: list[dict[str, Any]]  # rank, n_tasks, train_mean, train_sem, val_mean, val_sem
-    table: str
-    paths: dict[str, str]
-
-
-def _mean_sem(xs: list[float]) -> tuple[float, float]:
-    n = len(xs)
-    m = sum(xs) / n
-    if n < 2:
-        return m, 0.0
-    var = sum((x - m) ** 2 for x in xs) / (n - 1)
-    return m, math.sqrt(var / n)
-
-
-def _sweep_tasks(cfg: RankSweepConfig):
-    from arc_ttft import tasks as T
-
-    loaded = T.load_tasks(cfg.challenges, skip_invalid=True).tasks
-    chosen = T.select_tasks(loaded, cfg.tasks or None)
-    usable = [t for t in chosen if len(t.train) >= 2]  # one pair held out, one trained on
-    if cfg.max_tasks is not None:
-        usable = usable[: cfg.max_tasks]
-    if not usable:
-        raise ConfigError(
-            [f"challenges: no task in {cfg.challenges!r} has 2+ train pairs (one is held out)"]
-        )
-    return usable
-
-
-def run_rank_sweep(cfg: RankSweepConfig, *, progress: bool = True, tasks=None) -> RankSweepResult:
-    """Per rank and task: fresh adapter, ``ttt_steps`` steps on all train pairs but the
-    last, then the loss on the held-out last pair. Writes lora-rank-sweep.csv (per task),
-    lora-rank-sweep-summary.csv, .md and .png to ``cfg.output``.
-
-    ``tasks`` (a list of tasks.Task) replaces loading ``cfg.challenges``.
-    """
-    import torch
-
-    from arc_ttft import models, ttt
-    from arc_ttft.config import ModelConfig, TTTConfig, validate
-
-    validate(cfg)
-    task_list = list(tasks) if tasks is not None else _sweep_tasks(cfg)
-    task_list = [t for t in task_list if len(t.train) >= 2]
-    mcfg = ModelConfig(model=cfg.model, random_weights=cfg.random_weights, format=cfg.format)
-    device = _device(cfg.device)
-    model, tok = models.load_model(mcfg, device=device, for_training=True)
-    max_len = cfg.max_seq_len or models.default_seq_len(cfg.model)
-
-    def val_loss(m, sample) -> float:
-        m.eval()
-        with torch.no_grad():
-            loss, _ = ttt.answer_loss(m, ttt.pack([sample], device))
-        return float(loss)
-
-    holdouts = {
-        t.id: ttt.holdout_sample(t, len(t.train) - 1, cfg.format, tok, max_len) for t in task_list
-    }
-    base_val = {t.id: val_loss(model, holdouts[t.id]) for t in task_list}
-    per_task: list[dict[str, Any]] = []
-    for rank in cfg.ranks:
-        tcfg = TTTConfig(
-            ttt_steps=cfg.ttt_steps,
-            lora_rank=rank,
-            lora_alpha=cfg.alpha_ratio * rank,
-            lora_targets=list(cfg.lora_targets),
-            learning_rate=cfg.learning_rate,
-            seed=cfg.seed,
-        )
-        pm = ttt.prepare_peft_model(model, tcfg)
-        for i, task in enumerate(task_list):
-            seed = cfg.seed + i
-            ttt.reset_adapter(pm, seed)
-            samples = ttt.make_samples(
-                task, cfg.format, tok, cfg.ttt_steps, seed, max_len, holdout=len(task.train) - 1
-            )
-            losses, _, _, seconds = ttt.train_steps(pm, samples, tcfg, cfg.ttt_steps)
-            tail = losses[-cfg.last_k :]
-            rec = {
-                "rank": rank,
-                "task_id": task.id,
-                "train_loss": round(sum(tail) / len(tail), 5),
-                "val_loss": round(val_loss(pm, holdouts[task.id]), 5),
-                "base_val_loss": round(base_val[task.id], 5),
-                "steps": len(losses),
-                "seconds": round(seconds, 3),
-            }
-            per_task.append(rec)
-            if progress:
-                print(f"[rank-sweep] r={rank} {task.id}: train {rec['train_loss']:.4f} "
-                      f"val {rec['val_loss']:.4f}", file=sys.stderr, flush=True)  # fmt: skip
-        model = pm.unload()  # the base model back, without this rank's adapter
-    summary = _summarise(per_task, cfg.ranks)
-    table = format_rank_table(summary, cfg, len(task_list))
-    paths = write_rank_outputs(per_task, summary, table, cfg)
-    return RankSweepResult(per_task, summary, table, paths)
-
-
-def _summarise(per_task: list[dict[str, Any]], ranks: list[int]) -> list[dict[str, Any]]:
-    out = []
-    for rank in ranks:
-        recs = [r for r in per_task if r["rank"] == rank]
-        tm, ts = _mean_sem([r["train_loss"] for r in recs])
-        vm, vs = _mean_sem([r["val_loss"] for r in recs])
-        bm, _ = _mean_sem([r["base_val_loss"] for r in recs])
-        steps = sum(r["steps"] for r in recs)
-        out.append({
-            "rank": rank, "n_tasks": len(recs),
-            "train_mean": round(tm, 5), "train_sem": round(ts, 5),
-            "val_mean": round(vm, 5), "val_sem": round(vs, 5),
-            "base_val_mean": round(bm, 5),
-            "sec_per_step": round(sum(r["seconds"] for r in recs) / max(1, steps), 4),
-        })  # fmt: skip
-    return out
-
-
-def format_rank_table(summary: list[dict[str, Any]], cfg: RankSweepConfig, n_tasks: int) -> str:
-    lines = [
-        f"# LoRA rank sweep ({time.strftime('%Y-%m-%d')})",
-        "",
-        f"Command: `{command_line(cfg, 'lora-rank-sweep')}`",
-        "",
-        f"{n_tasks} tasks, {cfg.ttt_steps} steps per task and rank, alpha = {cfg.alpha_ratio:g} "
-        f"x rank, lr {cfg.learning_rate:g}. Train loss: mean of the last {cfg.last_k} steps. "
-        "Validation: the loss on each task's last train pair, held out of training "
-        "(other pairs as examples, identity view). Mean +- standard error over tasks.",
-        "",
-        "| rank | tasks | train loss | val loss | val loss before TTT | s/step |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    for s in summary:
-        lines.append(
-            f"| {s['rank']} | {s['n_tasks']} | {s['train_mean']:.4f} +- {s['train_sem']:.4f} | "
-            f"{s['val_mean']:.4f} +- {s['val_sem']:.4f} | {s['base_val_mean']:.4f} | "
-            f"{s['sec_per_step']:.3f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def write_rank_outputs(per_task, summary, table, cfg: RankSweepConfig) -> dict[str, str]:
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "csv": str(out / "lora-rank-sweep.csv"),
-        "summary_csv": str(out / "lora-rank-sweep-summary.csv"),
-        "markdown": str(out / "lora-rank-sweep.md"),
-        "png": str(out / "lora-rank-sweep.png"),
-    }
-    _write_csv(paths["csv"], per_task)
-    _write_csv(paths["summary_csv"], summary)
-    Path(paths["markdown"]).write_text(table)
-    plot_rank_sweep(summary, paths["png"], title=f"LoRA rank sweep: {cfg.model}")
-    return paths
-
-
-def plot_rank_sweep(summary: list[dict[str, Any]], path: str, title: str = "") -> None:
-    """Loss vs rank (log2 x axis), train and validation lines with standard-error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    ranks = [s["rank"] for s in summary]
-    fig, ax = plt.subplots(figsize=(4.2, 3.2), dpi=150)
-    ax.errorbar(ranks, [s["train_mean"] for s in summary], yerr=[s["train_sem"] for s in summary],
-                marker="o", ms=4, capsize=3, lw=1.5, label="train (last steps)")  # fmt: skip
-    ax.errorbar(ranks, [s["val_mean"] for s in summary], yerr=[s["val_sem"] for s in summary],
-                marker="s", ms=4, capsize=3, lw=1.5, label="validation (held-out pair)")  # fmt: skip
-    ax.axhline(summary[0]["base_val_mean"], color="grey", ls=":", lw=1, label="validation, no TTT")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ranks)
-    ax.set_xticklabels([str(r) for r in ranks])
-    ax.set_xlabel("LoRA rank")
-    ax.set_ylabel("cross-entropy (answer tokens)")
-    if title:
-        ax.set_title(title, fontsize=9)
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.grid(alpha=0.3, lw=0.5)
-    ax.legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-# ---------------------------------------------------------------------------------------
-# `python -m arc_ttft.bench --one JSON` (the child process)
-# ---------------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 2 and argv[0] == "--one":
-        return _child_main(argv[1])
-    print(
-        "usage: python -m arc_ttft.bench --one JSON  (use `arc-ttft candidates`)", file=sys.stderr
-    )
-    return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

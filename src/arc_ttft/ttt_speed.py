@@ -2,7 +2,8 @@
 
 Two configurations train a fresh LoRA adapter on the same sequences, in the same order,
 for the same steps, on the same architecture with random weights (registry config: no
-download), each in a fresh subprocess so its peak memory is its own:
+download), each in a fresh subprocess (``harness.run_isolated``) so its peak memory is its
+own:
 
 - ``baseline``, the way the 2024 reference solution fine-tuned: the full vocabulary,
   batch 1, ``transformers.Trainer`` with its defaults (fp32 on CPU, fused AdamW, linear
@@ -34,7 +35,6 @@ import dataclasses
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,10 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arc_ttft.config import ConfigError, _f
+from arc_ttft import harness
+from arc_ttft.config import ConfigError, option
+from arc_ttft.harness import GIB
 
-RESULT_PREFIX = "TTT_SPEED_RESULT "
-GIB = 1024**3
 CONFIGS = ("baseline", "ours", "ours-fp32")
 
 
@@ -53,41 +53,43 @@ CONFIGS = ("baseline", "ours", "ours-fp32")
 class TTTSpeedConfig:
     """`arc-ttft bench ttt`: tokens/s, seconds/step and peak memory, ours vs the reference."""
 
-    model: str = _f("Qwen2-0.5B", "Architecture (registry name), built with random weights.")
-    seq_len: list[int] = _f([1024, 2048], "Tokens per step (comma separated lengths).")
-    steps: int = _f(3, "Timed optimizer steps per configuration.")
-    warmup: int = _f(1, "Untimed steps before them.")
-    configs: list[str] = _f(
+    model: str = option("Qwen2-0.5B", "Architecture (registry name), built with random weights.")
+    seq_len: list[int] = option([1024, 2048], "Tokens per step (comma separated lengths).")
+    steps: int = option(3, "Timed optimizer steps per configuration.")
+    warmup: int = option(1, "Untimed steps before them.")
+    configs: list[str] = option(
         ["baseline", "ours"],
         "Configurations, run alternating per length: baseline, ours, ours-fp32.",
     )
-    tokenizer: str = _f(
+    tokenizer: str = option(
         "auto",
         "auto (the model's own if on disk, else the Qwen2 tokenizer built offline from "
         "dashscope for Qwen2 models, else the tiny one), tiny, or a tokenizer folder.",
     )
-    format: str = _f("digits", "Grid text format of the prompts.")
-    challenges: str = _f("arc1-eval", "Tasks the prompts come from.")
-    bench_lora_rank: int = _f(16, "LoRA rank (both configurations).")
-    bench_lora_targets: list[str] = _f(
+    format: str = option("digits", "Grid text format of the prompts.")
+    challenges: str = option("arc1-eval", "Tasks the prompts come from.")
+    bench_lora_rank: int = option(16, "LoRA rank (both configurations).")
+    bench_lora_targets: list[str] = option(
         ["q_proj", "k_proj", "v_proj", "o_proj"], "LoRA target modules (both configurations)."
     )
-    bench_learning_rate: float = _f(1e-4, "Peak learning rate, linear decay, no warm-up (both).")
-    bench_batch_size: list[int] = _f(
+    bench_learning_rate: float = option(
+        1e-4, "Peak learning rate, linear decay, no warm-up (both)."
+    )
+    bench_batch_size: list[int] = option(
         [1],
         "Sequences per step for ours, comma separated: one ours row each (equal lengths go "
         "as rows, so SDPA keeps its flash kernel). The baseline stays at batch 1 like the "
         "reference; the ratios use the first.",
     )
-    peak_tflops: float = _f(
+    peak_tflops: float = option(
         0.0,
         "The device's dense bf16 peak in TFLOP/s for MFU; 0 = from the GPU's name "
         "(H100/H200 989, A100 312, L4 121, T4 65 fp16). No MFU on CPU.",
     )
-    device: str = _f("auto", "auto (cuda when available), cpu, cuda.")
-    isolate: bool = _f(True, "A fresh subprocess per configuration (exact peak memory).")
-    timeout_minutes: float = _f(20.0, "Give up on one configuration after this long.")
-    output: str | None = _f(None, "Also write the results (loss curves included) to this JSON.")
+    device: str = option("auto", "auto (cuda when available), cpu, cuda.")
+    isolate: bool = option(True, "A fresh subprocess per configuration (exact peak memory).")
+    timeout_minutes: float = option(20.0, "Give up on one configuration after this long.")
+    output: str | None = option(None, "Also write the results (loss curves included) to this JSON.")
 
     def problems(self) -> list[str]:
         out = []
@@ -151,7 +153,7 @@ def _qwen2_tokenizer_folder() -> Path | None:
     cached; None when dashscope or the script is missing."""
     from arc_ttft import models
 
-    folder = models._cache_root(None) / "qwen2-tokenizer-endoftext"
+    folder = models.cache_root(None) / "qwen2-tokenizer-endoftext"
     if (folder / "tokenizer_config.json").is_file():
         return folder
     script = Path(__file__).resolve().parents[2] / "scripts" / "qwen_tokenizer.py"
@@ -205,24 +207,8 @@ def _load_tokenizer(where: str):
 
 
 # ---------------------------------------------------------------------------------------
-# One configuration (runs in the child)
+# One configuration (runs in the child: harness.run_isolated)
 # ---------------------------------------------------------------------------------------
-
-
-def _peak_memory_bytes(device: str) -> int:
-    import torch
-
-    if device.startswith("cuda"):
-        return int(torch.cuda.max_memory_allocated())
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
 
 
 # Dense bf16 peaks (fp16 for the T4, which has no bf16), TFLOP/s, from the vendors' sheets.
@@ -462,7 +448,7 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
         "answer_tok_per_cpu_s": sum(answer) / max(sum(cpu), 1e-9),
         "answer_tokens": sum(answer),
         "answer_tok_per_s": sum(answer) / seconds,
-        "peak_bytes": _peak_memory_bytes(device),
+        "peak_bytes": harness.peak_memory_bytes(device),
         "losses": r["losses"],
         "restricted_losses": r["restricted_losses"],
         "total_s": time.perf_counter() - t0,
@@ -471,31 +457,13 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _child_main(spec_json: str) -> int:
-    result = measure_one(json.loads(spec_json))
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
-    return 0
-
-
 def run_one(spec: dict[str, Any], isolate: bool, timeout_s: float | None) -> dict[str, Any]:
     """One configuration, in a fresh subprocess when ``isolate``; failures become a
     result with status error/timeout and the reason."""
     if not isolate:
         return measure_one(spec)
-    cmd = [sys.executable, "-m", "arc_ttft.speed", "--one", json.dumps(spec)]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
-    except subprocess.TimeoutExpired:
-        return {"config": spec["config"], "seq_len": spec["seq_len"], "status": "timeout",
-                "reason": f"no result after {timeout_s:.0f} s (--timeout-minutes)"}  # fmt: skip
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX) :])
-    tail = " | ".join([ln for ln in proc.stderr.splitlines() if ln.strip()][-3:])[-500:]
-    status = "oom" if proc.returncode in (-9, 137) else "error"
-    return {"config": spec["config"], "seq_len": spec["seq_len"], "status": status,
-            "reason": f"exit {proc.returncode}: {tail}"}  # fmt: skip
+    r = harness.run_isolated("arc_ttft.ttt_speed:measure_one", spec, timeout_s)
+    return r if "config" in r else {"config": spec["config"], "seq_len": spec["seq_len"], **r}
 
 
 # ---------------------------------------------------------------------------------------
@@ -557,11 +525,9 @@ def run_bench(cfg: TTTSpeedConfig, log=print) -> SpeedResult:
     from arc_ttft.config import validate
 
     validate(cfg)
-    device = cfg.device
-    if device == "auto":
-        import torch
+    from arc_ttft import models
 
-        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    device = models.default_device() if cfg.device == "auto" else cfg.device
     tok = resolve_tokenizer(cfg.tokenizer, cfg.model)
     base = {
         "model": cfg.model, "tokenizer": tok, "steps": cfg.steps, "warmup": cfg.warmup,
@@ -632,10 +598,3 @@ def main_bench(cfg: TTTSpeedConfig) -> int:
         return 1
     print(result.last_line())
     return 0
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--one":
-        raise SystemExit(_child_main(sys.argv[2]))
-    print("usage: arc-ttft bench ttt [flags] (this module's --one is for its own children)")
-    raise SystemExit(2)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from arc_ttft import speed
+from arc_ttft import ttt_speed
 from arc_ttft.cli import main
 from arc_ttft.config import ConfigError, validate
 
@@ -21,22 +21,22 @@ def _spec(config: str, seq_len: int = 128, steps: int = 1, warmup: int = 0) -> d
 
 
 def test_bench_samples_have_exact_length_and_answer_at_end():
-    tok = speed._load_tokenizer("tiny")
-    samples = speed.bench_samples(tok, 200, 3)
+    tok = ttt_speed._load_tokenizer("tiny")
+    samples = ttt_speed.bench_samples(tok, 200, 3)
     assert len(samples) == 3
     for s in samples:
         assert len(s.input_ids) == len(s.labels) == 200
         assert s.labels[-1] != -100 and s.labels[0] == -100
         assert 0 < s.n_answer <= 100
-    again = speed.bench_samples(tok, 200, 3)
+    again = ttt_speed.bench_samples(tok, 200, 3)
     assert [s.input_ids for s in again] == [s.input_ids for s in samples]
 
 
 def test_baseline_restricted_loss_equals_ours_fp32_at_step_zero():
     # Same random weights (fp32, seed 0) and the same sequence: the baseline's loss over
     # the kept ids equals the shrunk model's loss; its full-vocabulary loss is higher.
-    base = speed.measure_one(_spec("baseline"))
-    ours = speed.measure_one(_spec("ours-fp32"))
+    base = ttt_speed.measure_one(_spec("baseline"))
+    ours = ttt_speed.measure_one(_spec("ours-fp32"))
     assert base["answer_tokens"] == ours["answer_tokens"] > 0
     assert base["restricted_losses"][0] == pytest.approx(ours["losses"][0], abs=1e-3)
     assert base["losses"][0] > ours["losses"][0]
@@ -45,8 +45,8 @@ def test_baseline_restricted_loss_equals_ours_fp32_at_step_zero():
 
 
 def test_ours_batch_takes_that_many_sequences_a_step():
-    one = speed.measure_one(_spec("ours", steps=2))
-    four = speed.measure_one({**_spec("ours", steps=2), "batch_size": 4})
+    one = ttt_speed.measure_one(_spec("ours", steps=2))
+    four = ttt_speed.measure_one({**_spec("ours", steps=2), "batch_size": 4})
     assert four["batch_size"] == 4 and len(four["losses"]) == 2
     assert four["answer_tokens"] > 2 * one["answer_tokens"]
     assert one["mfu"] is None and one["model_tflops_per_s"] > 0  # no MFU on CPU
@@ -66,7 +66,7 @@ def test_flops_count_lora_and_attention_by_hand():
     model = ttt.prepare_peft_model(
         Qwen2ForCausalLM(cfg), TTTConfig(lora_rank=4, lora_targets=["q_proj", "v_proj"])
     )
-    coef = speed.flop_coefficients(model)
+    coef = ttt_speed.flop_coefficients(model)
     # Counted by hand, per layer. Frozen weights: q 64x64 = 4096, k 64x32 = 2048,
     # v 2048, o 4096, gate/up/down 3 x 64x128 = 24576; 36864 in all, 4 FLOPs each per
     # token (forward 2, input gradient 2) = 147456. LoRA (rank 4, trained, 6 FLOPs each):
@@ -79,7 +79,7 @@ def test_flops_count_lora_and_attention_by_hand():
     assert coef["per_square"] == 768
     # two sequences of 10 and 20 tokens, 5 answer tokens:
     # 305664 x 30 + 12800 x 5 + 768 x (100 + 400) = 9169920 + 64000 + 384000
-    assert speed.step_flops(coef, [10, 20], 5) == 9_617_920
+    assert ttt_speed.step_flops(coef, [10, 20], 5) == 9_617_920
 
 
 def test_flops_of_qwen2_0_5b_follow_the_6n_rule():
@@ -97,7 +97,7 @@ def test_flops_of_qwen2_0_5b_follow_the_6n_rule():
     with torch.device("meta"):  # shapes only, no memory
         model = Qwen2ForCausalLM(cfg)
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(0.494e9, rel=1e-3)
-    full = speed.flop_coefficients(model)  # every weight trained
+    full = ttt_speed.flop_coefficients(model)  # every weight trained
     assert full["per_token"] == pytest.approx(6 * 0.36e9, rel=0.01)
     # The output head: 151936 x 896 = 136,134,656 weights, 6 FLOPs each when trained.
     assert full["per_answer"] == 6 * 136_134_656
@@ -105,13 +105,13 @@ def test_flops_of_qwen2_0_5b_follow_the_6n_rule():
     assert full["per_square"] == 129_024
     for p in model.parameters():
         p.requires_grad_(False)
-    frozen = speed.flop_coefficients(model)  # no weight gradients: 4 of the 6
+    frozen = ttt_speed.flop_coefficients(model)  # no weight gradients: 4 of the 6
     assert frozen["per_token"] == pytest.approx(4 * 0.36e9, rel=0.01)
     assert frozen["per_answer"] == 4 * 136_134_656
     # One 1024-token sequence, all trained: about 6 x 0.36e9 x 1024 = 2.21 TFLOP for the
     # weights, + 129024 x 1024^2 = 0.135 TFLOP attention, + the head at 100 answer tokens
     # (6 x 136.1M x 100 = 0.082 TFLOP): 2.43 TFLOP.
-    assert speed.step_flops(full, [1024], 100) == pytest.approx(2.43e12, rel=0.01)
+    assert ttt_speed.step_flops(full, [1024], 100) == pytest.approx(2.43e12, rel=0.01)
 
 
 def test_peak_tflops_from_gpu_names():
@@ -129,17 +129,17 @@ def test_peak_tflops_from_gpu_names():
         "Tesla T4": 65.0,
     }
     for name, tflops in published.items():
-        assert speed.peak_tflops(name) == pytest.approx(tflops, rel=0.01), name
-    assert speed.peak_tflops("Some Future GPU") is None
+        assert ttt_speed.peak_tflops(name) == pytest.approx(tflops, rel=0.01), name
+    assert ttt_speed.peak_tflops("Some Future GPU") is None
 
 
 def test_config_needs_baseline_and_ours():
     with pytest.raises(ConfigError, match="configs"):
-        validate(speed.TTTSpeedConfig(configs=["ours"]))
+        validate(ttt_speed.TTTSpeedConfig(configs=["ours"]))
     with pytest.raises(ConfigError, match="seq_len"):
-        validate(speed.TTTSpeedConfig(seq_len=["abc"]))
+        validate(ttt_speed.TTTSpeedConfig(seq_len=["abc"]))
     with pytest.raises(ConfigError, match="bench_batch_size"):
-        validate(speed.TTTSpeedConfig(bench_batch_size=[0]))
+        validate(ttt_speed.TTTSpeedConfig(bench_batch_size=[0]))
 
 
 LAST = r"speedup: \d+\.\d\dx tokens/s, memory: \d+\.\d\dx peak"
