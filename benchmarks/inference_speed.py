@@ -72,7 +72,7 @@ def main() -> None:
                  "TORCHINDUCTOR_CACHE_DIR": str(tmp / "inductor")}.items():  # fmt: skip
         os.environ.setdefault(k, v)
 
-    from arc_ttft import models, select
+    from arc_ttft import models, selection
     from arc_ttft.config import InferConfig
     from arc_ttft.infer.hf import HFBackend
     from arc_ttft.tasks import load_tasks
@@ -93,7 +93,9 @@ def main() -> None:
     tok = hf.tokenizer
 
     def run(backend, part):
-        return select.predict_tasks(part, backend, tok, cfg, "digits", adapters, args.max_seq_len)
+        return selection.predict_tasks(
+            part, backend, tok, cfg, "digits", adapters, args.max_seq_len
+        )
 
     run(hf, tasks[:1])  # warm-up
     rows.append(timed("(a) hf, one task at a time",

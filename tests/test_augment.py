@@ -199,3 +199,12 @@ def test_make_views_rejects_unknown_transforms():
         A.make_views(3, 4, seed=0, transforms=(9,))
     with pytest.raises(ValueError, match="transforms"):
         A.make_views(3, 4, seed=0, transforms=())
+    with pytest.raises(ValueError, match="unknown; use one of dihedral, central, none"):
+        A.make_views(3, 4, seed=0, transforms="rotations")
+
+
+def test_make_views_takes_a_transform_set_by_name():
+    for name, allowed in A.TRANSFORM_SETS.items():
+        by_name = A.make_views(3, 16, seed=4, transforms=name)
+        assert by_name == A.make_views(3, 16, seed=4, transforms=allowed)
+        assert {v.transform for v in by_name} == set(allowed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arc_ttft import augment, encoding, models, select
+from arc_ttft import augment, encoding, models, selection
 from arc_ttft.config import InferConfig
 from arc_ttft.infer.base import answer_shape, generation_cap, query_cap
 from arc_ttft.tasks import load_tasks
@@ -54,8 +54,8 @@ def test_requests_leave_room_for_the_whole_answer(arc1_eval, tok, tid):
     """Every view's request may generate the view's whole answer when the context has room,
     whether a size rule predicted it or not."""
     t = arc1_eval[tid]
-    views = select.task_views(t, 4)
-    keyed, skipped = select.build_requests(
+    views = selection.task_views(t, 4)
+    keyed, skipped = selection.build_requests(
         [t], {t.id: views}, "digits", tok, {}, InferConfig(views=4), max_seq_len=8192
     )
     assert not any(skipped.values()) and len(keyed) == 4 * len(t.test)

@@ -18,7 +18,7 @@ import pytest
 import test_pipeline  # the small run and checks of the pipeline tests
 
 from arc_ttft import budget as B
-from arc_ttft import cli, infer, models, pipeline, schedule, select, submission
+from arc_ttft import cli, infer, models, pipeline, schedule, selection, submission
 from arc_ttft import config as C
 from arc_ttft.events import EventLog, read_events
 from arc_ttft.tasks import load_tasks, select_tasks
@@ -94,7 +94,7 @@ def test_a_fresh_run_ignores_answers_left_by_an_earlier_run(tmp_path, monkeypatc
     def broken(*a, **kw):
         raise RuntimeError("injected: inference fails")
 
-    monkeypatch.setattr(select, "predict_tasks", broken)
+    monkeypatch.setattr(selection, "predict_tasks", broken)
     pipeline.run(cfg, progress=False)
     sub = _valid(out / "submission.json", tasks)
     assert all(e["attempt_1"] != stale for t in tasks for e in sub[t.id])
@@ -194,7 +194,7 @@ def test_a_hung_chunk_costs_one_chunk(tmp_path, monkeypatch):
             time.sleep(5)
         return {t.id: [_Answer() for _ in t.test] for t in tasks}
 
-    monkeypatch.setattr(select, "predict_tasks", hang_once)
+    monkeypatch.setattr(selection, "predict_tasks", hang_once)
     cfg = _cfg(tmp_path, max_tasks=6, ttt_steps=0, views=1)
     res = pipeline.run(cfg, progress=False)
     out = Path(cfg.output)

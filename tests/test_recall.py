@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from arc_ttft import config as C
-from arc_ttft import encoding, recall, select, synthetic
+from arc_ttft import encoding, recall, selection, synthetic
 from arc_ttft.tasks import load_tasks
 
 # Small enough for a test: ~25 tokens per grid pair, a few seconds of training per task.
@@ -73,7 +73,7 @@ def test_inference_asks_the_prompt_training_saw(tmp_path):
     for j, demo in enumerate(recall.demonstration_tasks(task)):
         trained = ttt.holdout_sample(task, j, "digits", tok, limit)
         answer_start = next(i for i, x in enumerate(trained.labels) if x != -100)
-        keyed, skipped = select.build_requests(
+        keyed, skipped = selection.build_requests(
             [demo], {demo.id: [augment.identity_view()]}, "digits", tok, {}, cfg, limit
         )
         assert skipped[(demo.id, 0)] == 0
@@ -110,12 +110,12 @@ def test_shifted_labels_collapse_recall(tiny_tasks, tmp_path, monkeypatch):
 
 def test_adapter_dropped_at_inference_collapses_recall(tiny_tasks, tmp_path, monkeypatch):
     """An inference path that ignores the adapters answers like the base model."""
-    real = select.predict_tasks
+    real = selection.predict_tasks
 
     def no_adapters(tasks, backend, tokenizer, cfg, fmt, adapters=None, *a, **kw):
         return real(tasks, backend, tokenizer, cfg, fmt, {}, *a, **kw)
 
-    monkeypatch.setattr(select, "predict_tasks", no_adapters)
+    monkeypatch.setattr(selection, "predict_tasks", no_adapters)
     r = _measure(tiny_tasks[:2], tmp_path)
     assert r.with_ttt <= 0.1, r.per_task
     # Training did happen: the adapters are there, only the inference path lost them.

@@ -201,7 +201,7 @@ def _nano_adapter(folder) -> str:
 def test_dfs_equals_transformers_dfs(backends, tmp_path):
     """Lockstep DFS through vLLM (top-k log-probs, prefix cache) finds the same answers,
     with the same log-probabilities, as the transformers backend's KV-cache walk."""
-    from arc_ttft import augment, select, synthetic
+    from arc_ttft import augment, selection, synthetic
     from arc_ttft.infer.hf import HFBackend
     from arc_ttft.infer.vllm import VLLMBackend
     from arc_ttft.tasks import load_tasks
@@ -219,7 +219,7 @@ def test_dfs_equals_transformers_dfs(backends, tmp_path):
         tok, stops = hf.tokenizer, stop_ids(hf.tokenizer)
         reqs = []
         for i, t in enumerate(tasks):
-            prompt, cap = select.view_prompt(t, augment.identity_view(), 0, "digits", tok)
+            prompt, cap = selection.view_prompt(t, augment.identity_view(), 0, "digits", tok)
             ids = tok(prompt.text, add_special_tokens=False)["input_ids"]
             for ad in (None, adapter):
                 reqs.append(Request(ids, ad, 8, 0.0, cap, stops, key=i,

@@ -153,18 +153,26 @@ def make_views(
     permute_colours: bool = True,
     keep_background: bool = True,
     shuffle_order: bool = True,
-    transforms: Sequence[int] | None = None,
+    transforms: str | Sequence[int] | None = None,
 ) -> list[View]:
     """``n`` seeded, reproducible views of a task (or of a task with that many train pairs).
 
-    The transforms cycle through shuffled rounds of all 8 (or of ``transforms``, indices
-    into ``DIHEDRAL``), so any 8 consecutive views cover the dihedral group evenly.
+    The transforms cycle through shuffled rounds of all 8 (or of ``transforms``: a name in
+    ``TRANSFORM_SETS`` or indices into ``DIHEDRAL``), so any 8 consecutive views cover the
+    allowed transforms evenly.
     Colours are a random permutation (0 stays 0 with ``keep_background``), the train order
     a random permutation. Views are distinct while distinct ones remain; only when the
     space is exhausted (e.g. colours and order fixed and n > 8) do they repeat.
     """
     if n < 0:
         raise ValueError(f"make_views: n={n} must be >= 0")
+    if isinstance(transforms, str):
+        if transforms not in TRANSFORM_SETS:
+            raise ValueError(
+                f"make_views: transforms={transforms!r} unknown; use one of "
+                f"{', '.join(TRANSFORM_SETS)}"
+            )
+        transforms = TRANSFORM_SETS[transforms]
     allowed = sorted(set(range(len(DIHEDRAL)) if transforms is None else transforms))
     if not allowed or not set(allowed) <= set(range(len(DIHEDRAL))):
         raise ValueError(f"make_views: transforms={transforms} must be indices into DIHEDRAL")

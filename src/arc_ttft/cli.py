@@ -389,7 +389,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from arc_ttft import infer, models, select
+    from arc_ttft import infer, models, selection
     from arc_ttft import submission as S
     from arc_ttft import tasks as T
 
@@ -421,7 +421,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     backend = infer.make_backend(cfg, device=models.default_device())
     try:
-        sels = select.predict_tasks(
+        sels = selection.predict_tasks(
             tasks, backend, backend.tokenizer, icfg, mcfg.format, adapters, max_seq_len,
             seed=args.seed, adapter_transforms=cfg.ttt.ttt_transforms,
         )  # fmt: skip

@@ -260,14 +260,14 @@ class ShardWork:
         )  # fmt: skip
 
     def infer(self, tasks: list[Task], adapters, timeout_s: float, base: bool) -> None:
-        from arc_ttft import select
+        from arc_ttft import selection
 
         backend = self.backend
         # DFS stops itself before the hard timeout, keeping what it found and leaving time
         # to score the candidates; the timeout then only catches a hung engine.
         dfs_deadline = time.time() + DFS_SHARE_OF_TIMEOUT * timeout_s
         selections = B.with_deadline(
-            lambda: select.predict_tasks(
+            lambda: selection.predict_tasks(
                 tasks, backend, backend.tokenizer, self.cfg.infer, self.cfg.model.format,
                 {} if base else {t.id: adapters.get(t.id) for t in tasks}, self.max_seq_len,
                 seed=self.cfg.ttt.seed, events=self.events,

@@ -29,7 +29,7 @@ from arc_ttft.tasks import Task, load_tasks, select_tasks
 # its logit is stuck at 0 unless the output layer can move. Inference asks one view: a
 # memoriser answers only the prompts it trained on, and other views are prompts it never
 # saw (with 4 views they out-voted correct identity answers). Inversion and voting over
-# several views are proven with a truthful backend in tests/test_select.py.
+# several views are proven with a truthful backend in tests/test_selection.py.
 RECALL_DEFAULTS: dict[str, object] = {
     "challenges": "arc1-eval",
     "model": "tiny",
@@ -84,7 +84,7 @@ def measure_recall(
     tasks: list[Task], cfg: C.RunConfig, output: str | Path, *, progress: bool = False
 ) -> RecallResult:
     """Train an adapter per task, then ask every demonstration with and without it."""
-    from arc_ttft import infer, models, select, ttt
+    from arc_ttft import infer, models, selection, ttt
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,11 +101,11 @@ def measure_recall(
     flat = [d for t in tasks for d in demos[t.id]]
     try:
         kw = dict(seed=cfg.ttt.seed, events=events, adapter_transforms=cfg.ttt.ttt_transforms)
-        with_sel = select.predict_tasks(
+        with_sel = selection.predict_tasks(
             flat, backend, backend.tokenizer, cfg.infer, cfg.model.format,
             {d.id: adapters.get(d.id.rsplit("#", 1)[0]) for d in flat}, max_seq_len, **kw,
         )  # fmt: skip
-        base_sel = select.predict_tasks(
+        base_sel = selection.predict_tasks(
             flat, backend, backend.tokenizer, cfg.infer, cfg.model.format, {}, max_seq_len, **kw
         )
     finally:

@@ -120,7 +120,7 @@ def inference_workload(
 ) -> tuple[int, float, int]:
     """(prompts, typical answer tokens, re-scoring calls) that inference of ``tasks`` needs
     (``base``: the probe's, without adapters)."""
-    from arc_ttft.select import request_fields, resolve_sampling, resolve_scorer
+    from arc_ttft.selection import request_fields, resolve_sampling, resolve_scorer
 
     sampling = resolve_sampling(cfg.infer)
     n_tests = sum(len(t.test) for t in tasks)

@@ -128,7 +128,7 @@ def make_samples(
         len(pairs),
         min(passes, n_views or passes),
         seed,
-        transforms=augment.TRANSFORM_SETS[transforms],
+        transforms=transforms,
     )
     views = [views[i % len(views)] for i in range(passes)]
     rng = random.Random(seed)

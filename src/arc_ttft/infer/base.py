@@ -68,7 +68,7 @@ ScoreItem = tuple[list[int], list[int], "str | None"]
 
 @runtime_checkable
 class Backend(Protocol):
-    """What select.py and the pipeline need from an inference engine."""
+    """What selection.py and the pipeline need from an inference engine."""
 
     name: str
     tokenizer: Any

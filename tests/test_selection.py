@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from arc_ttft import augment, encoding, select
+from arc_ttft import augment, encoding, selection
 from arc_ttft import budget as B
 from arc_ttft.config import InferConfig
 from arc_ttft.infer import Completion
-from arc_ttft.select import Candidate, RequestKey, Selection
+from arc_ttft.selection import Candidate, RequestKey, Selection
 from arc_ttft.tasks import Example, Task
 
 
@@ -86,7 +86,7 @@ def test_views_invert_end_to_end(fmt):
     tasks = [make_task("a", n_tests=2), make_task("b")]
     be = TruthBackend(tasks, fmt)
     cfg = InferConfig(views=8, samples=1, rescore=0)
-    sels = select.predict_tasks(tasks, be, CharTokenizer(), cfg, fmt, {"a": "/x/a", "b": None})
+    sels = selection.predict_tasks(tasks, be, CharTokenizer(), cfg, fmt, {"a": "/x/a", "b": None})
     assert be.calls == 1  # every prompt of every task in one call
     assert [len(sels[t.id]) for t in tasks] == [2, 1]
     for t in tasks:
@@ -102,11 +102,11 @@ def test_views_invert_end_to_end(fmt):
 
 def test_views_are_distinct_and_identity_first():
     t = make_task()
-    views = select.task_views(t, 8, seed=3)
+    views = selection.task_views(t, 8, seed=3)
     assert views[0].is_identity
     assert len({(v.transform, v.colours, v.order) for v in views}) == 8
-    assert select.task_views(t, 8, seed=3) == views  # reproducible
-    keyed, skipped = select.build_requests(
+    assert selection.task_views(t, 8, seed=3) == views  # reproducible
+    keyed, skipped = selection.build_requests(
         [t], {t.id: views}, "digits", CharTokenizer(), {t.id: "/ad"}, InferConfig(views=8)
     )
     assert len(keyed) == 8 and skipped == {(t.id, 0): 0}
@@ -120,7 +120,9 @@ def test_views_are_distinct_and_identity_first():
 def test_invalid_answers_are_dropped_and_counted():
     t = make_task()
     be = TruthBackend([t], junk_views={1, 2, 3})
-    sels = select.predict_tasks([t], be, CharTokenizer(), InferConfig(views=8, rescore=0), "digits")
+    sels = selection.predict_tasks(
+        [t], be, CharTokenizer(), InferConfig(views=8, rescore=0), "digits"
+    )
     s = sels[t.id][0]
     assert s.samples == 8 and s.invalid == 3 and s.candidates[0].count == 5
     assert sorted(s.candidates[0].views) == [0, 4, 5, 6, 7]
@@ -129,7 +131,7 @@ def test_invalid_answers_are_dropped_and_counted():
 def test_too_long_prompts_are_skipped_not_fatal():
     t = make_task()
     cfg = InferConfig(views=4, rescore=0)
-    sels = select.predict_tasks(
+    sels = selection.predict_tasks(
         [t], TruthBackend([t]), CharTokenizer(), cfg, "digits", max_seq_len=20
     )
     s = sels[t.id][0]
@@ -143,7 +145,7 @@ def _cand(grid, count, lp, rescore=None):
 
 def test_vote_ranks_by_count_then_logprob():
     a, b, c = _cand([[1]], 3, -2.0), _cand([[2]], 5, -3.0), _cand([[3]], 3, -0.5)
-    ranked = select.vote([a, b, c])
+    ranked = selection.vote([a, b, c])
     assert [x.grid for x in ranked] == [[[2]], [[3]], [[1]]]
     s = Selection("t", 0, ranked)
     assert s.attempts() == ([[2]], [[3]])
@@ -153,9 +155,9 @@ def test_rescore_ranking_and_vote_weight():
     a = _cand([[1]], 6, -1.0, rescore=-20.0)
     b = _cand([[2]], 2, -1.0, rescore=-19.5)
     # pure product of experts: the likelier grid wins
-    assert select.rank_candidates([a, b], "poe", 4, 0.0)[0] is b
+    assert selection.rank_candidates([a, b], "poe", 4, 0.0)[0] is b
     # with the vote term, 6 votes (log 6 = 1.79) beat 2 (log 2 = 0.69) over a 0.5 gap
-    assert select.rank_candidates([a, b], "poe", 4, 1.0)[0] is a
+    assert selection.rank_candidates([a, b], "poe", 4, 1.0)[0] is a
 
 
 class ScoringBackend(TruthBackend):
@@ -191,13 +193,15 @@ def test_rescoring_can_overturn_the_vote():
     good, bad = g([[1, 1, 1]]), g([[2], [2]])
     be = ScoringBackend(t, good, bad)
     cfg = InferConfig(views=8, rescore=3, rescore_vote_weight=1.0)
-    s = select.predict_tasks([t], be, CharTokenizer(), cfg, "digits")[t.id][0]
+    s = selection.predict_tasks([t], be, CharTokenizer(), cfg, "digits")[t.id][0]
     assert be.scored == [3 * 2]  # one call: 3 views x 2 candidates
     assert s.rescored and len(s.rescore_views) == 3
     assert s.attempts(t, 0) == (good.tolist(), bad.tolist())
     assert s.candidates[0].rescore == pytest.approx(-3.0)
     # without re-scoring the majority wins
-    s0 = select.predict_tasks([t], be, CharTokenizer(), InferConfig(views=8, rescore=0), "digits")
+    s0 = selection.predict_tasks(
+        [t], be, CharTokenizer(), InferConfig(views=8, rescore=0), "digits"
+    )
     assert s0[t.id][0].attempts(t, 0) == (bad.tolist(), good.tolist())
 
 
@@ -219,7 +223,7 @@ def test_hanging_backend_is_timed_out_quickly():
     t0 = time.monotonic()
     with pytest.raises(B.DeadlineExceeded):  # the one timeout helper the pipeline uses
         B.with_deadline(
-            lambda: select.predict_tasks(
+            lambda: selection.predict_tasks(
                 [t], HangingBackend(), CharTokenizer(), InferConfig(), "digits"
             ),
             0.3,
@@ -250,7 +254,7 @@ def _rescore_lengths(t, views, grids, max_seq_len):
     render = encoding.get_format("digits").render
     out = []
     for v in views:
-        prompt, _ = select.view_prompt(t, v, 0, "digits", tok, max_seq_len)
+        prompt, _ = selection.view_prompt(t, v, 0, "digits", tok, max_seq_len)
         n = len(prompt.text)
         out.append([n + len(render(augment.apply_grid(v, gr)) + end) for gr in grids])
     return out
@@ -263,7 +267,7 @@ def test_rescore_leaves_out_views_longer_than_max_seq_len():
 
     t = make_task()
     good, wide = g([[1, 2, 3]]), g([[5] * 12, [6] * 12])  # 2x12: 26 chars, transposed 36
-    views = select.rescore_views(t, 8, 0)
+    views = selection.rescore_views(t, 8, 0)
     probe = _rescore_lengths(t, views, [good, wide], None)
     limit = sorted({max(x) for x in probe})[0]  # the shortest view's longest item fits
     lengths = _rescore_lengths(t, views, [good, wide], limit)
@@ -273,7 +277,7 @@ def test_rescore_leaves_out_views_longer_than_max_seq_len():
     cands = [_cand(wide.tolist(), 5, -1.0), _cand(good.tolist(), 3, -1.0)]
     sels = {t.id: [Selection(t.id, 0, cands)]}
     events = EventLog()
-    n = select.rescore([t], sels, be, CharTokenizer(), "digits", {}, 8, max_seq_len=limit,
+    n = selection.rescore([t], sels, be, CharTokenizer(), "digits", {}, 8, max_seq_len=limit,
                        events=events)  # fmt: skip
     s = sels[t.id][0]
     assert n == 2 * sum(fits) == len(be.items)
@@ -288,13 +292,13 @@ def test_rescore_leaves_out_views_longer_than_max_seq_len():
 def test_rescore_with_no_view_left_keeps_the_vote():
     t = make_task()
     good, huge = g([[1, 2, 3]]), g([[4] * 20] * 20)
-    views = select.rescore_views(t, 3, 0)
+    views = selection.rescore_views(t, 3, 0)
     limit = max(max(x) for x in _rescore_lengths(t, views, [good], None)) + 5
     be = StrictScoringBackend(t, good, huge, limit)
     # the huge grid won the vote; every view is too long for it
-    sels = {t.id: [Selection(t.id, 0, select.vote([_cand(huge.tolist(), 4, -1.0),
+    sels = {t.id: [Selection(t.id, 0, selection.vote([_cand(huge.tolist(), 4, -1.0),
                                                    _cand(good.tolist(), 2, -1.0)]))]}  # fmt: skip
-    n = select.rescore([t], sels, be, CharTokenizer(), "digits", {}, 3, max_seq_len=limit)
+    n = selection.rescore([t], sels, be, CharTokenizer(), "digits", {}, 3, max_seq_len=limit)
     s = sels[t.id][0]
     assert n == 0 and be.items == []
     assert not s.rescored and s.rescore_dropped == 6
@@ -309,12 +313,12 @@ def test_view_transforms_limit_generation_and_rescoring_views():
     real = be.generate
     be.generate = lambda reqs: seen.extend(r.key.view.transform for r in reqs) or real(reqs)
     cfg = InferConfig(views=8, rescore=3, view_transforms="central")
-    s = select.predict_tasks([t], be, CharTokenizer(), cfg, "digits")[t.id][0]
+    s = selection.predict_tasks([t], be, CharTokenizer(), cfg, "digits")[t.id][0]
     assert len(seen) == 8 and set(seen) == {0, 2}  # identity and rot180 only
     assert s.rescored and {d.split()[0] for d in s.rescore_views} <= {"id", "rot180"}
     # the default still spreads over the whole group
     seen.clear()
-    select.predict_tasks([t], be, CharTokenizer(), InferConfig(views=8, rescore=0), "digits")
+    selection.predict_tasks([t], be, CharTokenizer(), InferConfig(views=8, rescore=0), "digits")
     assert len(set(seen)) == 8
 
 
@@ -325,12 +329,12 @@ def test_base_votes_pool_answers_with_and_without_the_adapter():
     real = be.generate
     be.generate = lambda reqs: asked.extend(r.adapter for r in reqs) or real(reqs)
     cfg = InferConfig(views=4, rescore=0, base_votes=True)
-    s = select.predict_tasks([t], be, CharTokenizer(), cfg, "digits", {t.id: "/ad"})[t.id][0]
+    s = selection.predict_tasks([t], be, CharTokenizer(), cfg, "digits", {t.id: "/ad"})[t.id][0]
     assert sorted(asked, key=str) == ["/ad"] * 4 + [None] * 4
     assert s.samples == 8 and s.candidates[0].count == 8  # one vote pool
     # a task without an adapter is asked once: the base model is all there is
     asked.clear()
-    select.predict_tasks([t], be, CharTokenizer(), cfg, "digits", {t.id: None})
+    selection.predict_tasks([t], be, CharTokenizer(), cfg, "digits", {t.id: None})
     assert asked == [None] * 4
 
 
@@ -344,7 +348,7 @@ def test_auto_views_ask_an_adapter_in_its_training_views_and_the_base_in_all_eig
     )
     cfg = InferConfig(views=8, rescore=0)
     assert cfg.view_transforms == "auto"
-    select.predict_tasks(
+    selection.predict_tasks(
         [t, u],
         be,
         CharTokenizer(),
@@ -354,7 +358,7 @@ def test_auto_views_ask_an_adapter_in_its_training_views_and_the_base_in_all_eig
         adapter_transforms="none",
     )
     assert seen == {"t": {0}, "u": set(range(8))}
-    assert select.view_transforms("central", "/ad", "none") == "central"  # explicit wins
+    assert selection.view_transforms("central", "/ad", "none") == "central"  # explicit wins
 
 
 # -- scorers: hand-computed numbers -----------------------------------------------------
@@ -406,7 +410,7 @@ def _two_answer_task():
 def test_scorers_rank_with_hand_computed_scores(scorer, best, score_a, score_b):
     t = _two_answer_task()
     cfg = InferConfig(views=4, rescore=4, scorer=scorer, sampling="greedy")
-    s = select.predict_tasks([t], TwoAnswerBackend(), CharTokenizer(), cfg, "digits")[t.id][0]
+    s = selection.predict_tasks([t], TwoAnswerBackend(), CharTokenizer(), cfg, "digits")[t.id][0]
     assert s.scorer == scorer and s.rescored == (scorer != "vote")
     assert s.candidates[0].grid == best
     got = {json.dumps(c.grid): c.rank_score for c in s.candidates}
@@ -419,26 +423,32 @@ def test_auto_scorer_and_sampling_follow_the_anchors(monkeypatch):
 
     cfg = InferConfig()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert select.resolve_sampling(cfg) == "dfs"
-    assert select.resolve_scorer(cfg, "dfs") == "architects"
+    assert selection.resolve_sampling(cfg) == "dfs"
+    assert selection.resolve_scorer(cfg, "dfs") == "architects"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert select.resolve_sampling(cfg) == "greedy"
-    assert select.resolve_sampling(InferConfig(samples=4, temperature=1.0)) == "sample"
-    assert select.resolve_scorer(cfg, "greedy") == "poe"
-    assert select.resolve_scorer(InferConfig(rescore=0), "dfs") == "vote"
+    assert selection.resolve_sampling(cfg) == "greedy"
+    assert selection.resolve_sampling(InferConfig(samples=4, temperature=1.0)) == "sample"
+    assert selection.resolve_scorer(cfg, "greedy") == "poe"
+    assert selection.resolve_scorer(InferConfig(rescore=0), "dfs") == "vote"
 
 
 def test_dfs_requests_carry_the_search_settings():
     t = make_task()
     cfg = InferConfig(views=2, sampling="dfs", min_prob=0.2, dfs_max_candidates=5,
                       dfs_max_nodes=99)  # fmt: skip
-    keyed, _ = select.build_requests(
-        [t], {t.id: select.task_views(t, 2)}, "digits", CharTokenizer(), {}, cfg,
+    keyed, _ = selection.build_requests(
+        [t], {t.id: selection.task_views(t, 2)}, "digits", CharTokenizer(), {}, cfg,
         sampling="dfs", deadline=123.0,
     )  # fmt: skip
     r = keyed[0][1]
     assert (r.min_prob, r.n, r.max_nodes, r.deadline, r.temperature) == (0.2, 5, 99, 123.0, 0.0)
-    keyed, _ = select.build_requests(
-        [t], {t.id: select.task_views(t, 2)}, "digits", CharTokenizer(), {}, cfg, sampling="greedy"
+    keyed, _ = selection.build_requests(
+        [t],
+        {t.id: selection.task_views(t, 2)},
+        "digits",
+        CharTokenizer(),
+        {},
+        cfg,
+        sampling="greedy",
     )
     assert keyed[0][1].min_prob is None and keyed[0][1].n == 1

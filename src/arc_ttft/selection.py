@@ -174,9 +174,8 @@ def task_views(
 ) -> list[augment.View]:
     """The ``n`` generation views of a task (identity first), reproducible from ``seed``;
     ``transforms`` names their geometric transforms (augment.TRANSFORM_SETS)."""
-    allowed = augment.TRANSFORM_SETS[transforms]
     return augment.make_views(
-        task, n, task_seed(seed, task.id), identity_first=True, transforms=allowed
+        task, n, task_seed(seed, task.id), identity_first=True, transforms=transforms
     )
 
 
@@ -184,9 +183,8 @@ def rescore_views(
     task: Task, m: int, seed: int = 0, transforms: str = "dihedral"
 ) -> list[augment.View]:
     """``m`` views for re-scoring, drawn with another seed than the generation views."""
-    allowed = augment.TRANSFORM_SETS[transforms]
     return augment.make_views(
-        task, m, task_seed(seed + 7919, task.id), identity_first=False, transforms=allowed
+        task, m, task_seed(seed + 7919, task.id), identity_first=False, transforms=transforms
     )
 
 
