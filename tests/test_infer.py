@@ -246,6 +246,25 @@ def test_answer_is_over_only_when_parsing_cannot_change():
     assert answer_is_over("12\n34\n<x", digits)
     assert answer_is_over("12EOS", digits, end="EOS")
     assert not answer_is_over("2x2\n1 12", "0123456789x \n")  # shaped's header
+    # Complete rows that can never form a rectangle: rows of other widths, a blank line
+    # between rows. The row being written may still be short (stopped mid-row is decided
+    # at the end), and trailing blank lines are stripped by parsing.
+    assert answer_is_over("12\n345\n", digits)
+    assert answer_is_over("\n12\n\n34\n", digits)
+    assert not answer_is_over("\n12\n34\n3", digits)
+    assert not answer_is_over("12\n34\n\n", digits)
+    shaped = "0123456789x \n"
+    assert answer_is_over("2x2\n1 123\n", shaped)  # wider than the header
+    assert answer_is_over("2x2\n2 12\n", shaped)  # wrong row number
+    assert answer_is_over("1x2\n1 12\n2 12\n", shaped)  # more rows than the header
+    assert answer_is_over("2x2 \n1 12\n", shaped) is False  # trailing space is fine
+    assert not answer_is_over("2x2\n1 12\n2 1", shaped)
+    # the property itself: whatever follows, these never parse
+    from arc_ttft.encoding import parse_answer
+
+    for text, fmt in (("12\n345\n", "digits"), ("2x2\n1 123\n", "shaped")):
+        for tail in ("", "6", "67\n", "\n"):
+            assert parse_answer(text + tail, fmt) is None
 
 
 def test_generation_stops_once_the_answer_cannot_parse(backend):

@@ -113,6 +113,8 @@ class GridFormat:
     parse_reason: Callable[[str], ParseResult]
     doc: str = ""
     alphabet: str = "0123456789\n"  # every character a rendered grid can contain
+    # (complete lines of an answer) -> True when no continuation can make them parse
+    lines_fail: Callable[[list[str]], bool] | None = None
 
     def parse(self, text: str) -> Grid | None:
         """The grid in ``text`` (end marker and trailing text cut), or None."""
@@ -179,6 +181,17 @@ def parse_digits(text: str) -> ParseResult:
     return (None, reason) if reason else (_to_grid(rows), None)
 
 
+def digit_lines_fail(lines: list[str]) -> bool:
+    """Complete rows of a ``digits`` answer that no continuation can make parse: a
+    non-digit row, rows of different widths, or a blank line before another row."""
+    rows = [r.rstrip(" \t") for r in lines]
+    while rows and not rows[-1]:
+        rows.pop()  # trailing blank lines: parsing strips them
+    if any(not r or not _DIGITS.fullmatch(r) for r in rows):
+        return True
+    return len({len(r) for r in rows}) > 1
+
+
 _HEADER = re.compile(r"(\d+)x(\d+)")
 _NUMBERED = re.compile(r"(\d+) (.*)")
 
@@ -188,6 +201,30 @@ def render_shaped(g: Grid) -> str:
     rows = _row_digits(g)
     h, w = np.asarray(g).shape
     return "\n".join([f"{h}x{w}"] + [f"{i} {r}" for i, r in enumerate(rows, 1)])
+
+
+def shaped_lines_fail(lines: list[str]) -> bool:
+    """Complete lines of a ``shaped`` answer that no continuation can make parse: a bad
+    header, a row that is not ``<number> <digits>`` with the next number and the header's
+    width, or more rows than the header says."""
+    lines = [ln.rstrip(" \t") for ln in lines]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        return False
+    m = _HEADER.fullmatch(lines[0])
+    if not m:
+        return True
+    h, w = int(m.group(1)), int(m.group(2))
+    if len(lines) - 1 > h:
+        return True
+    for i, line in enumerate(lines[1:], 1):
+        row = _NUMBERED.fullmatch(line)
+        if not row or int(row.group(1)) != i or len(row.group(2)) != w:
+            return True
+        if not _DIGITS.fullmatch(row.group(2)):
+            return True
+    return False
 
 
 def parse_shaped(text: str) -> ParseResult:
@@ -223,7 +260,11 @@ def parse_shaped(text: str) -> ParseResult:
 
 FORMATS: dict[str, GridFormat] = {
     "digits": GridFormat(
-        "digits", render_digits, parse_digits, "one digit per cell, newline per row"
+        "digits",
+        render_digits,
+        parse_digits,
+        "one digit per cell, newline per row",
+        lines_fail=digit_lines_fail,
     ),
     "shaped": GridFormat(
         "shaped",
@@ -231,6 +272,7 @@ FORMATS: dict[str, GridFormat] = {
         parse_shaped,
         "HxW header, rows prefixed with 1-based numbers",
         alphabet="0123456789x \n",
+        lines_fail=shaped_lines_fail,
     ),
 }
 
@@ -280,10 +322,16 @@ def answer_is_over(text: str, alphabet: str, end: str | None = None) -> bool:
         return True
     allowed = set(alphabet) | set(" \t\r\n")
     bad = next((i for i, ch in enumerate(text) if ch not in allowed), None)
-    if bad is None:
+    if bad is not None:
+        tail = text[bad:]
+        return not any(m.startswith(tail) for m in markers)
+    # Only grid characters: the lines already ended can still rule a parse out (rows of
+    # different widths, a blank line between rows), which the format knows.
+    fmt = next((f for f in FORMATS.values() if f.alphabet == alphabet), None)
+    if fmt is None or fmt.lines_fail is None:
         return False
-    tail = text[bad:]
-    return not any(m.startswith(tail) for m in markers)
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").lstrip().split("\n")[:-1]
+    return fmt.lines_fail(lines)
 
 
 # ---------------------------------------------------------------------------------------
