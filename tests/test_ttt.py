@@ -345,13 +345,18 @@ def test_ttt_transforms_reach_the_training_views(peft_model, monkeypatch):
     from arc_ttft import augment
 
     pm, tok, _ = peft_model
-    asked = []
+    asked, made = [], []
     real = augment.make_views
-    monkeypatch.setattr(
-        augment, "make_views", lambda *a, **k: asked.append(k["transforms"]) or real(*a, **k)
-    )
+
+    def spy(*a, **k):
+        asked.append(k["transforms"])
+        made.append(real(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(augment, "make_views", spy)
     cfg = TTTConfig(ttt_steps=2, lora_rank=4, ttt_transforms="none")
     ttt.train_task(pm, tok, _task(1), cfg, "digits", 2048)
-    assert asked == [(0,)]
+    assert asked == ["none"] and {v.transform for v in made[-1]} == {0}
     samples = ttt.make_samples(_task(1), "digits", tok, 12, seed=0, transforms="central")
-    assert asked[-1] == (0, 2) and len(samples) == 12
+    assert asked[-1] == "central" and len(samples) == 12
+    assert {v.transform for v in made[-1]} <= {0, 2}

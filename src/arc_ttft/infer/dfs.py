@@ -164,6 +164,30 @@ class DFSWalk:
         return self._result
 
 
+def walk_for(r: Any, allowed_ids: Sequence[int]) -> DFSWalk:
+    """The walk a DFS ``Request`` asks for (``infer.base.Request``: min_prob, n answers,
+    max_new_tokens, max_nodes, deadline) over ``allowed_ids``."""
+    return DFSWalk(
+        r.min_prob,
+        r.max_new_tokens,
+        allowed_ids,
+        r.stop_token_ids,
+        max_candidates=r.n,
+        max_nodes=r.max_nodes,
+        deadline=r.deadline,
+    )
+
+
+def to_completions(res: DFSResult, tokenizer: Any, stop_ids: Sequence[int]) -> list:
+    """The answers a walk found as ``Completion``s (best first), as both backends return."""
+    from arc_ttft.infer.base import Completion, decode_answer
+
+    return [
+        Completion(toks, decode_answer(tokenizer, toks, stop_ids), lp, len(toks))
+        for toks, lp in res.found
+    ]
+
+
 def logprob_map(row: Any, ids: Sequence[int], index: Any = None) -> dict[int, float]:
     """{id: log-prob} for ``ids`` from a full-vocabulary log-prob row (a torch tensor);
     ``index`` is ``ids`` as a tensor on the row's device, to save the conversion."""

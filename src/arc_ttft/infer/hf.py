@@ -28,7 +28,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from arc_ttft import encoding
 from arc_ttft.infer.base import Completion, Request, ScoreItem, cut_at_stop, decode_answer
-from arc_ttft.infer.dfs import DFSWalk, grid_token_ids, logprob_map
+from arc_ttft.infer.dfs import grid_token_ids, logprob_map, to_completions, walk_for
 
 
 class HFBackend:
@@ -207,15 +207,7 @@ class HFBackend:
     def _dfs_one(self, model: Any, r: Request) -> list[Completion]:
         """One prompt's DFS on a KV cache: prefill once, then one token per expansion;
         when the walk backtracks the cache is cropped back to the node's depth."""
-        walk = DFSWalk(
-            r.min_prob,
-            r.max_new_tokens,
-            self._grid_ids(r.grid_alphabet or "0123456789\n"),
-            r.stop_token_ids,
-            max_candidates=r.n,
-            max_nodes=r.max_nodes,
-            deadline=r.deadline,
-        )
+        walk = walk_for(r, self._grid_ids(r.grid_alphabet or "0123456789\n"))
         if r.deadline is not None and time.time() > r.deadline:
             return []  # out of time: not even the prompt's forward
         index = torch.tensor(walk.allowed, dtype=torch.long, device=self.device)
@@ -233,11 +225,7 @@ class HFBackend:
             walk.push(logprob_map(out.logits[0, -1].float().log_softmax(-1), walk.allowed, index))
         res = walk.result()
         self.stats["dfs_nodes"] = self.stats.get("dfs_nodes", 0) + res.nodes
-        stops = r.stop_token_ids
-        return [
-            Completion(toks, decode_answer(self.tokenizer, toks, stops), lp, len(toks))
-            for toks, lp in res.found
-        ]
+        return to_completions(res, self.tokenizer, r.stop_token_ids)
 
     def _dfs(self, requests: Sequence[Request]) -> list[list[Completion]]:
         """DFS requests one after another, grouped by adapter (each activated once)."""

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from arc_ttft.infer.base import Completion, Request, ScoreItem, cut_at_stop
-from arc_ttft.infer.dfs import DFSWalk, grid_token_ids, top_k_needed
+from arc_ttft.infer.dfs import grid_token_ids, to_completions, top_k_needed, walk_for
 
 MIN_LORA_SLOTS = 8  # adapters one engine batch can hold at least
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
@@ -222,17 +222,7 @@ class VLLMBackend:
                     f"min_prob: {r.min_prob} needs the top {k} log-probs per step; vLLM is "
                     f"set up for {MAX_LOGPROBS}: use --min-prob >= {1 / (MAX_LOGPROBS - 1):.3f}"
                 )
-            walks.append(
-                DFSWalk(
-                    r.min_prob,
-                    r.max_new_tokens,
-                    self._grid_ids(r.grid_alphabet),
-                    r.stop_token_ids,
-                    max_candidates=r.n,
-                    max_nodes=r.max_nodes,
-                    deadline=r.deadline,
-                )  # fmt: skip
-            )
+            walks.append(walk_for(r, self._grid_ids(r.grid_alphabet)))
             pending.append(i)
         while pending:
             params = [
@@ -256,22 +246,9 @@ class VLLMBackend:
             pending = still
         results = []
         for r, walk in zip(requests, walks):
-            stops = set(r.stop_token_ids)
             res = walk.result()
             self.stats["dfs_nodes"] = self.stats.get("dfs_nodes", 0) + res.nodes
-            results.append(
-                [
-                    Completion(
-                        toks,
-                        self.tokenizer.decode(
-                            [t for t in toks if t not in stops], skip_special_tokens=False
-                        ),
-                        lp,
-                        len(toks),
-                    )
-                    for toks, lp in res.found
-                ]
-            )
+            results.append(to_completions(res, self.tokenizer, r.stop_token_ids))
         return results
 
     def _grid_ids(self, alphabet: str | None) -> list[int]:
