@@ -253,6 +253,10 @@ def test_answer_is_over_only_when_parsing_cannot_change():
     assert answer_is_over("\n12\n\n34\n", digits)
     assert not answer_is_over("\n12\n34\n3", digits)
     assert not answer_is_over("12\n34\n\n", digits)
+    assert answer_is_over("1" * 31 + "\n", digits)  # wider than any ARC grid
+    assert answer_is_over("12\n" * 31, digits)  # taller
+    assert not answer_is_over("12\n" * 30, digits)
+    assert not answer_is_over("1" * 31, digits)  # a row still being written: decided later
     shaped = "0123456789x \n"
     assert answer_is_over("2x2\n1 123\n", shaped)  # wider than the header
     assert answer_is_over("2x2\n2 12\n", shaped)  # wrong row number

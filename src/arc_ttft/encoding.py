@@ -181,15 +181,23 @@ def parse_digits(text: str) -> ParseResult:
     return (None, reason) if reason else (_to_grid(rows), None)
 
 
+MAX_SIDE = 30  # ARC grids are at most 30 x 30
+
+
 def digit_lines_fail(lines: list[str]) -> bool:
-    """Complete rows of a ``digits`` answer that no continuation can make parse: a
-    non-digit row, rows of different widths, or a blank line before another row."""
+    """Complete rows of a ``digits`` answer that no continuation can make a valid grid: a
+    non-digit row, rows of different widths, a blank line before another row, or more
+    than 30 rows or cells per row (ARC's limit; such a grid is dropped anyway)."""
     rows = [r.rstrip(" \t") for r in lines]
     while rows and not rows[-1]:
         rows.pop()  # trailing blank lines: parsing strips them
     if any(not r or not _DIGITS.fullmatch(r) for r in rows):
         return True
-    return len({len(r) for r in rows}) > 1
+    return (
+        len({len(r) for r in rows}) > 1
+        or len(rows) > MAX_SIDE
+        or (bool(rows) and len(rows[0]) > MAX_SIDE)
+    )
 
 
 _HEADER = re.compile(r"(\d+)x(\d+)")
@@ -216,7 +224,7 @@ def shaped_lines_fail(lines: list[str]) -> bool:
     if not m:
         return True
     h, w = int(m.group(1)), int(m.group(2))
-    if len(lines) - 1 > h:
+    if len(lines) - 1 > h or h > MAX_SIDE or w > MAX_SIDE:
         return True
     for i, line in enumerate(lines[1:], 1):
         row = _NUMBERED.fullmatch(line)
@@ -313,9 +321,11 @@ def answer_is_over(text: str, alphabet: str, end: str | None = None) -> bool:
 
     Either an end marker is already there (parsing ignores what follows), or the text
     holds a character that no grid of the format contains (``alphabet``, plus
-    whitespace) and that does not start an end marker: such an answer can never parse.
-    A generator may stop the sequence there; an untrained or derailed model would
-    otherwise run to the cap for nothing.
+    whitespace) and that does not start an end marker, or its finished lines can never
+    form a valid grid (the format's ``lines_fail``: rows of different widths, a blank
+    line between rows, more than 30 rows or cells): such an answer never becomes a
+    usable grid. A generator may stop the sequence there; an untrained or derailed model
+    would otherwise run to the cap for nothing.
     """
     markers = END_MARKERS + ((end,) if end else ())
     if any(m in text for m in markers):

@@ -24,6 +24,7 @@ Faults of a stage (a model that cannot load, an exception in a task) are logged 
 
 from __future__ import annotations
 
+import functools
 import math
 import traceback
 from collections.abc import Callable
@@ -99,14 +100,24 @@ class ShardReport:
 # ---------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=8192)
+def _answer_grid(train: tuple, tests: tuple) -> tuple[int, int]:
+    """The largest ``answer_shape`` over a task's test inputs, from the grids' shapes only
+    (cached: the planner asks for every remaining task before every piece of work)."""
+    grid = lambda shape: None if shape is None else np.zeros(shape, np.int8)  # noqa: E731
+    examples = [(grid(i), grid(o)) for i, o in train]
+    shapes = [answer_shape(examples, grid(q)) for q in tests]
+    return max(s[0] for s in shapes), max(s[1] for s in shapes)
+
+
 def answer_tokens(task: Task, cfg: C.RunConfig) -> float:
     """Tokens one answer of ``task`` may take: the grid of ``answer_shape`` (the largest
     train output or test input, or what the task's size rule predicts), in digit rows,
     H x (W + 1), plus the end marker: what a trained model's answers mostly are."""
-    examples = [(ex.input, ex.output) for ex in task.train]
-    shapes = [answer_shape(examples, x.input) for x in task.test]
-    h = max(s[0] for s in shapes)
-    w = max(s[1] for s in shapes)
+    train = tuple(
+        (ex.input.shape, None if ex.output is None else ex.output.shape) for ex in task.train
+    )
+    h, w = _answer_grid(train, tuple(x.input.shape for x in task.test))
     n = h * (w + 1) + 2
     return float(min(n, cfg.infer.max_new_tokens) if cfg.infer.max_new_tokens else n)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any, Protocol, runtime_checkable
 
 END_MARGIN_TOKENS = 8  # room for the end marker's tokens and a stray newline
@@ -129,6 +128,10 @@ def max_new_tokens_for(
 
 
 def _side(g: Any, axis: int) -> int:
+    """Height (axis 0) or width (axis 1) of a grid: an array's shape, else list rows."""
+    shape = getattr(g, "shape", None)
+    if shape is not None and len(shape) == 2:
+        return int(shape[axis])
     return len(g) if axis == 0 else max((len(r) for r in g), default=0)
 
 
@@ -142,16 +145,15 @@ def answer_shape(examples: Sequence[tuple[Any, Any]], query: Any) -> tuple[int, 
     bound = []
     for axis in (0, 1):
         q = _side(query, axis)
-        side = max([q] + [_side(o, axis) for _, o in pairs])
         ins = [_side(i, axis) for i, _ in pairs]
         outs = [_side(o, axis) for _, o in pairs]
+        side = max([q, *outs])
         if pairs and all(ins):
-            ratios = {Fraction(o, i) for i, o in zip(ins, outs)}
-            if len(ratios) == 1:
-                side = max(side, math.ceil(ratios.pop() * q))
-            diffs = {o - i for i, o in zip(ins, outs)}
-            if len(diffs) == 1:
-                side = max(side, q + diffs.pop())
+            i0, o0 = ins[0], outs[0]
+            if all(o * i0 == o0 * i for i, o in zip(ins, outs)):  # one ratio o0 / i0
+                side = max(side, -(-o0 * q // i0))  # ceil
+            if all(o - i == o0 - i0 for i, o in zip(ins, outs)):  # one difference
+                side = max(side, q + o0 - i0)
         bound.append(min(MAX_GRID_SIDE, max(1, side)))
     return bound[0], bound[1]
 
