@@ -34,8 +34,8 @@
 # %%
 from IPython.display import Image, Markdown, display
 
-from arc_ttft import candidates, rank_sweep
 from arc_ttft.config import from_flat
+from arc_ttft.research import candidates, rank_sweep
 
 # %% tags=["parameters"]
 models = "tiny"  # comma separated registry names, hub ids or folders

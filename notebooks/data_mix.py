@@ -38,7 +38,7 @@ from pathlib import Path
 
 from IPython.display import Image, Markdown, display
 
-from arc_ttft import finetune
+from arc_ttft.research import finetune
 
 # %% tags=["parameters"]
 model = "tiny"  # registry name, hub id or folder

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from arc_ttft import config as C
-from arc_ttft import simulate as S
+from arc_ttft.research import simulate as S
 from arc_ttft.tasks import load_tasks
 
 # (name, config overrides, true-cost scaling, simulate() keywords)
@@ -34,7 +34,7 @@ ROWS = [
 
 HEADER = """# Budget guard: whole 12-hour runs on a fake clock
 
-`arc_ttft.simulate` runs the pipeline's own schedule, `schedule.run_shard` (the loop
+`arc_ttft.research.simulate` runs the pipeline's own schedule, `schedule.run_shard` (the loop
 `pipeline.run` runs on real models), with fake operations that only advance a fake
 clock: the probe (the base model answers 16 tasks, so inference is measured before TTT
 decides how much time to leave for it), TTT with `plan_steps` before every task and the

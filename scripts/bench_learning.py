@@ -16,7 +16,7 @@ import argparse
 import shlex
 import sys
 
-from arc_ttft import learning
+from arc_ttft.research import learning
 
 
 def parse_set(items: list[str]) -> dict[str, str]:

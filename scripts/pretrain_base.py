@@ -1,6 +1,6 @@
 """Pretrain a small Qwen2 base model from scratch on generated ARC tasks (CPU friendly).
 
-A thin caller of ``arc_ttft.finetune``: a fresh Qwen2 (``make_model``: the tiny model's
+A thin caller of ``arc_ttft.research.finetune``: a fresh Qwen2 (``make_model``: the tiny model's
 tokenizer, head_dim 64, MLP 4x hidden, tied embeddings) is fully fine-tuned on
 ``generated:N`` tasks, so it sees exactly the prompts, views and tokenisation of TTT and
 inference. Loss on every output grid after the first (``label_mode=outputs``).
@@ -120,7 +120,7 @@ def finetune_config(args) -> C.FinetuneConfig:
 
 def train(args, log=print) -> dict:
     """Train from scratch through ``finetune.run``; returns a summary dict."""
-    from arc_ttft import finetune
+    from arc_ttft.research import finetune
 
     torch.set_num_threads(args.threads)
     cfg = finetune_config(args)
@@ -182,7 +182,7 @@ def plot_curve(csv_path: Path, png: Path) -> None:
 def evaluate(args) -> dict:
     """``arc-ttft run`` of the model in ``--eval-only`` on seeded held-out generated tasks
     (``learning.run_arm``), with ``--ttt-steps`` of TTT per task (0 = none)."""
-    from arc_ttft import learning
+    from arc_ttft.research import learning
 
     held = learning.HeldOutSet(
         args.eval_tasks, args.eval_seed, args.eval_min_size, args.eval_max_size

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from arc_ttft import vocab as V
 
-# The names arc_ttft.ttt_speed loads this file for (kept as aliases of the library's).
+# The names arc_ttft.research.ttt_speed loads this file for (kept as aliases of the library's).
 SPECIALS = V.QWEN2_SPECIALS
 CHATML = V.QWEN2_CHATML
 byte_alphabet = V.byte_alphabet

@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from arc_ttft import candidates, cli, rank_sweep, ttt
+from arc_ttft import cli, ttt
 from arc_ttft.config import ConfigError, from_flat
+from arc_ttft.research import candidates, rank_sweep
 
 
 def _read_csv(path: str) -> list[dict[str, str]]:

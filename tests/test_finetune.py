@@ -15,9 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from arc_ttft import cli, synthetic, ttt
+from arc_ttft import cli, ttt
 from arc_ttft import config as C
-from arc_ttft import finetune as F
+from arc_ttft.research import finetune as F
+from arc_ttft.research import synthetic
 from arc_ttft.tasks import load_tasks
 
 ROOT = Path(__file__).resolve().parents[1]

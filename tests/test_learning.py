@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from arc_ttft import learning, synthetic
+from arc_ttft.research import learning, synthetic
 
 
 def test_per_family_counts_whole_tasks():

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from arc_ttft import rank_sweep
+from arc_ttft.research import rank_sweep
 from arc_ttft.tasks import Example, Task
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from arc_ttft import config as C
-from arc_ttft import encoding, recall, selection, synthetic
+from arc_ttft import encoding, selection
+from arc_ttft.research import recall, synthetic
 from arc_ttft.tasks import load_tasks
 
 # Small enough for a test: ~25 tokens per grid pair, a few seconds of training per task.

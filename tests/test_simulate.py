@@ -9,7 +9,7 @@ import pytest
 
 from arc_ttft import config as C
 from arc_ttft import pipeline, schedule
-from arc_ttft import simulate as S
+from arc_ttft.research import simulate as S
 from arc_ttft.tasks import load_tasks
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arc_ttft import synthetic
-from arc_ttft.synthetic import (
+from arc_ttft.research import synthetic
+from arc_ttft.research.synthetic import (
     DEFAULT_FAMILIES,
     FAMILIES,
     family_of,

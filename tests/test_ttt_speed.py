@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from arc_ttft import ttt_speed
 from arc_ttft.cli import main
 from arc_ttft.config import ConfigError, validate
+from arc_ttft.research import ttt_speed
 
 
 def _spec(config: str, seq_len: int = 128, steps: int = 1, warmup: int = 0) -> dict:

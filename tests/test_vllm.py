@@ -201,9 +201,10 @@ def _nano_adapter(folder) -> str:
 def test_dfs_equals_transformers_dfs(backends, tmp_path):
     """Lockstep DFS through vLLM (top-k log-probs, prefix cache) finds the same answers,
     with the same log-probabilities, as the transformers backend's KV-cache walk."""
-    from arc_ttft import augment, selection, synthetic
+    from arc_ttft import augment, selection
     from arc_ttft.infer.hf import HFBackend
     from arc_ttft.infer.vllm import VLLMBackend
+    from arc_ttft.research import synthetic
     from arc_ttft.tasks import load_tasks
 
     _, vl_tiny = backends
@@ -268,9 +269,9 @@ def test_a_finetuned_model_serves_on_vllm(backends, tmp_path):
     """`arc-ttft finetune`'s merged model folder loads in vLLM and answers as transformers
     does from the same folder (the issue's done-when: run and vLLM both serve it)."""
     from arc_ttft import config as C
-    from arc_ttft import finetune, synthetic
     from arc_ttft.infer.hf import HFBackend
     from arc_ttft.infer.vllm import VLLMBackend
+    from arc_ttft.research import finetune, synthetic
 
     _, vl_tiny = backends
     vl_tiny.close()  # one engine at a time

@@ -260,7 +260,7 @@ def test_qwen_tokenizer_script_fills_the_cache(qwen2_folder, capsys):
     spec.loader.exec_module(mod)
     assert mod.main(["--cache", "--eos", "<|endoftext|>"]) == 0
     assert str(qwen2_folder) in capsys.readouterr().out
-    # arc_ttft.ttt_speed loads the script for these names.
+    # arc_ttft.research.ttt_speed loads the script for these names.
     assert all(
         callable(getattr(mod, n)) for n in ("build", "read_ranks", "default_ranks_path", "save")
     )

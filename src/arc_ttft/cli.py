@@ -266,7 +266,7 @@ def cmd_ttt(args: argparse.Namespace) -> int:
 
 
 def _candidates_flags(p: argparse.ArgumentParser) -> None:
-    from arc_ttft.candidates import CandidatesConfig
+    from arc_ttft.research.candidates import CandidatesConfig
 
     C.add_arguments(p, CandidatesConfig)
 
@@ -277,7 +277,7 @@ def _candidates_flags(p: argparse.ArgumentParser) -> None:
     _candidates_flags,
 )
 def cmd_candidates(args: argparse.Namespace) -> int:
-    from arc_ttft import candidates
+    from arc_ttft.research import candidates
 
     result = candidates.run_candidates(C.from_namespace(candidates.CandidatesConfig, args))
     print(result.markdown)
@@ -286,7 +286,7 @@ def cmd_candidates(args: argparse.Namespace) -> int:
 
 
 def _rank_sweep_flags(p: argparse.ArgumentParser) -> None:
-    from arc_ttft.rank_sweep import RankSweepConfig
+    from arc_ttft.research.rank_sweep import RankSweepConfig
 
     C.add_arguments(p, RankSweepConfig)
 
@@ -297,7 +297,7 @@ def _rank_sweep_flags(p: argparse.ArgumentParser) -> None:
     _rank_sweep_flags,
 )
 def cmd_lora_rank_sweep(args: argparse.Namespace) -> int:
-    from arc_ttft import rank_sweep
+    from arc_ttft.research import rank_sweep
 
     result = rank_sweep.run_rank_sweep(C.from_namespace(rank_sweep.RankSweepConfig, args))
     print(result.table)
@@ -306,7 +306,7 @@ def cmd_lora_rank_sweep(args: argparse.Namespace) -> int:
 
 
 def _bench_flags(p: argparse.ArgumentParser) -> None:
-    from arc_ttft.ttt_speed import TTTSpeedConfig
+    from arc_ttft.research.ttt_speed import TTTSpeedConfig
 
     p.add_argument(
         "what", choices=["ttt"], help="ttt: the TTT step, ours vs the 2024 reference recipe."
@@ -322,7 +322,7 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Rows per length and configuration, a table, then ``speedup: X.XXx tokens/s, memory:
     Y.YYx peak`` (ours over baseline at the longest length) last."""
-    from arc_ttft import ttt_speed
+    from arc_ttft.research import ttt_speed
 
     return ttt_speed.main_bench(C.validate(C.from_namespace(ttt_speed.TTTSpeedConfig, args)))
 
@@ -340,7 +340,7 @@ def _finetune_flags(p: argparse.ArgumentParser) -> None:
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Prints the data, then ``model: DIR`` (or ``adapter: DIR``) and a last line
     ``steps: N, final loss: X (stop)``. Data-parallel under torchrun."""
-    from arc_ttft import finetune
+    from arc_ttft.research import finetune
 
     cfg = C.validate(C.from_namespace(C.FinetuneConfig, args))
     result = finetune.run(cfg)
@@ -514,7 +514,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     _run_flags,
 )
 def cmd_recall(args: argparse.Namespace) -> int:
-    from arc_ttft import recall
+    from arc_ttft.research import recall
 
     given = {k: v for k, v in vars(args).items() if k in C.flat_fields(C.RunConfig)}
     cfg = C.validate(C.from_flat(C.RunConfig, {**recall.RECALL_DEFAULTS, **given}))

@@ -151,6 +151,16 @@ def resolve_dtype(name: str, device: Any = None):
     return getattr(torch, _DTYPES[name])
 
 
+def is_oom(e: BaseException) -> bool:
+    """Whether an exception is running out of memory (CUDA, or host RAM)."""
+    import torch
+
+    if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(e).lower()
+    return any(s in text for s in ("out of memory", "can't allocate memory", "cannot allocate"))
+
+
 def default_device() -> str:
     import torch
 

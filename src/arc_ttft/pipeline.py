@@ -35,7 +35,7 @@ import numpy as np
 
 from arc_ttft import budget as B
 from arc_ttft import config as C
-from arc_ttft import encoding, harness, schedule, submission
+from arc_ttft import encoding, schedule, submission
 from arc_ttft.events import EventLog, jsonable
 from arc_ttft.tasks import Task, load_tasks, select_tasks
 
@@ -204,7 +204,7 @@ class ShardWork:
         )
 
     def train(self, task: Task, steps: int, should_stop) -> schedule.TrainOutcome:
-        from arc_ttft import ttt
+        from arc_ttft import models, ttt
 
         seq_len = self.max_seq_len
         for attempt in range(2):
@@ -216,7 +216,7 @@ class ShardWork:
                 )  # fmt: skip
                 break
             except Exception as e:
-                if attempt == 0 and harness.is_oom(e):
+                if attempt == 0 and models.is_oom(e):
                     self.events.log(
                         "fault", task=task.id, where="ttt", error=repr(e)[:500], oom=True
                     )

@@ -70,7 +70,7 @@ def load_source(item: str, cfg: C.FinetuneConfig) -> list[Task]:
     process and for the include and the holdout side of a mix.
     """
     if item.startswith(GENERATED):
-        from arc_ttft import synthetic
+        from arc_ttft.research import synthetic
 
         n = int(item[len(GENERATED) :])
         challenges, solutions = synthetic.generate(
@@ -567,7 +567,7 @@ def model_card(
     )
     return (
         f"# {title or f'{cfg.model.model} fine-tuned on ARC tasks'}\n\n"
-        f"Trained by `arc-ttft finetune` (arc_ttft.finetune) from `{cfg.model.model}`: "
+        f"Trained by `arc-ttft finetune` (arc_ttft.research.finetune) from `{cfg.model.model}`: "
         f"{result.steps} steps ({result.stop_reason}), final loss {loss}, seed {cfg.seed}.\n\n"
         f"Command:\n\n    {command}\n\n"
         f"Data mix: `{','.join(cfg.data)}`: {result.n_train_tasks} tasks, "

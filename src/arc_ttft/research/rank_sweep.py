@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from arc_ttft.candidates import command_line, int_list, write_csv
 from arc_ttft.config import ConfigError, option
+from arc_ttft.research.candidates import command_line, int_list, write_csv
 
 # ---------------------------------------------------------------------------------------
 # Config

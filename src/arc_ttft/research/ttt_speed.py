@@ -42,9 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arc_ttft import harness
 from arc_ttft.config import ConfigError, option
-from arc_ttft.harness import GIB
+from arc_ttft.research import harness
+from arc_ttft.research.harness import GIB
 
 CONFIGS = ("baseline", "ours", "ours-fp32")
 
@@ -156,7 +156,7 @@ def _qwen2_tokenizer_folder() -> Path | None:
     folder = models.cache_root(None) / "qwen2-tokenizer-endoftext"
     if (folder / "tokenizer_config.json").is_file():
         return folder
-    script = Path(__file__).resolve().parents[2] / "scripts" / "qwen_tokenizer.py"
+    script = Path(__file__).resolve().parents[3] / "scripts" / "qwen_tokenizer.py"
     if not script.is_file() or importlib.util.find_spec("dashscope") is None:
         return None
     spec = importlib.util.spec_from_file_location("_qwen_tokenizer", script)
@@ -462,7 +462,7 @@ def run_one(spec: dict[str, Any], isolate: bool, timeout_s: float | None) -> dic
     result with status error/timeout and the reason."""
     if not isolate:
         return measure_one(spec)
-    r = harness.run_isolated("arc_ttft.ttt_speed:measure_one", spec, timeout_s)
+    r = harness.run_isolated("arc_ttft.research.ttt_speed:measure_one", spec, timeout_s)
     return r if "config" in r else {"config": spec["config"], "seq_len": spec["seq_len"], **r}
 
 

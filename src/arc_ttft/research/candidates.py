@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arc_ttft import harness
 from arc_ttft.config import ConfigError, option
-from arc_ttft.harness import GIB
+from arc_ttft.research import harness
+from arc_ttft.research.harness import GIB
 
 # ---------------------------------------------------------------------------------------
 # Config
@@ -186,7 +186,7 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
         try:
             model, _ = models.load_model(mcfg, device=device, for_training=True)
         except Exception as e:  # a missing model or a broken install is a row, not a crash
-            kind = "oom" if harness.is_oom(e) else "load_failed"
+            kind = "oom" if models.is_oom(e) else "load_failed"
             out.update(status=kind, reason=f"load: {type(e).__name__}: {harness.first_line(e)}")
             return out
         out["load_s"] = round(time.monotonic() - t0, 2)
@@ -224,7 +224,7 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
             if on_cuda:
                 torch.cuda.synchronize()
         except Exception as e:
-            if harness.is_oom(e):
+            if models.is_oom(e):
                 out.update(
                     status="oom",
                     reason=f"out of memory at seq_len {seq_len}: {harness.first_line(e)}",
@@ -258,7 +258,7 @@ def run_probe(spec: dict[str, Any], isolate: bool = True, timeout_s: float | Non
     if not isolate:
         return measure_one(spec)
     return harness.run_isolated(
-        "arc_ttft.candidates:measure_one", {**spec, "isolated": True}, timeout_s
+        "arc_ttft.research.candidates:measure_one", {**spec, "isolated": True}, timeout_s
     )
 
 

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from arc_ttft import config as C
-from arc_ttft import pipeline, synthetic
+from arc_ttft import pipeline
 from arc_ttft.events import read_events
+from arc_ttft.research import synthetic
 
 # Families the arc-nano base misses without TTT: where TTT has to earn its keep.
 HARD_FAMILIES = ("rot90", "rot180", "rot270", "transpose", "anti_transpose", "flip_v")
