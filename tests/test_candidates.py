@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from arc_ttft import cli, ttt
-from arc_ttft.config import ConfigError, from_flat
+from arc_ttft.config import ConfigError, command_line, from_flat
 from arc_ttft.research import candidates, rank_sweep
 
 
@@ -27,7 +27,7 @@ def test_config_reads_lists_of_ints():
     with pytest.raises(ConfigError, match="seq_lens"):
         from_flat(candidates.CandidatesConfig, {"seq_lens": "256,long"})
     assert from_flat(rank_sweep.RankSweepConfig, {"ranks": "4,8"}).ranks == [4, 8]
-    line = candidates.command_line(cfg, "candidates")
+    line = command_line(cfg, "candidates")
     assert line == "arc-ttft candidates --models tiny,Qwen2-0.5B --seq-lens 256,512"
 
 

@@ -9,10 +9,13 @@ registered in ``COMMANDS`` with a function adding its flags.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable
 
 from arc_ttft import config as C
+from arc_ttft import submission as S
+from arc_ttft import tasks as T
 
 # name -> (help, add_flags(parser), run(args) -> exit code)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
@@ -35,27 +38,32 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def _validate_flags(p: argparse.ArgumentParser) -> None:
-    _data_flags(p)
-    p.add_argument("--submission", help="Also check this submission.json against the tasks.")
+def _with_submission(help: str, required: bool = False) -> Callable:
+    def add(p: argparse.ArgumentParser) -> None:
+        _data_flags(p)
+        p.add_argument("--submission", required=required, help=help)
+
+    return add
+
+
+def _load(cfg: C.DataConfig):
+    """The tasks a DataConfig names: (LoadResult, the selected tasks)."""
+    loaded = T.load_tasks(cfg.challenges, cfg.solutions, skip_invalid=cfg.skip_invalid)
+    return loaded, T.select_tasks(loaded.tasks, cfg.tasks or None, cfg.max_tasks)
 
 
 @command(
     "validate",
     "Check a task source (and optionally a submission); list every problem.",
-    _validate_flags,
+    _with_submission("Also check this submission.json against the tasks."),
 )
 def cmd_validate(args: argparse.Namespace) -> int:
     """Exit 0 with a one-line summary when valid, 1 with every problem otherwise."""
-    from arc_ttft import submission as S
-    from arc_ttft import tasks as T
-
     cfg = C.validate(C.from_namespace(C.DataConfig, args))
     problems: list[str] = []
     try:
-        loaded = T.load_tasks(cfg.challenges, cfg.solutions, skip_invalid=cfg.skip_invalid)
+        loaded, tasks = _load(cfg)
         problems += [str(p) for p in loaded.problems]
-        tasks = T.select_tasks(loaded.tasks, cfg.tasks or None, cfg.max_tasks)
     except T.TaskValidationError as e:
         problems += [str(p) for p in e.problems]
         tasks = None
@@ -80,29 +88,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score_flags(p: argparse.ArgumentParser) -> None:
-    _data_flags(p)
-    p.add_argument("--submission", required=True, help="The submission.json to score.")
-
-
 @command(
     "score",
     "Score a submission (ARC Prize rule) against --solutions or the outputs of --challenges.",
-    _score_flags,
+    _with_submission("The submission.json to score.", required=True),
 )
 def cmd_score(args: argparse.Namespace) -> int:
     """Per-task lines ``TASK_ID  solved/total``, then ``score: X.XXXX (S/T tasks)`` last."""
-    from arc_ttft import submission as S
-    from arc_ttft import tasks as T
-
     cfg = C.validate(C.from_namespace(C.DataConfig, args))
     try:
         sub = S.read_submission(args.submission)
         if hasattr(args, "challenges") or not cfg.solutions:
-            loaded = T.load_tasks(cfg.challenges, cfg.solutions, skip_invalid=cfg.skip_invalid)
+            loaded, tasks = _load(cfg)
             for p in loaded.problems:
                 print(f"warning: {p}", file=sys.stderr)
-            tasks = T.select_tasks(loaded.tasks, cfg.tasks or None, cfg.max_tasks)
             problems = S.validate_submission(sub, tasks)
             result = S.score_submission(sub, tasks)
         else:  # solutions alone: the outputs are all scoring needs
@@ -149,7 +148,6 @@ def _tokens_flags(p: argparse.ArgumentParser) -> None:
 def cmd_tokens(args: argparse.Namespace) -> int:
     """Statistics lines, then ``median: N tokens, fit4096: P%, fit8192: Q%`` last."""
     from arc_ttft import encoding as E
-    from arc_ttft import tasks as T
 
     data = C.validate(C.from_namespace(C.DataConfig, args))
     model = C.validate(C.from_namespace(C.ModelConfig, args))
@@ -176,13 +174,12 @@ def cmd_tokens(args: argparse.Namespace) -> int:
             raise C.ConfigError([f"tokenizer: cannot load {args.tokenizer!r} ({e})"]) from None
         tok_name = args.tokenizer
     try:
-        loaded = T.load_tasks(data.challenges, data.solutions, skip_invalid=data.skip_invalid)
+        loaded, tasks = _load(data)
     except T.TaskValidationError as e:
         print(str(e), file=sys.stderr)
         return 1
     for p in loaded.problems:
         print(f"warning: {p}", file=sys.stderr)
-    tasks = T.select_tasks(loaded.tasks, data.tasks or None, data.max_tasks)
     if not tasks:
         print("arc-ttft tokens: no tasks selected", file=sys.stderr)
         return 1
@@ -265,53 +262,42 @@ def cmd_ttt(args: argparse.Namespace) -> int:
     return 0
 
 
-def _candidates_flags(p: argparse.ArgumentParser) -> None:
-    from arc_ttft.research.candidates import CandidatesConfig
+def _flags_from(module: str, config: str) -> Callable[[argparse.ArgumentParser], None]:
+    """Flags from a config class, its module imported only when the command is built."""
+    return lambda p: C.add_arguments(p, getattr(importlib.import_module(module), config))
 
-    C.add_arguments(p, CandidatesConfig)
+
+def _research_command(name: str, help: str, module: str, config: str, run: str, text: str):
+    """A research command: flags from ``module.config``, then ``module.run(cfg)``; prints
+    the result's ``text`` and a last line ``written: PATHS``."""
+
+    def cmd(args: argparse.Namespace) -> int:
+        mod = importlib.import_module(module)
+        result = getattr(mod, run)(C.from_namespace(getattr(mod, config), args))
+        print(getattr(result, text))
+        print("written: " + ", ".join(result.paths.values()))
+        return 0
+
+    command(name, help, _flags_from(module, config))(cmd)
 
 
-@command(
+_research_command(
     "candidates",
     "Time the LoRA TTT step of candidate models at several lengths; project the test set.",
-    _candidates_flags,
-)
-def cmd_candidates(args: argparse.Namespace) -> int:
-    from arc_ttft.research import candidates
-
-    result = candidates.run_candidates(C.from_namespace(candidates.CandidatesConfig, args))
-    print(result.markdown)
-    print("written: " + ", ".join(result.paths.values()))
-    return 0
-
-
-def _rank_sweep_flags(p: argparse.ArgumentParser) -> None:
-    from arc_ttft.research.rank_sweep import RankSweepConfig
-
-    C.add_arguments(p, RankSweepConfig)
-
-
-@command(
+    "arc_ttft.research.candidates", "CandidatesConfig", "run_candidates", "markdown",
+)  # fmt: skip
+_research_command(
     "lora-rank-sweep",
     "Train and validation loss (held-out train pair) per LoRA rank; CSV + plot.",
-    _rank_sweep_flags,
-)
-def cmd_lora_rank_sweep(args: argparse.Namespace) -> int:
-    from arc_ttft.research import rank_sweep
-
-    result = rank_sweep.run_rank_sweep(C.from_namespace(rank_sweep.RankSweepConfig, args))
-    print(result.table)
-    print("written: " + ", ".join(result.paths.values()))
-    return 0
+    "arc_ttft.research.rank_sweep", "RankSweepConfig", "run_rank_sweep", "table",
+)  # fmt: skip
 
 
 def _bench_flags(p: argparse.ArgumentParser) -> None:
-    from arc_ttft.research.ttt_speed import TTTSpeedConfig
-
     p.add_argument(
         "what", choices=["ttt"], help="ttt: the TTT step, ours vs the 2024 reference recipe."
     )
-    C.add_arguments(p, TTTSpeedConfig)
+    _flags_from("arc_ttft.research.ttt_speed", "TTTSpeedConfig")(p)
 
 
 @command(
@@ -327,15 +313,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return ttt_speed.main_bench(C.validate(C.from_namespace(ttt_speed.TTTSpeedConfig, args)))
 
 
-def _finetune_flags(p: argparse.ArgumentParser) -> None:
-    C.add_arguments(p, C.FinetuneConfig)
-
-
 @command(
     "finetune",
     "Train a base model on a data mix of ARC tasks (TTT's prompts and views); write a model "
     "folder for `arc-ttft run --model`.",
-    _finetune_flags,
+    lambda p: C.add_arguments(p, C.FinetuneConfig),
 )
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Prints the data, then ``model: DIR`` (or ``adapter: DIR``) and a last line
@@ -390,16 +372,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from arc_ttft import infer, models, selection
-    from arc_ttft import submission as S
-    from arc_ttft import tasks as T
 
     # One RunConfig, so the model's registered defaults apply as in `run`.
     cfg = C.validate(C.from_namespace(C.RunConfig, args))
     data, mcfg, icfg = cfg.data, cfg.model, cfg.infer
-    loaded = T.load_tasks(data.challenges, data.solutions, skip_invalid=data.skip_invalid)
+    loaded, tasks = _load(data)
     for p in loaded.problems:
         print(f"skipped: {p}", file=sys.stderr)
-    tasks = T.select_tasks(loaded.tasks, data.tasks or None, data.max_tasks)
     adapters: dict[str, str | None] = {}
     if args.adapters:
         root = Path(args.adapters)

@@ -38,6 +38,14 @@ def option(default: Any, help: str, **extra: Any) -> Any:
 _f = option  # short name for the many fields below
 
 
+def at_least(cfg: Any, minimum: float, *names: str) -> list[str]:
+    """``name: value must be >= minimum`` for each named field below it (unset passes)."""
+    values = {n: getattr(cfg, n) for n in names}
+    return [
+        f"{n}: {v} must be >= {minimum}" for n, v in values.items() if v is not None and v < minimum
+    ]
+
+
 # ---------------------------------------------------------------------------------------
 # Groups
 # ---------------------------------------------------------------------------------------
@@ -128,10 +136,10 @@ class ModelConfig:
 
 
 @dataclass
-class TTTConfig:
-    ttt_steps: int = _f(
-        32, "Optimizer steps per task (0 = no test-time fine-tuning).", aliases=["--steps"]
-    )
+class LoraTraining:
+    """The LoRA and optimizer fields TTT and ``arc-ttft finetune`` share (each config
+    class inherits them; finetune changes three defaults)."""
+
     lora_rank: int = _f(16, "LoRA rank.")
     lora_alpha: float = _f(
         32.0, "LoRA alpha (scale = alpha / rank, or alpha / sqrt(rank) with rsLoRA)."
@@ -148,6 +156,29 @@ class TTTConfig:
     )
     warmup_steps: int = _f(2, "Linear warm-up steps.")
     weight_decay: float = _f(0.0, "AdamW weight decay.")
+    label_mode: str = _f(
+        "answer",
+        "Which tokens carry loss: the answer grid only, or every output grid after the first.",
+        choices=["answer", "outputs"],
+    )
+    gradient_checkpointing: bool = _f(False, "Trade compute for memory (long sequences).")
+
+    def lora_problems(self, need_targets: bool = True) -> list[str]:
+        out = at_least(self, 1, "lora_rank") + at_least(self, 0, "warmup_steps")
+        if self.learning_rate <= 0:
+            out.append(f"learning_rate: {self.learning_rate} must be > 0")
+        if not 0 <= self.lora_dropout < 1:
+            out.append(f"lora_dropout: {self.lora_dropout} must be in [0, 1)")
+        if need_targets and not self.lora_targets:
+            out.append("lora_targets: empty; name at least one module, e.g. q_proj,v_proj")
+        return out
+
+
+@dataclass
+class TTTConfig(LoraTraining):
+    ttt_steps: int = _f(
+        32, "Optimizer steps per task (0 = no test-time fine-tuning).", aliases=["--steps"]
+    )
     batch_size: int = _f(1, "Sequences per step (packed without padding when > 1).")
     ttt_views: int | None = _f(
         None,
@@ -161,11 +192,6 @@ class TTTConfig:
         "pair order only).",
         choices=["dihedral", "central", "none"],
     )
-    label_mode: str = _f(
-        "answer",
-        "Which tokens carry loss: the answer grid only, or every output grid after the first.",
-        choices=["answer", "outputs"],
-    )
     adapter_mode: str = _f(
         "per-task",
         "per-task: a fresh adapter per task; shared: one adapter for all tasks; "
@@ -173,7 +199,6 @@ class TTTConfig:
         choices=["per-task", "shared", "continue"],
     )
     base_adapter: str | None = _f(None, "Adapter folder to start from (adapter_mode=continue).")
-    gradient_checkpointing: bool = _f(False, "Trade compute for memory (long sequences).")
     lora_dtype: str = _f(
         "float32",
         "dtype the LoRA weights compute in: float32 (peft's upcast of the adapter, exact), or "
@@ -186,25 +211,12 @@ class TTTConfig:
     seed: int = _f(0, "Seed for views, sampling and initialisation.")
 
     def problems(self) -> list[str]:
-        out = []
-        if self.ttt_steps < 0:
-            out.append(f"ttt_steps: {self.ttt_steps} must be >= 0 (0 disables TTT)")
-        if self.lora_rank < 1:
-            out.append(f"lora_rank: {self.lora_rank} must be >= 1")
-        if self.learning_rate <= 0:
-            out.append(f"learning_rate: {self.learning_rate} must be > 0")
-        if self.ttt_views is not None and self.ttt_views < 1:
-            out.append(f"ttt_views: {self.ttt_views} must be >= 1 (or unset)")
-        if self.batch_size < 1:
-            out.append(f"batch_size: {self.batch_size} must be >= 1")
+        out = self.lora_problems() + at_least(self, 0, "ttt_steps")
+        out += at_least(self, 1, "ttt_views", "batch_size")
         if self.lora_dtype not in ("float32", "bfloat16"):
             out.append(f"lora_dtype: {self.lora_dtype!r} must be float32 or bfloat16")
-        if not 0 <= self.lora_dropout < 1:
-            out.append(f"lora_dropout: {self.lora_dropout} must be in [0, 1)")
         if self.adapter_mode == "continue" and not self.base_adapter:
             out.append("base_adapter: adapter_mode=continue needs --base-adapter PATH")
-        if not self.lora_targets:
-            out.append("lora_targets: empty; name at least one module, e.g. q_proj,v_proj")
         return out
 
 
@@ -287,23 +299,14 @@ class InferConfig:
     )
 
     def problems(self) -> list[str]:
-        out = []
-        if self.views < 1:
-            out.append(f"views: {self.views} must be >= 1")
-        if self.samples < 1:
-            out.append(f"samples: {self.samples} must be >= 1")
+        out = at_least(self, 1, "views", "samples", "dfs_max_candidates", "dfs_max_nodes")
+        out += at_least(self, 0, "rescore", "probe_tasks")
         if self.samples > 1 and self.temperature == 0:
             out.append(
                 "temperature: samples > 1 with temperature 0 gives identical samples; set > 0"
             )
-        if self.rescore < 0:
-            out.append(f"rescore: {self.rescore} must be >= 0")
         if not 0 < self.min_prob < 1:
             out.append(f"min_prob: {self.min_prob} must be in (0, 1), e.g. 0.1")
-        if self.dfs_max_candidates < 1:
-            out.append(f"dfs_max_candidates: {self.dfs_max_candidates} must be >= 1")
-        if self.dfs_max_nodes < 1:
-            out.append(f"dfs_max_nodes: {self.dfs_max_nodes} must be >= 1")
         if self.sampling == "sample" and self.temperature <= 0:
             out.append("temperature: --sampling sample needs a temperature > 0, e.g. 1.0")
         if self.scorer in ("nvarc", "architects") and self.rescore < 1:
@@ -311,8 +314,6 @@ class InferConfig:
                 f"rescore: the {self.scorer} scorer scores under --rescore views; set >= 1 "
                 "(8 in the published recipes)"
             )
-        if self.probe_tasks < 0:
-            out.append(f"probe_tasks: {self.probe_tasks} must be >= 0 (0 = no probe)")
         if self.infer_timeout_s <= 0:
             out.append(f"infer_timeout_s: {self.infer_timeout_s} must be > 0")
         if not 0 < self.gpu_memory_utilization <= 1:
@@ -405,7 +406,7 @@ def mix_problems(items: list[str]) -> list[str]:
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(LoraTraining):
     """Everything `arc-ttft finetune` needs: train a base model on ARC tasks, in the
     prompt format TTT and inference use (finetune.py)."""
 
@@ -438,26 +439,11 @@ class FinetuneConfig:
         "Geometric transforms of the views (as --ttt-transforms).",
         choices=["dihedral", "central", "none"],
     )
-    label_mode: str = _f(
-        "answer",
-        "Which tokens carry loss: the answer grid only, or every output grid after the first.",
-        choices=["answer", "outputs"],
-    )
     full: bool = _f(False, "Train every weight instead of a LoRA adapter.")
+    # LoraTraining's fields, three with other defaults: a base wants a larger adapter.
     lora_rank: int = _f(64, "LoRA rank.")
     lora_alpha: float = _f(64.0, "LoRA alpha.")
-    lora_dropout: float = _f(0.0, "LoRA dropout.")
-    lora_targets: list[str] = _f(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        "Module names that get LoRA adapters (comma separated).",
-    )
-    use_rslora: bool = _f(False, "Rank-stabilised LoRA scaling.")
-    learning_rate: float = _f(1e-4, "Peak learning rate.")
-    lr_schedule: str = _f(
-        "cosine", "Schedule after warm-up.", choices=["cosine", "linear", "constant"]
-    )
     warmup_steps: int = _f(10, "Linear warm-up steps.")
-    weight_decay: float = _f(0.0, "AdamW weight decay.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 = off).")
     batch_size: int = _f(
         4,
@@ -483,7 +469,6 @@ class FinetuneConfig:
         "Write the LoRA adapter (OUTPUT/adapter, for --adapter-mode continue --base-adapter) "
         "instead of a merged model (OUTPUT/model).",
     )
-    gradient_checkpointing: bool = _f(False, "Trade compute for memory (long sequences).")
     seed: int = _f(0, "Seed for the data order, views, holdout and initialisation.")
     output: str = _f(
         "runs/finetune",
@@ -492,7 +477,8 @@ class FinetuneConfig:
     )
 
     def problems(self) -> list[str]:
-        out = []
+        out = self.lora_problems(need_targets=not self.full)
+        out += at_least(self, 1, "samples_per_task", "batch_size", "grad_accum", "max_steps")
         if not self.data:
             out.append("data: empty; give a mix, e.g. --data arc1-train")
         out += mix_problems(self.data)
@@ -505,23 +491,10 @@ class FinetuneConfig:
                 f"generated_min_size/generated_max_size: {self.generated_min_size}.."
                 f"{self.generated_max_size} must satisfy 1 <= min <= max <= 30"
             )
-        for name in ("samples_per_task", "lora_rank", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                out.append(f"{name}: {getattr(self, name)} must be >= 1")
-        if self.learning_rate <= 0:
-            out.append(f"learning_rate: {self.learning_rate} must be > 0")
-        if self.warmup_steps < 0:
-            out.append(f"warmup_steps: {self.warmup_steps} must be >= 0")
         if self.max_grad_norm < 0:
             out.append(f"max_grad_norm: {self.max_grad_norm} must be >= 0 (0 = no clipping)")
-        if not 0 <= self.lora_dropout < 1:
-            out.append(f"lora_dropout: {self.lora_dropout} must be in [0, 1)")
-        if not self.full and not self.lora_targets:
-            out.append("lora_targets: empty; name at least one module, e.g. q_proj,v_proj")
         if self.epochs <= 0:
             out.append(f"epochs: {self.epochs} must be > 0")
-        if self.max_steps is not None and self.max_steps < 1:
-            out.append(f"max_steps: {self.max_steps} must be >= 1 (or unset: from --epochs)")
         if self.budget_minutes is not None and self.budget_minutes <= 0:
             out.append(f"budget_minutes: {self.budget_minutes} must be > 0 (or unset)")
         if self.checkpoint_minutes is not None and self.checkpoint_minutes < 0:
@@ -689,6 +662,25 @@ def to_flat(cfg: Any) -> dict[str, Any]:
         else:
             out[f.name] = v
     return out
+
+
+def command_line(cfg: Any, command: str, always: tuple[str, ...] = ()) -> str:
+    """The `arc-ttft COMMAND` line that reproduces ``cfg``: the flags that differ from the
+    defaults, and those in ``always`` first."""
+    values, default = to_flat(cfg), to_flat(type(cfg)())
+    parts = ["arc-ttft", command]
+    for k in [*always, *(k for k in values if k not in always)]:
+        v = values[k]
+        if v == default[k] and k not in always:
+            continue
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            parts.append(flag if v else f"{flag} false")
+        elif isinstance(v, list):
+            parts += [flag, ",".join(map(str, v))]
+        elif v is not None:
+            parts += [flag, f"{v:g}" if isinstance(v, float) else str(v)]
+    return " ".join(parts)
 
 
 def save(cfg: Any, path: str | Path) -> None:

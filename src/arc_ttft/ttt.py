@@ -505,6 +505,42 @@ def drop_too_long(
     return kept
 
 
+def _samples_of(task: Task, cfg: TTTConfig, fmt: str, tokenizer, n: int, seed: int, max_seq_len):
+    return make_samples(
+        task, fmt, tokenizer, n, seed, max_seq_len, cfg.label_mode,
+        n_views=cfg.ttt_views, transforms=cfg.ttt_transforms,
+    )  # fmt: skip
+
+
+def _train_and_save(
+    model, samples: list[Sample], cfg: TTTConfig, steps: int, name: str, output_dir,
+    events: EventLog, should_stop, progress: bool, **extra: Any,
+) -> TTTResult:  # fmt: skip
+    """Train ``steps`` on ``samples``, save the adapter as ``output_dir/name``, log it."""
+    info: dict[str, Any] = {}
+    losses, reason, tokens, seconds = train_steps(
+        model, samples, cfg, steps, max_seconds=cfg.ttt_max_seconds, should_stop=should_stop,
+        progress=progress, desc=f"ttt {name}", info=info,
+    )  # fmt: skip
+    adapter = None
+    if output_dir is not None and losses:
+        adapter = str(save_adapter(model, Path(output_dir) / name))
+    result = TTTResult(
+        task_id=name,
+        steps=len(losses),
+        seconds=round(seconds, 3),
+        first_loss=losses[0] if losses else None,
+        final_loss=losses[-1] if losses else None,
+        stop_reason=reason,
+        adapter=adapter,
+        losses=losses,
+        answer_tokens=tokens,
+        skipped_steps=info["skipped_steps"],
+        **extra,
+    )
+    return _log_result(events, result)
+
+
 def train_task(
     model,
     tokenizer,
@@ -528,17 +564,7 @@ def train_task(
     seed = cfg.seed + _stable_hash(task.id)
     if reset:
         reset_adapter(model, seed, cfg.base_adapter if cfg.adapter_mode == "continue" else None)
-    samples = make_samples(
-        task,
-        fmt,
-        tokenizer,
-        steps * cfg.batch_size,
-        seed,
-        max_seq_len,
-        cfg.label_mode,
-        n_views=cfg.ttt_views,
-        transforms=cfg.ttt_transforms,
-    )
+    samples = _samples_of(task, cfg, fmt, tokenizer, steps * cfg.batch_size, seed, max_seq_len)
     fitting = drop_too_long(samples, max_seq_len, events, task.id)
     if not fitting:
         # Nothing to learn from: the task keeps the base model, the run goes on.
@@ -546,36 +572,11 @@ def train_task(
             task.id, 0, 0.0, None, None, "too_long", None, skipped_samples=len(samples)
         )
         return _log_result(events, result)
-    info: dict[str, Any] = {}
-    losses, reason, tokens, seconds = train_steps(
-        model,
-        fitting,
-        cfg,
-        steps,
-        max_seconds=cfg.ttt_max_seconds,
-        should_stop=should_stop,
-        progress=progress,
-        desc=f"ttt {task.id}",
-        info=info,
-    )
-    adapter = None
-    if output_dir is not None and losses:
-        adapter = str(save_adapter(model, Path(output_dir) / task.id))
-    result = TTTResult(
-        task_id=task.id,
-        steps=len(losses),
-        seconds=round(seconds, 3),
-        first_loss=losses[0] if losses else None,
-        final_loss=losses[-1] if losses else None,
-        stop_reason=reason,
-        adapter=adapter,
-        losses=losses,
-        answer_tokens=tokens,
+    return _train_and_save(
+        model, fitting, cfg, steps, task.id, output_dir, events, should_stop, progress,
         dropped_pairs=max(len(s.dropped) for s in fitting),
         skipped_samples=len(samples) - len(fitting),
-        skipped_steps=info["skipped_steps"],
-    )
-    return _log_result(events, result)
+    )  # fmt: skip
 
 
 def _log_result(events: EventLog, result: TTTResult) -> TTTResult:
@@ -619,18 +620,9 @@ def train_shared(
     """One adapter for all tasks: ``ttt_steps`` steps per task, samples interleaved."""
     events = events or EventLog()
     reset_adapter(model, cfg.seed, cfg.base_adapter)
+    n = cfg.ttt_steps * cfg.batch_size
     made = [
-        make_samples(
-            t,
-            fmt,
-            tokenizer,
-            cfg.ttt_steps * cfg.batch_size,
-            cfg.seed + i,
-            max_seq_len,
-            cfg.label_mode,
-            n_views=cfg.ttt_views,
-            transforms=cfg.ttt_transforms,
-        )
+        _samples_of(t, cfg, fmt, tokenizer, n, cfg.seed + i, max_seq_len)
         for i, t in enumerate(tasks)
     ]
     per = [drop_too_long(group, max_seq_len, events, t.id) for group, t in zip(made, tasks)]
@@ -641,35 +633,10 @@ def train_shared(
         result = TTTResult("shared", 0, 0.0, None, None, "too_long", None, skipped_samples=skipped)
         return _log_result(events, result)
     steps = cfg.ttt_steps * len(tasks)
-    info: dict[str, Any] = {}
-    losses, reason, tokens, seconds = train_steps(
-        model,
-        samples,
-        cfg,
-        steps,
-        max_seconds=cfg.ttt_max_seconds,
-        should_stop=should_stop,
-        progress=progress,
-        desc="ttt shared",
-        info=info,
-    )
-    adapter = (
-        str(save_adapter(model, Path(output_dir) / "shared")) if output_dir and losses else None
-    )
-    result = TTTResult(
-        "shared",
-        len(losses),
-        round(seconds, 3),
-        losses[0] if losses else None,
-        losses[-1] if losses else None,
-        reason,
-        adapter,
-        losses,
-        tokens,
+    return _train_and_save(
+        model, samples, cfg, steps, "shared", output_dir, events, should_stop, progress,
         skipped_samples=skipped,
-        skipped_steps=info["skipped_steps"],
-    )
-    return _log_result(events, result)
+    )  # fmt: skip
 
 
 def run_ttt(

@@ -11,7 +11,7 @@ the registry can be timed with ``random_weights`` without downloading anything.
 Each configuration runs in a fresh subprocess (``harness.run_isolated``): peak memory is
 then that process's own, and an out-of-memory crash or a hard kill becomes a row with its
 reason instead of ending the search. Writes NAME.md (``format_markdown``) and NAME.csv.
-``command_line``, ``int_list`` and ``write_csv`` are shared with ``rank_sweep``.
+``int_list`` and ``write_csv`` are shared with ``rank_sweep``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arc_ttft.config import ConfigError, option
+from arc_ttft.config import ConfigError, at_least, command_line, option
 from arc_ttft.research import harness
 from arc_ttft.research.harness import GIB
 
@@ -76,9 +76,7 @@ class CandidatesConfig:
         None, "Inference time to add to the projection (default: left out, said in the header)."
     )
     max_params_m: float | None = option(
-        None,
-        "Skip models above this many million parameters (rows estimated from the largest "
-        "measured model instead).",
+        None, "Skip models above this many million parameters (their rows estimated instead)."
     )
     find_max_seq_len: bool = option(
         False, "Also search each model's longest sequence that fits (doubling, then bisection)."
@@ -87,9 +85,7 @@ class CandidatesConfig:
     search_minutes: float = option(20.0, "Time cap of --find-max-seq-len per model.")
     timeout_minutes: float = option(30.0, "Give up on one configuration after this long.")
     memory_cap_gb: float | None = option(
-        None,
-        "CPU only: address space each configuration may add after its imports (simulates a "
-        "smaller machine; exceeding it is reported as out of memory).",
+        None, "CPU only: memory a configuration may add after its imports (over it: OOM row)."
     )
     isolate: bool = option(
         True, "Run each configuration in a fresh subprocess (exact peak memory)."
@@ -107,31 +103,9 @@ class CandidatesConfig:
             out.append("models: empty; give at least one, e.g. --models tiny")
         if not self.seq_lens or min(self.seq_lens) < 8:
             out.append(f"seq_lens: {self.seq_lens} needs values >= 8")
-        if self.steps < 1:
-            out.append(f"steps: {self.steps} must be >= 1")
         if not 0 < self.answer_fraction <= 0.9:
             out.append(f"answer_fraction: {self.answer_fraction} must be in (0, 0.9]")
-        if self.search_step < 8:
-            out.append(f"search_step: {self.search_step} must be >= 8")
-        return out
-
-
-def command_line(cfg: Any, command: str) -> str:
-    """The `arc-ttft` command that reproduces ``cfg`` (only the non-default flags)."""
-    default = type(cfg)()
-    parts = ["arc-ttft", command]
-    for f in dataclasses.fields(cfg):
-        v, d = getattr(cfg, f.name), getattr(default, f.name)
-        if v == d:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(v, bool):
-            parts.append(flag if v else f"{flag} false")
-        elif isinstance(v, list):
-            parts += [flag, ",".join(map(str, v))]
-        else:
-            parts += [flag, f"{v:g}" if isinstance(v, float) else str(v)]
-    return " ".join(parts)
+        return out + at_least(self, 1, "steps") + at_least(self, 8, "search_step")
 
 
 # ---------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -155,15 +155,8 @@ def build_samples(tasks: list[Task], cfg: C.FinetuneConfig, tokenizer, max_seq_l
 
 def ttt_config(cfg: C.FinetuneConfig) -> C.TTTConfig:
     """The TTTConfig whose LoRA fields ``ttt.prepare_peft_model`` reads."""
-    return C.TTTConfig(
-        lora_rank=cfg.lora_rank,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        lora_targets=list(cfg.lora_targets),
-        use_rslora=cfg.use_rslora,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        seed=cfg.seed,
-    )
+    shared = {f.name: getattr(cfg, f.name) for f in fields(C.LoraTraining)}
+    return C.TTTConfig(**shared, seed=cfg.seed)
 
 
 def _dist_ready() -> bool:
@@ -334,23 +327,6 @@ class FinetuneResult:
     resumed_from: str | None = None
 
 
-def command_line(cfg: C.FinetuneConfig) -> str:
-    """The `arc-ttft finetune` command that reproduces ``cfg`` (non-default flags only)."""
-    default = C.to_flat(C.FinetuneConfig())
-    parts = ["arc-ttft", "finetune"]
-    for k, v in C.to_flat(cfg).items():
-        if v == default[k] and k not in ("data", "model", "output"):
-            continue
-        flag = "--" + k.replace("_", "-")
-        if isinstance(v, bool):
-            parts.append(flag if v else f"{flag} false")
-        elif isinstance(v, list):
-            parts += [flag, ",".join(map(str, v))]
-        elif v is not None:
-            parts += [flag, str(v)]
-    return " ".join(parts)
-
-
 def run(
     cfg: C.FinetuneConfig,
     *,
@@ -463,7 +439,12 @@ def run(
     )
     if trainer.is_world_process_zero():
         unwrapped = trainer.accelerator.unwrap_model(trainer.model)
-        card = model_card(cfg, result, command or command_line(cfg), card_title)
+        card = model_card(
+            cfg,
+            result,
+            command or C.command_line(cfg, "finetune", always=("model", "data", "output")),
+            card_title,
+        )
         if cfg.save_adapter:
             result.adapter_dir = _save_folder(unwrapped, tokenizer, out / "adapter", card)
         else:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from arc_ttft.config import ConfigError, option
-from arc_ttft.research.candidates import command_line, int_list, write_csv
+from arc_ttft.config import ConfigError, at_least, command_line, option
+from arc_ttft.research.candidates import int_list, write_csv
 
 # ---------------------------------------------------------------------------------------
 # Config
@@ -55,11 +55,7 @@ class RankSweepConfig:
         out = []
         if not self.ranks or min(self.ranks) < 1:
             out.append(f"ranks: {self.ranks} needs values >= 1")
-        if self.ttt_steps < 1:
-            out.append(f"ttt_steps: {self.ttt_steps} must be >= 1")
-        if self.last_k < 1:
-            out.append(f"last_k: {self.last_k} must be >= 1")
-        return out
+        return out + at_least(self, 1, "ttt_steps", "last_k")
 
 
 # ---------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arc_ttft.config import ConfigError, option
+from arc_ttft.config import ConfigError, at_least, option
 from arc_ttft.research import harness
 from arc_ttft.research.harness import GIB
 
@@ -92,11 +92,7 @@ class TTTSpeedConfig:
     output: str | None = option(None, "Also write the results (loss curves included) to this JSON.")
 
     def problems(self) -> list[str]:
-        out = []
-        if self.steps < 1:
-            out.append(f"steps: {self.steps} must be >= 1")
-        if self.warmup < 0:
-            out.append(f"warmup: {self.warmup} must be >= 0")
+        out = at_least(self, 1, "steps") + at_least(self, 0, "warmup")
         if not self.bench_batch_size or any(int(b) < 1 for b in self.bench_batch_size):
             out.append(f"bench_batch_size: {self.bench_batch_size} must be sizes >= 1")
         if self.peak_tflops < 0:
