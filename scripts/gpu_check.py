@@ -60,10 +60,10 @@ def cmd_env(out: str) -> int:
         info["capability"] = f"{p.major}.{p.minor}"
         info["gpu_memory_gib"] = round(p.total_memory / 2**30, 1)
         info["bf16"] = p.major >= 8
-    from arc_ttft import vocab
+    from arc_ttft import qwen2_tokenizer
 
     # Where a random-weight Qwen2 run gets its tokenizer: the offline build, when possible.
-    folder = vocab.qwen2_tokenizer_folder()
+    folder = qwen2_tokenizer.qwen2_tokenizer_folder()
     info["qwen2_tokenizer"] = str(folder) if folder else "- (no dashscope, none cached)"
     _write(out, info)
     print(" ".join(f"{k}={v}" for k, v in info.items()))

@@ -5,10 +5,10 @@
     arc-ttft tokens --challenges arc1-eval --format digits --tokenizer /tmp/qwen2-tokenizer
 
     # or into the arc-ttft cache, where random-weight runs of Qwen2 models look for it
-    # (vocab.qwen2_tokenizer_for); copy that cache to an offline machine to take it along:
+    # (arc_ttft.qwen2_tokenizer); copy that cache to an offline machine to take it along:
     ARC_TTFT_CACHE=DIR python scripts/qwen_tokenizer.py --cache
 
-The builder lives in ``arc_ttft.vocab`` (``qwen2_bpe``, ``save_qwen2_tokenizer``,
+The builder lives in ``arc_ttft.qwen2_tokenizer`` (``qwen2_bpe``, ``save_qwen2_tokenizer``,
 ``check_qwen2_tokenizer``, ``qwen2_tokenizer_folder``); this is its command line. The
 result is a ``Qwen2Tokenizer`` with a plain ChatML chat template (no system prompt),
 special tokens ``<|endoftext|>``, ``<|im_start|>``, ``<|im_end|>`` at ids 151643+, and
@@ -23,20 +23,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from arc_ttft import vocab as V
+from arc_ttft import qwen2_tokenizer as Q
 
 # The names arc_ttft.research.ttt_speed loads this file for (kept as aliases of the library's).
-SPECIALS = V.QWEN2_SPECIALS
-CHATML = V.QWEN2_CHATML
-byte_alphabet = V.byte_alphabet
-recover_merge = V.recover_merge
-build = V.qwen2_bpe
-save = V.save_qwen2_tokenizer
-check = V.check_qwen2_tokenizer
+SPECIALS = Q.QWEN2_SPECIALS
+CHATML = Q.QWEN2_CHATML
+byte_alphabet = Q.byte_alphabet
+recover_merge = Q.recover_merge
+build = Q.qwen2_bpe
+save = Q.save_qwen2_tokenizer
+check = Q.check_qwen2_tokenizer
 
 
 def default_ranks_path() -> Path:
-    path = V.qwen2_ranks_path()
+    path = Q.qwen2_ranks_path()
     if path is None:
         raise SystemExit(
             "qwen_tokenizer: dashscope is not installed; `pip install dashscope` or pass "
@@ -47,7 +47,7 @@ def default_ranks_path() -> Path:
 
 def read_ranks(path: Path) -> dict[bytes, int]:
     try:
-        return V.read_tiktoken_ranks(path)
+        return Q.read_tiktoken_ranks(path)
     except ValueError as e:
         raise SystemExit(f"qwen_tokenizer: {e}") from None
 
@@ -60,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         "--cache",
         action="store_true",
         help="Build into the arc-ttft cache ($ARC_TTFT_CACHE) under the name "
-        "vocab.qwen2_tokenizer_folder uses (no-op when already there).",
+        "qwen2_tokenizer.qwen2_tokenizer_folder uses (no-op when already there).",
     )
     ap.add_argument("--ranks", default=None, help="qwen.tiktoken (default: dashscope's copy).")
     ap.add_argument(
         "--eos",
         default=None,
-        choices=list(V.QWEN2_EOS),
+        choices=list(Q.QWEN2_EOS),
         help="eos token: <|im_end|> like the instruct models (default with --out), "
         "<|endoftext|> like the base ones. --cache builds both unless given.",
     )
@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.ranks:
             raise SystemExit("qwen_tokenizer: --cache uses dashscope's ranks; drop --ranks")
         problems = []
-        for eos in [args.eos] if args.eos else list(V.QWEN2_EOS):
-            folder = V.qwen2_tokenizer_folder(eos)
-            problems += V.check_qwen2_tokenizer(folder, path)
+        for eos in [args.eos] if args.eos else list(Q.QWEN2_EOS):
+            folder = Q.qwen2_tokenizer_folder(eos)
+            problems += Q.check_qwen2_tokenizer(folder, path)
             print(f"cached {folder} (eos {eos})")
     else:
         vocab, merges = build(read_ranks(path))

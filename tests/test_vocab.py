@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from arc_ttft import encoding, models, tasks, ttt, vocab
+from arc_ttft import encoding, models, qwen2_tokenizer, tasks, ttt, vocab
 from arc_ttft.config import ModelConfig, TTTConfig
 
 
@@ -193,7 +193,7 @@ needs_dashscope = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def qwen2_folder():
-    folder = vocab.qwen2_tokenizer_folder("<|endoftext|>")
+    folder = qwen2_tokenizer.qwen2_tokenizer_folder("<|endoftext|>")
     assert folder is not None, "dashscope is installed but no tokenizer was built"
     return folder
 
@@ -204,23 +204,23 @@ def qwen2_tok(qwen2_folder):
 
 
 def test_qwen2_tokenizer_none_without_ranks(tmp_path, monkeypatch):
-    monkeypatch.setattr(vocab, "qwen2_ranks_path", lambda: None)
-    assert vocab.qwen2_tokenizer_folder(cache_dir=tmp_path) is None
-    assert vocab.qwen2_tokenizer_for("Qwen2-0.5B", cache_dir=tmp_path) is None
+    monkeypatch.setattr(qwen2_tokenizer, "qwen2_ranks_path", lambda: None)
+    assert qwen2_tokenizer.qwen2_tokenizer_folder(cache_dir=tmp_path) is None
+    assert qwen2_tokenizer.qwen2_tokenizer_for("Qwen2-0.5B", cache_dir=tmp_path) is None
     assert not any(tmp_path.iterdir())
     with pytest.raises(ValueError, match="eos"):
-        vocab.qwen2_tokenizer_folder("</s>", cache_dir=tmp_path)
+        qwen2_tokenizer.qwen2_tokenizer_folder("</s>", cache_dir=tmp_path)
 
 
 def test_qwen2_tokenizer_for_other_models_is_none():
     for name in ("tiny", "SmolLM2-135M-Instruct", "Phi-2", "/no/such/folder"):
-        assert vocab.qwen2_tokenizer_for(name) is None, name
+        assert qwen2_tokenizer.qwen2_tokenizer_for(name) is None, name
 
 
 @pytest.mark.slow
 @needs_dashscope
 def test_real_qwen2_tokenizer_matches_tiktoken(qwen2_folder, qwen2_tok):
-    assert vocab.check_qwen2_tokenizer(qwen2_folder) == []
+    assert qwen2_tokenizer.check_qwen2_tokenizer(qwen2_folder) == []
     assert len(qwen2_tok) == 151646 and qwen2_tok.eos_token == "<|endoftext|>"
     assert qwen2_tok.pad_token_id == qwen2_tok.eos_token_id == 151643
     assert qwen2_tok.convert_tokens_to_ids("<|im_end|>") == 151645
@@ -231,9 +231,9 @@ def test_real_qwen2_tokenizer_matches_tiktoken(qwen2_folder, qwen2_tok):
 @needs_dashscope
 def test_qwen2_tokenizer_for_registry_models(qwen2_folder):
     base = models.REGISTRY["Qwen2-0.5B"]
-    assert vocab.qwen2_tokenizer_for("Qwen2-0.5B") == qwen2_folder
-    assert vocab.qwen2_tokenizer_for("qwen/qwen2.5-1.5b") == qwen2_folder
-    inst = vocab.qwen2_tokenizer_for("Qwen2.5-0.5B-Instruct")
+    assert qwen2_tokenizer.qwen2_tokenizer_for("Qwen2-0.5B") == qwen2_folder
+    assert qwen2_tokenizer.qwen2_tokenizer_for("qwen/qwen2.5-1.5b") == qwen2_folder
+    inst = qwen2_tokenizer.qwen2_tokenizer_for("Qwen2.5-0.5B-Instruct")
     assert inst is not None and inst != qwen2_folder
     tok = AutoTokenizer.from_pretrained(inst)
     assert (
@@ -369,8 +369,10 @@ def test_digit_grouping_tokenizer_shrinks_exactly():
 def test_qwen3_uses_the_offline_qwen2_tokenizer(monkeypatch):
     asked = []
     monkeypatch.setattr(
-        vocab, "qwen2_tokenizer_folder", lambda eos, cache_dir=None: asked.append(eos) or "f"
+        qwen2_tokenizer,
+        "qwen2_tokenizer_folder",
+        lambda eos, cache_dir=None: asked.append(eos) or "f",
     )
-    assert vocab.qwen2_tokenizer_for("Qwen3-0.6B") == "f"
+    assert qwen2_tokenizer.qwen2_tokenizer_for("Qwen3-0.6B") == "f"
     assert asked == ["<|im_end|>"]  # the post-trained Qwen3 ends turns with <|im_end|>
-    assert vocab.qwen2_tokenizer_for("Gemma-3-270M") is None
+    assert qwen2_tokenizer.qwen2_tokenizer_for("Gemma-3-270M") is None

@@ -177,8 +177,8 @@ def load_tokenizer(cfg):
     """The tokenizer for ``cfg.model`` (pad token set to eos when missing).
 
     With ``random_weights`` and no real tokenizer on disk: the real Qwen2 tokenizer for
-    Qwen2-family registry models (built offline, ``vocab.qwen2_tokenizer_for``), else the
-    tiny model's tokenizer (ids stay below any vocab_size): good for timing runs only.
+    Qwen2-family registry models (built offline: ``qwen2_tokenizer.qwen2_tokenizer_for``), else
+    the tiny model's tokenizer (ids stay below any vocab_size): good for timing runs only.
     """
     from transformers import AutoTokenizer
 
@@ -187,10 +187,10 @@ def load_tokenizer(cfg):
     except ModelNotFoundError:
         if not cfg.random_weights:
             raise
-        from arc_ttft import vocab
+        from arc_ttft import qwen2_tokenizer
 
         # Random weights of a Qwen2-family model: its real vocabulary, built offline.
-        folder = vocab.qwen2_tokenizer_for(cfg.model)
+        folder = qwen2_tokenizer.qwen2_tokenizer_for(cfg.model)
         if folder is not None:
             tok = AutoTokenizer.from_pretrained(folder)
         else:

@@ -1,9 +1,12 @@
-"""The model registry: every model the pipeline knows, its architecture typed in as data.
+"""The model registry: every model the pipeline knows, its architecture as data.
 
-Over 500 lines because the table is data: one entry per model, its figures from its
-``hub_id``'s published config.json (the family helpers' comments name the file and date
-where known). ``Candidate.config`` holds those fields, so a model can be built with random
-weights (timing runs) and sized without any download.
+The table lives in ``data/registry.json``: one row a model (``Candidate``'s fields, a
+``note`` where a figure wants a reason) and one entry a family (the fields its models
+share, the hub config.json and date they came from). A row's ``config`` holds what differs
+from its family; ``_DERIVED`` computes the few fields that follow from others (Gemma 3's
+layer pattern, SmolLM3's NoPE layers). ``Candidate.config`` is the whole architecture, so
+a model can be built with random weights (timing runs) and sized without any download.
+The bundled models' configs (tiny, arc-nano) stay here, with their reasons.
 ``find_candidate`` looks a name up (no torch here: ``config`` imports it), ``config_params``
 counts parameters, ``build_config`` makes a transformers config, ``scaled_down`` a
 few-layer copy, ``registry_table`` the ``arc-ttft models`` listing.
@@ -12,6 +15,8 @@ few-layer copy, ``registry_table`` the ``arc-ttft models`` listing.
 from __future__ import annotations
 
 import copy
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,211 +54,6 @@ class Candidate:
 # not linear layers: LoRA leaves them (and Gemma's four norms per layer) alone.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PHI_TARGETS = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")  # no o_proj, plain MLP
-
-
-def _qwen2(hidden, inter, layers, heads, kv, max_pos, window_layers, eos=151643) -> dict:
-    return {
-        "model_type": "qwen2",
-        "architectures": ["Qwen2ForCausalLM"],
-        "hidden_size": hidden,
-        "intermediate_size": inter,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
-        "num_key_value_heads": kv,
-        "vocab_size": 151936,
-        "max_position_embeddings": max_pos,
-        "rope_theta": 1000000.0,
-        "rms_norm_eps": 1e-06,
-        "hidden_act": "silu",
-        "tie_word_embeddings": True,
-        "use_sliding_window": False,
-        "sliding_window": max_pos,
-        "max_window_layers": window_layers,
-        "attention_dropout": 0.0,
-        "initializer_range": 0.02,
-        "bos_token_id": 151643,
-        "eos_token_id": eos,
-    }
-
-
-def _llama(hidden, inter, layers, heads, kv, max_pos, rope_theta, bos=1, eos=2) -> dict:
-    # SmolLM / SmolLM2 (Llama architecture, tied embeddings, 49k vocabulary).
-    return {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
-        "hidden_size": hidden,
-        "intermediate_size": inter,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
-        "num_key_value_heads": kv,
-        "vocab_size": 49152,
-        "max_position_embeddings": max_pos,
-        "rope_theta": rope_theta,
-        "rms_norm_eps": 1e-05,
-        "hidden_act": "silu",
-        "tie_word_embeddings": True,
-        "attention_bias": False,
-        "mlp_bias": False,
-        "initializer_range": 0.02,
-        "bos_token_id": bos,
-        "eos_token_id": eos,
-    }
-
-
-def _qwen3(hidden, inter, layers, heads, kv, eos=151645) -> dict:
-    # Qwen3 dense models (Qwen/Qwen3-*/config.json, 2025-04): head_dim 128 whatever the
-    # width, RMSNorm on q and k per head, no qkv bias, 40960 positions (32k context + 8k
-    # generation), tied embeddings up to 4B.
-    return {
-        "model_type": "qwen3",
-        "architectures": ["Qwen3ForCausalLM"],
-        "hidden_size": hidden,
-        "intermediate_size": inter,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
-        "num_key_value_heads": kv,
-        "head_dim": 128,
-        "vocab_size": 151936,
-        "max_position_embeddings": 40960,
-        "rope_theta": 1000000.0,
-        "rms_norm_eps": 1e-06,
-        "hidden_act": "silu",
-        "tie_word_embeddings": True,
-        "attention_bias": False,
-        "use_sliding_window": False,
-        "sliding_window": None,
-        "max_window_layers": layers,
-        "attention_dropout": 0.0,
-        "initializer_range": 0.02,
-        "bos_token_id": 151643,
-        "eos_token_id": eos,
-    }
-
-
-def _gemma3(hidden, inter, layers, heads, kv, eos=1) -> dict:
-    # Gemma 3 text models (google/gemma-3-270m, google/gemma-3-1b-pt config.json, 2025):
-    # head_dim 256 (not hidden / heads), five sliding-window layers (512 tokens, local
-    # RoPE base 1e4) to one global layer (base 1e6), a 262k vocabulary, embeddings
-    # scaled by sqrt(hidden) and tied, four RMSNorms per layer plus q/k norms.
-    return {
-        "model_type": "gemma3_text",
-        "architectures": ["Gemma3ForCausalLM"],
-        "hidden_size": hidden,
-        "intermediate_size": inter,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
-        "num_key_value_heads": kv,
-        "head_dim": 256,
-        "query_pre_attn_scalar": 256,
-        "vocab_size": 262144,
-        "max_position_embeddings": 32768,
-        "rope_theta": 1000000.0,
-        "rope_local_base_freq": 10000.0,
-        "sliding_window": 512,
-        "layer_types": [
-            "full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(layers)
-        ],
-        "rms_norm_eps": 1e-06,
-        "hidden_activation": "gelu_pytorch_tanh",
-        "final_logit_softcapping": None,
-        "attn_logit_softcapping": None,
-        "tie_word_embeddings": True,
-        "attention_bias": False,
-        "attention_dropout": 0.0,
-        "initializer_range": 0.02,
-        "pad_token_id": 0,
-        "bos_token_id": 2,
-        "eos_token_id": eos,
-    }
-
-
-def _llama32(hidden, inter, layers, heads, kv) -> dict:
-    # Llama 3.2 (meta-llama/Llama-3.2-1B config.json, 2024-09): 128k vocabulary (its
-    # tokenizer groups digits by up to three), already RoPE-scaled ("llama3", 8k -> 128k).
-    return {
-        "model_type": "llama",
-        "architectures": ["LlamaForCausalLM"],
-        "hidden_size": hidden,
-        "intermediate_size": inter,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
-        "num_key_value_heads": kv,
-        "head_dim": hidden // heads,
-        "vocab_size": 128256,
-        "max_position_embeddings": 131072,
-        "rope_theta": 500000.0,
-        "rope_scaling": {
-            "rope_type": "llama3",
-            "factor": 32.0,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 8192,
-        },
-        "rms_norm_eps": 1e-05,
-        "hidden_act": "silu",
-        "tie_word_embeddings": True,
-        "attention_bias": False,
-        "mlp_bias": False,
-        "initializer_range": 0.02,
-        "bos_token_id": 128000,
-        "eos_token_id": 128001,
-    }
-
-
-def _smollm3(hidden, inter, layers, heads, kv) -> dict:
-    # SmolLM3 (HuggingFaceTB/SmolLM3-3B config.json, 2025-07): Llama-like with GQA and the
-    # Llama 3 tokenizer; every fourth layer has no RoPE at all (NoPE: no_rope_layers 0).
-    return {
-        "model_type": "smollm3",
-        "architectures": ["SmolLM3ForCausalLM"],
-        "hidden_size": hidden,
-        "intermediate_size": inter,
-        "num_hidden_layers": layers,
-        "num_attention_heads": heads,
-        "num_key_value_heads": kv,
-        "vocab_size": 128256,
-        "max_position_embeddings": 65536,
-        "rope_theta": 5000000.0,
-        "no_rope_layer_interval": 4,
-        "no_rope_layers": [int((i + 1) % 4 != 0) for i in range(layers)],
-        "use_sliding_window": False,
-        "sliding_window": None,
-        "rms_norm_eps": 1e-06,
-        "hidden_act": "silu",
-        "tie_word_embeddings": True,
-        "attention_bias": False,
-        "mlp_bias": False,
-        "initializer_range": 0.02,
-        "bos_token_id": None,
-        "eos_token_id": 128012,
-        "pad_token_id": 128004,
-    }
-
-
-def _phi(hidden, inter, layers, rotary, resid_pdrop) -> dict:
-    return {
-        "model_type": "phi",
-        "architectures": ["PhiForCausalLM"],
-        "hidden_size": hidden,
-        "intermediate_size": inter,
-        "num_hidden_layers": layers,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 32,
-        "vocab_size": 51200,
-        "max_position_embeddings": 2048,
-        "rope_theta": 10000.0,
-        "partial_rotary_factor": rotary,
-        "layer_norm_eps": 1e-05,
-        "hidden_act": "gelu_new",
-        "tie_word_embeddings": False,
-        "qk_layernorm": False,
-        "resid_pdrop": resid_pdrop,
-        "embd_pdrop": 0.0,
-        "attention_dropout": 0.0,
-        "initializer_range": 0.02,
-        "bos_token_id": 50256,
-        "eos_token_id": 50256,
-    }
 
 
 # The tiny offline model (tests, dry runs). head_dim 64: vLLM's CPU attention rejects 16.
@@ -303,90 +103,65 @@ ARC_NANO_TTT: dict = {
 }
 BUNDLED_MODELS: dict[str, Path] = {"arc-nano": Path(__file__).parent / "data" / "arc-nano"}
 
-_QWEN_05 = (896, 4864, 24, 14, 2)
-_QWEN_15 = (1536, 8960, 28, 12, 2)
+_DATA = Path(__file__).parent / "data" / "registry.json"
+# What a string ``config`` / ``run_defaults`` in registry.json stands for.
+_NAMED = {
+    "TINY_CONFIG": TINY_CONFIG,
+    "ARC_NANO_CONFIG": ARC_NANO_CONFIG,
+    "ARC_NANO_TTT": ARC_NANO_TTT,
+}
 
-REGISTRY: dict[str, Candidate] = {
-    c.name: c
-    for c in [
-        Candidate("tiny", "arc-ttft/tiny", 1.31, 8192, 2048, TINY_CONFIG),
-        Candidate("arc-nano", "arc-ttft/arc-nano", 1.12, 8192, 2048, ARC_NANO_CONFIG,
-                  grid_format="digits", run_defaults=ARC_NANO_TTT),
-        Candidate("Qwen2-0.5B", "Qwen/Qwen2-0.5B", 494.0, 32768, 8192,
-                  _qwen2(*_QWEN_05, 131072, 24)),
-        Candidate("Qwen2-0.5B-Instruct", "Qwen/Qwen2-0.5B-Instruct", 494.0, 32768, 8192,
-                  _qwen2(*_QWEN_05, 32768, 24, eos=151645)),
-        Candidate("Qwen2.5-0.5B", "Qwen/Qwen2.5-0.5B", 494.0, 32768, 8192,
-                  _qwen2(*_QWEN_05, 32768, 24)),
-        Candidate("Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", 494.0, 32768, 8192,
-                  _qwen2(*_QWEN_05, 32768, 21, eos=151645)),
-        # 1.5B: 4096 keeps LoRA training of long tasks inside a T4's 16 GB.
-        Candidate("Qwen2.5-1.5B", "Qwen/Qwen2.5-1.5B", 1544.0, 32768, 4096,
-                  _qwen2(*_QWEN_15, 131072, 28)),
-        Candidate("Qwen2.5-1.5B-Instruct", "Qwen/Qwen2.5-1.5B-Instruct", 1544.0, 32768, 4096,
-                  _qwen2(*_QWEN_15, 32768, 21, eos=151645)),
-        Candidate("SmolLM-135M-Instruct", "HuggingFaceTB/SmolLM-135M-Instruct", 134.5, 2048,
-                  2048, _llama(576, 1536, 30, 9, 3, 2048, 10000.0)),
-        Candidate("SmolLM-360M-Instruct", "HuggingFaceTB/SmolLM-360M-Instruct", 361.8, 2048,
-                  2048, _llama(960, 2560, 32, 15, 5, 2048, 10000.0)),
-        Candidate("SmolLM-1.7B-Instruct", "HuggingFaceTB/SmolLM-1.7B-Instruct", 1711.4, 2048,
-                  2048, _llama(2048, 8192, 24, 32, 32, 2048, 10000.0)),
-        Candidate("SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", 134.5, 8192,
-                  4096, _llama(576, 1536, 30, 9, 3, 8192, 100000.0)),
-        Candidate("SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", 361.8, 8192,
-                  4096, _llama(960, 2560, 32, 15, 5, 8192, 100000.0)),
-        # SmolLM2-1.7B: rope_theta 130000 (the small SmolLM2s use 100000).
-        Candidate("SmolLM2-1.7B-Instruct", "HuggingFaceTB/SmolLM2-1.7B-Instruct", 1711.4, 8192,
-                  4096, _llama(2048, 8192, 24, 32, 32, 8192, 130000.0)),
-        # 2025 small models. Values from each hub repo's config.json; sizes as published.
-        # Qwen3: the post-trained (hybrid thinking) checkpoints; 32k context.
-        Candidate("Qwen3-0.6B", "Qwen/Qwen3-0.6B", 596.0, 32768, 8192,
-                  _qwen3(1024, 3072, 28, 16, 8)),
-        Candidate("Qwen3-1.7B", "Qwen/Qwen3-1.7B", 1720.6, 32768, 4096,
-                  _qwen3(2048, 6144, 28, 16, 8)),
-        # 4B: bf16 weights alone are 8 GB; longer than 2048 wants --int4 on a 16 GB GPU.
-        Candidate("Qwen3-4B", "Qwen/Qwen3-4B", 4022.5, 32768, 2048,
-                  _qwen3(2560, 9728, 36, 32, 8)),
-        # Gemma 3: the pretrained checkpoints (an attached *-it folder is found too).
-        Candidate("Gemma-3-270M", "google/gemma-3-270m", 268.1, 32768, 8192,
-                  _gemma3(640, 2048, 18, 4, 1)),
-        Candidate("Gemma-3-1B", "google/gemma-3-1b-pt", 999.9, 32768, 8192,
-                  _gemma3(1152, 6912, 26, 4, 1)),
-        Candidate("Llama-3.2-1B", "meta-llama/Llama-3.2-1B", 1235.8, 131072, 8192,
-                  _llama32(2048, 8192, 16, 32, 8)),
-        Candidate("SmolLM3-3B", "HuggingFaceTB/SmolLM3-3B", 3075.1, 65536, 4096,
-                  _smollm3(2048, 11008, 36, 16, 4)),
-        Candidate("Phi-1.5", "microsoft/phi-1_5", 1418.3, 2048, 2048,
-                  _phi(2048, 8192, 24, 0.5, 0.0)),
-        Candidate("Phi-2", "microsoft/phi-2", 2779.7, 2048, 2048,
-                  _phi(2560, 10240, 32, 0.4, 0.1)),
-        Candidate("Phi-3-mini-4k-instruct", "microsoft/Phi-3-mini-4k-instruct", 3821.1, 4096,
-                  4096, {
-                      "model_type": "phi3",
-                      "architectures": ["Phi3ForCausalLM"],
-                      "hidden_size": 3072,
-                      "intermediate_size": 8192,
-                      "num_hidden_layers": 32,
-                      "num_attention_heads": 32,
-                      "num_key_value_heads": 32,
-                      "vocab_size": 32064,
-                      "max_position_embeddings": 4096,
-                      "original_max_position_embeddings": 4096,
-                      "rope_theta": 10000.0,
-                      "rms_norm_eps": 1e-05,
-                      "hidden_act": "silu",
-                      "tie_word_embeddings": False,
-                      "sliding_window": 2047,
-                      "attention_dropout": 0.0,
-                      "resid_pdrop": 0.0,
-                      "embd_pdrop": 0.0,
-                      "initializer_range": 0.02,
-                      "bos_token_id": 1,
-                      "eos_token_id": 32000,
-                      "pad_token_id": 32000,
-                  }),
-    ]
-}  # fmt: skip
+
+def _per_layer(config: dict, every: int, on, off) -> list:
+    """``on`` for every ``every``-th layer (the last of each group), ``off`` for the rest."""
+    return [on if (i + 1) % every == 0 else off for i in range(config["num_hidden_layers"])]
+
+
+# The fields a family computes from the others (its ``derived`` in registry.json).
+_DERIVED: dict[str, Callable[[dict], dict]] = {
+    "qwen2": lambda c: {"sliding_window": c["max_position_embeddings"]},
+    "qwen3": lambda c: {"max_window_layers": c["num_hidden_layers"]},
+    "gemma3": lambda c: {"layer_types": _per_layer(c, 6, "full_attention", "sliding_attention")},
+    "llama32": lambda c: {"head_dim": c["hidden_size"] // c["num_attention_heads"]},
+    "smollm3": lambda c: {"no_rope_layers": _per_layer(c, 4, 0, 1)},  # 0: NoPE layer
+}
+
+
+def _family_config(key: str, family: dict, own: dict) -> dict:
+    """A model's config: its family's with the model's own fields over it, then derived."""
+    unknown = set(own) - set(family["config"])
+    missing = set(family["model_fields"]) - set(own)
+    if unknown or missing:
+        raise ValueError(f"registry.json, {key} model: unknown {unknown}, missing {missing}")
+    config = copy.deepcopy({**family["config"], **own})
+    derived = _DERIVED[key](config) if key in _DERIVED else {}
+    if set(derived) != set(family["derived"]):
+        raise ValueError(f"registry.json, family {key}: derived fields {sorted(derived)}")
+    config.update(derived)
+    return config
+
+
+def _load_registry(path: Path = _DATA) -> dict[str, Candidate]:
+    """The ``Candidate`` rows of registry.json, in its order."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    registry: dict[str, Candidate] = {}
+    for row in data["models"]:
+        fields = {k: v for k, v in row.items() if k not in ("family", "note")}
+        for key in ("config", "run_defaults"):
+            if isinstance(fields.get(key), str):
+                fields[key] = _NAMED[fields[key]]
+        if "family" in row:
+            fields["config"] = _family_config(
+                row["family"], data["families"][row["family"]], fields["config"]
+            )
+        fields["lora_targets"] = tuple(fields.get("lora_targets", ()))
+        if row["name"] in registry:
+            raise ValueError(f"registry.json: {row['name']} twice")
+        registry[row["name"]] = Candidate(**fields)
+    return registry
+
+
+REGISTRY: dict[str, Candidate] = _load_registry()
 
 
 def find_candidate(name_or_id: str) -> Candidate | None:

@@ -32,7 +32,6 @@ nats for a random model) while the restricted ones are comparable.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import sys
@@ -144,33 +143,6 @@ def bench_samples(
     return [out[i % len(out)] for i in range(n)]
 
 
-def _qwen2_tokenizer_folder() -> Path | None:
-    """The Qwen2 tokenizer built offline (scripts/qwen_tokenizer.py, dashscope's ranks),
-    cached; None when dashscope or the script is missing."""
-    from arc_ttft import models
-
-    folder = models.cache_root(None) / "qwen2-tokenizer-endoftext"
-    if (folder / "tokenizer_config.json").is_file():
-        return folder
-    script = Path(__file__).resolve().parents[3] / "scripts" / "qwen_tokenizer.py"
-    if not script.is_file() or importlib.util.find_spec("dashscope") is None:
-        return None
-    spec = importlib.util.spec_from_file_location("_qwen_tokenizer", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    vocab, merges = mod.build(mod.read_ranks(mod.default_ranks_path()))
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".qwen2-tok-", dir=folder.parent))
-    mod.save(vocab, merges, tmp, "<|endoftext|>")  # base models end with <|endoftext|>
-    try:
-        tmp.rename(folder)
-    except OSError:  # another process won
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
 def resolve_tokenizer(name: str, model: str) -> str:
     """``auto`` / ``tiny`` / a folder -> what the children load (a folder or 'tiny')."""
     from arc_ttft import models
@@ -186,7 +158,9 @@ def resolve_tokenizer(name: str, model: str) -> str:
             pass
         cand = models.find_candidate(model)
         if cand is not None and cand.config.get("model_type") == "qwen2" and cand.name != "tiny":
-            folder = _qwen2_tokenizer_folder()
+            from arc_ttft.qwen2_tokenizer import qwen2_tokenizer_folder
+
+            folder = qwen2_tokenizer_folder()  # base models end with <|endoftext|>
             if folder is not None:
                 return str(folder)
     return "tiny"
