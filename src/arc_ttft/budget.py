@@ -15,7 +15,10 @@ this module before it starts work:
   says it cannot finish before the deadline minus the reserve.
 
 The order of work (probe, TTT, inference chunks) is ``schedule.run_shard``'s; the fake-clock
-simulation of whole runs is ``simulate.py``.
+simulation of whole runs is ``research/simulate.py``.
+
+Over 500 lines: the guard, the cost model it learns and the planner that reads it are one
+contract (every figure a plan uses is the cost model's), kept in one file to read together.
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ turn). The answer is the rendered output grid plus ``end_marker(tokenizer)``.
 
 Prompt and answer are tokenised separately and concatenated (``tokenize_prompt``);
 training and inference share that contract, so inference feeds exactly the prompt ids.
+
+Over 500 lines: the two grid formats, their parsers with a reason per failure, the stop
+rules for generation and the prompt builder share one text contract.
 """
 
 from __future__ import annotations

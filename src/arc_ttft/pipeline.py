@@ -16,6 +16,9 @@ What a competitor runs (the Kaggle notebook, `arc-ttft run`, the dry run). Guara
   run still finishes normally, and the summary names the fault.
 Several GPUs: one worker process per GPU, tasks sharded by estimated cost; the parent
 merges their results every second and replaces a worker that dies.
+
+Over 500 lines: the run's real operations, resume files, sharding and the worker
+supervisor are the one place where the stages meet; each part is its own section.
 """
 
 from __future__ import annotations

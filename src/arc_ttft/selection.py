@@ -25,6 +25,9 @@ For each test input of each task:
 
 All prompts of all tasks go to the backend in ONE ``generate`` call (and all scoring
 in one ``score_many`` call), so vLLM can batch the whole shard across adapters.
+
+Over 500 lines: views, requests, voting, the four scorers and re-scoring are one step of
+the run (completions in, two attempts out); each is its own section.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ Why a plain loop and not ``transformers.Trainer``: one Trainer per task costs se
 set-up for 400 tasks, the budget guard must be asked every step, padding-free packing and
 answer-only logits need a custom loss anyway, and the step time must be measured exactly
 for the planner. The loop below is ~40 lines and does just that.
+
+Over 500 lines: samples, packing, the answer-only loss, LoRA set-up, mixed precision and
+the loop are one training path that must agree with itself; each is its own section.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ sequence: 1.2 GB in fp32). Generation keeps one step's log-probs at a time
 (``_StepLogprobs``) instead of every step's logits; scoring asks the model for the answer
 positions only (``logits_to_keep``) and sizes its batches so those stay under
 ``max_logits_mb``.
+
+Over 500 lines: generation, DFS on a cropped cache and shared-prompt scoring are the
+backend protocol's three calls, each with the memory care it needs.
 """
 
 from __future__ import annotations

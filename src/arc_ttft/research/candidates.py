@@ -12,6 +12,9 @@ Each configuration runs in a fresh subprocess (``harness.run_isolated``): peak m
 then that process's own, and an out-of-memory crash or a hard kill becomes a row with its
 reason instead of ending the search. Writes NAME.md (``format_markdown``) and NAME.csv.
 ``int_list`` and ``write_csv`` are shared with ``rank_sweep``.
+
+Over 500 lines: the measurement, the longest-length search, the projection and the
+Markdown/CSV writers of one command.
 """
 
 from __future__ import annotations

@@ -27,6 +27,9 @@ resolved FinetuneConfig), ``holdout.json``, ``train_tasks.json``, ``losses.csv``
 
 ``data_mix_experiment`` fine-tunes once per mix and scores each model on the held-out
 tasks with and without TTT through ``pipeline.run`` (notebooks/data_mix.py).
+
+Over 500 lines: data mixes, the Trainer with its checkpoint/budget/DDP care, the model
+card and the data-mix experiment of one command.
 """
 
 from __future__ import annotations
