@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from arc_ttft import config as C
-from arc_ttft import pipeline, submission, ttt
+from arc_ttft import pipeline, submission, ttt, vocab
 from arc_ttft.events import read_events
 from arc_ttft.tasks import load_tasks, select_tasks
 
@@ -192,20 +192,35 @@ def test_bad_config_lists_every_problem(tmp_path):
 
 
 def test_two_workers_merge_into_one_submission(tmp_path):
-    """The multi-GPU path (one process per GPU, sharded, merged) with two CPU workers."""
-    cfg = _cfg(tmp_path, max_tasks=3, ttt_steps=1, views=1, rescore=0, workers=2)
+    """The multi-GPU path (one process per GPU, sharded, merged) with two CPU workers, on
+    generated tasks arc-nano answers (so a merged answer is told apart from a fallback)."""
+    from arc_ttft.research import synthetic
+
+    challenges, _ = synthetic.write_kaggle(
+        *synthetic.generate(4, seed=123, families=["flip_h", "rot180"], max_size=5),
+        tmp_path, "gen",
+    )  # fmt: skip
+    cfg = _cfg(tmp_path, challenges=str(challenges), model="arc-nano", ttt_steps=1, views=1,
+               rescore=0, workers=2, max_seq_len=2048)  # fmt: skip
     pipeline.run(cfg, progress=False)
     out = Path(cfg.output)
     tasks = _tasks(cfg)
     _valid(out / "submission.json", tasks)
     shards = [e for e in read_events(out / "run.jsonl") if e["stage"] == "shard"]
-    assert len(shards) == 2 and sum(e["tasks"] for e in shards) == 3
-    assert sorted(p.name for p in out.glob("run.worker*.jsonl")) == [
-        "run.worker0.jsonl",
-        "run.worker1.jsonl",
-    ]
+    assert len(shards) == 2 and sum(e["tasks"] for e in shards) == 4
+    # Each task was trained by exactly one worker, and the shards split the tasks...
+    trained = {w: {e["task"] for e in read_events(out / f"run.worker{w}.jsonl")
+                   if e["stage"] == "ttt"} for w in (0, 1)}  # fmt: skip
+    assert not trained[0] & trained[1] and trained[0] | trained[1] == {t.id for t in tasks}
+    assert sorted(len(v) for v in trained.values()) == sorted(e["tasks"] for e in shards)
+    # ...and the merged file holds the workers' answers, which are not the fallbacks.
+    sub = json.loads((out / "submission.json").read_text())
+    fallback = submission.build_submission(tasks, {})
     for t in tasks:
-        assert pipeline.read_answers(out, t.id) is not None
+        answers = pipeline.read_answers(out, t.id, base_ok=False)
+        assert answers is not None
+        assert sub[t.id] == [{"attempt_1": a.tolist(), "attempt_2": b.tolist()} for a, b in answers]
+    assert any(sub[t.id] != fallback[t.id] for t in tasks)
 
 
 def test_shared_adapter_mode(tmp_path):
@@ -225,6 +240,16 @@ def test_shrunk_vocabulary_run(tmp_path):
     _valid(out / "submission.json", _tasks(cfg))
     events = read_events(out / "run.jsonl")
     folder = next(e["folder"] for e in events if e["stage"] == "shrink_vocab")
-    assert (Path(folder) / "vocab_map.json").exists()
+    kept = vocab.read_map(folder).size
     assert not [e for e in events if e["stage"] == "fault"]
+    # The trainer and the backend loaded the shrunk folder, with its vocabulary...
+    loads = {e["what"]: e for e in events if e["stage"] == "load"}
+    assert set(loads) == {"trainer", "backend"}
+    for e in loads.values():
+        assert (e["model"], e["vocab"]) == (folder, kept), e
+    assert kept < vocab.read_map(folder).old_size
+    # ...and every adapter was trained on it (peft records its base).
+    for t in _tasks(cfg):
+        adapter = Path(pipeline.read_ttt(out, t.id)["adapter"], "adapter_config.json")
+        assert json.loads(adapter.read_text())["base_model_name_or_path"] == folder
     assert C.load(C.RunConfig, out / "config.json").model.shrink_vocab  # as the user asked
