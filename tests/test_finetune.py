@@ -3,6 +3,7 @@ budget stop, the written folder served by `arc-ttft run`, and 2-process data par
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -104,6 +105,31 @@ def test_config_lists_every_problem_with_its_field():
                   "holdout_fraction:", "batch_size:", "full:", "checkpoint_minutes:"):  # fmt: skip
         assert any(p.startswith(start) for p in found), (start, found)
     assert cli.main(["finetune", "--data", "generated:0", "--output", "x"]) == 2
+
+
+def test_lora_fields_are_shared_with_ttt_and_checked_alike():
+    """FinetuneConfig and TTTConfig take their LoRA fields from LoraTraining: the same
+    checks, finetune's own defaults, and ttt_config hands every one of them to TTT."""
+    shared = [f.name for f in dataclasses.fields(C.LoraTraining)]
+    bad = {"lora_rank": 0, "warmup_steps": -1, "learning_rate": 0, "lora_dropout": 1.0}
+    for cls in (C.TTTConfig, C.FinetuneConfig):
+        assert all(name in C.flat_fields(cls) for name in shared)
+        found = C.problems(C.from_flat(cls, bad))
+        assert sorted(p.split(":")[0] for p in found) == sorted(bad), found
+    ft = C.FinetuneConfig()
+    assert (ft.lora_rank, ft.lora_alpha, ft.warmup_steps) == (64, 64.0, 10)
+    assert (C.TTTConfig().lora_rank, C.TTTConfig().warmup_steps) == (16, 2)
+    mine = C.from_flat(
+        C.FinetuneConfig,
+        {"lora_rank": 8, "lora_alpha": 3.0, "lora_dropout": 0.1, "use_rslora": True,
+         "lora_targets": "q_proj", "gradient_checkpointing": True, "seed": 7},
+    )  # fmt: skip
+    ttt_cfg = F.ttt_config(mine)
+    assert {n: getattr(ttt_cfg, n) for n in shared} == {n: getattr(mine, n) for n in shared}
+    assert ttt_cfg.seed == 7
+    # A full fine-tune needs no LoRA targets; a LoRA one does.
+    assert C.problems(C.from_flat(C.FinetuneConfig, {"full": True, "lora_targets": ""})) == []
+    assert "lora_targets" in C.problems(C.from_flat(C.FinetuneConfig, {"lora_targets": ""}))[0]
 
 
 def test_holdout_ids_leave_the_training_set():
