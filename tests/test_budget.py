@@ -128,6 +128,35 @@ def test_inference_learns_from_ttt_speed_then_from_measurements():
     assert cost.inference_seconds(10, 100) == pytest.approx(6.0)
 
 
+def test_answers_that_stopped_early_do_not_make_whole_ones_look_cheap():
+    """The probe's base-model answers often stop after a few tokens; adapters then write
+    whole grids. Measured at the length written, the cost model prices whole answers as
+    they will cost (the under-priced reserve lost 7 of 40 tasks' inference in CI)."""
+
+    def truth(requests: int, tokens: float) -> float:  # 0.04 s a request + 3 ms a token
+        return requests * (0.04 + 0.003 * tokens)
+
+    probe = B.CostModel(gen_seconds_per_token=1e-3)
+    est = probe.inference_seconds(8, 100)  # 8 requests, answers of 100 tokens expected
+    probe.observe_inference(est, truth(8, 30), answer_share=30 / 100)  # they stopped at 30
+    assert probe.inference_seconds(40, 100) == pytest.approx(truth(40, 100), rel=0.2)
+    # Counted at the expected length (no share), the same probe under-prices them 2.5x.
+    blind = B.CostModel(gen_seconds_per_token=1e-3)
+    blind.observe_inference(est, truth(8, 30))
+    assert blind.inference_seconds(40, 100) < 0.45 * truth(40, 100)
+    # Answers that stopped at once count as a quarter of their length: priced between
+    # what they cost and what whole ones would.
+    early = B.CostModel(gen_seconds_per_token=1e-3)
+    early.observe_inference(est, truth(8, 1), answer_share=1 / 100)
+    share = B.PER_PROMPT_SHARE + (1 - B.PER_PROMPT_SHARE) * B.MIN_ANSWER_SHARE
+    assert early.inference_seconds(40, 100) == pytest.approx(truth(40, 1) / share)
+    assert truth(40, 1) < early.inference_seconds(40, 100) < truth(40, 100)
+    # Answers longer than expected lower the rate per token instead of raising it.
+    long = B.CostModel(gen_seconds_per_token=1e-3)
+    long.observe_inference(est, truth(8, 200), answer_share=2.0)
+    assert long.inference_seconds(40, 100) == pytest.approx(truth(40, 100), rel=0.2)
+
+
 def test_inference_reserve_has_overheads_and_a_floor():
     cost = B.CostModel(gen_seconds_per_token=1e-3, overheads={"load_infer": 30.0, "write": 2.0})
     assert B.inference_reserve(cost, 1000, 100, safety=1.0) == pytest.approx(100 + 30 + 2)

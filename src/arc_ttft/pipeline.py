@@ -262,19 +262,21 @@ class ShardWork:
             vocab=len(self.backend.tokenizer),
         )  # fmt: skip
 
-    def infer(self, tasks: list[Task], adapters, timeout_s: float, base: bool) -> None:
+    def infer(self, tasks: list[Task], adapters, timeout_s: float, base: bool) -> float | None:
         from arc_ttft import selection
 
         backend = self.backend
         # DFS stops itself before the hard timeout, keeping what it found and leaving time
         # to score the candidates; the timeout then only catches a hung engine.
         dfs_deadline = time.time() + DFS_SHARE_OF_TIMEOUT * timeout_s
+        measured: dict[str, Any] = {}
         selections = B.with_deadline(
             lambda: selection.predict_tasks(
                 tasks, backend, backend.tokenizer, self.cfg.infer, self.cfg.model.format,
                 {} if base else {t.id: adapters.get(t.id) for t in tasks}, self.max_seq_len,
                 seed=self.cfg.ttt.seed, events=self.events,
                 adapter_transforms=self.cfg.ttt.ttt_transforms, deadline=dfs_deadline,
+                measured=measured,
             ),
             timeout_s,
         )  # fmt: skip
@@ -293,6 +295,7 @@ class ShardWork:
             self.events.log(
                 "select", task=t.id, base=base, candidates=[len(s.candidates) for s in sels]
             )
+        return measured.get("answer_tokens")
 
     def close_backend(self) -> None:
         if self.backend is not None:

@@ -73,9 +73,10 @@ class ShardOps(Protocol):
 
     def infer(
         self, tasks: list[Task], adapters: dict[str, str | None], timeout_s: float, base: bool
-    ) -> None:
+    ) -> float | None:
         """Answer ``tasks`` and store the answers (``base``: as base-model answers);
-        raise ``budget.DeadlineExceeded`` after ``timeout_s``."""
+        raise ``budget.DeadlineExceeded`` after ``timeout_s``. Returns the mean tokens of
+        the answers written (None when not known)."""
         ...
 
     def close_backend(self) -> None: ...
@@ -394,7 +395,7 @@ def _infer(
             continue
         t0 = guard.clock.now()
         try:
-            ops.infer(part, adapters, chunk_timeout(est, cfg, guard, writes), base)
+            written = ops.infer(part, adapters, chunk_timeout(est, cfg, guard, writes), base)
         except Exception as e:  # noqa: BLE001 - the chunk falls back, the run goes on
             _fault(events, report, "inference", e, tasks=[t.id for t in part], base=base)
             if isinstance(e, B.DeadlineExceeded):
@@ -408,7 +409,11 @@ def _infer(
                 ):
                     return done  # the rest keep their fallbacks
             continue
-        cost.observe_inference(est, guard.clock.now() - t0)
+        # Measured against the answers actually written: the base model's answers (the
+        # probe) often stop early, and adapters' whole grids must not cost more than reserved.
+        expected = inference_workload(part, cfg, base)[1]
+        share = None if written is None else written / expected
+        cost.observe_inference(est, guard.clock.now() - t0, answer_share=share)
         done += [t.id for t in part]
         try:
             ops.publish()

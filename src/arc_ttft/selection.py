@@ -529,6 +529,7 @@ def predict_tasks(
     events: Any = None,
     adapter_transforms: str = "dihedral",
     deadline: float | None = None,
+    measured: dict[str, Any] | None = None,
 ) -> dict[str, list[Selection]]:
     """Views -> one generate call -> parse/invert/vote -> (re-score) for ``tasks``.
 
@@ -537,7 +538,9 @@ def predict_tasks(
     adapter folder (None or missing: base model). ``adapter_transforms``: the transforms
     the adapters were trained under, which ``view_transforms="auto"`` asks them in.
     ``deadline`` (time.time()): DFS stops there and keeps what it found. Returns task id ->
-    one Selection per test input, in test order.
+    one Selection per test input, in test order. ``measured`` (a dict) receives
+    ``answer_tokens``: the mean length of the generated answers (None under DFS, whose cost
+    is its nodes), what the budget's cost model measures inference against.
     """
     adapters = adapters or {}
     t0 = time.monotonic()
@@ -567,6 +570,10 @@ def predict_tasks(
         cfg.rescore_vote_weight, max_seq_len, events, transforms, scorer,
     )  # fmt: skip
     t3 = time.monotonic()
+    lengths = [x.n_tokens for c in completions for x in c]
+    answer_tokens = sum(lengths) / len(lengths) if lengths and sampling != "dfs" else None
+    if measured is not None:
+        measured["answer_tokens"] = answer_tokens
     if events is not None:
         events.log(
             "infer",
@@ -582,6 +589,7 @@ def predict_tasks(
             sampling=sampling,
             scorer=scorer,
             dfs_nodes=_dfs_nodes(backend) - nodes0 if sampling == "dfs" else None,
+            answer_tokens=None if answer_tokens is None else round(answer_tokens, 1),
             backend=getattr(backend, "name", type(backend).__name__),
         )
     return selections
