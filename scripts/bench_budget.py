@@ -105,6 +105,14 @@ What it says:
 - A hung inference chunk costs that chunk (the backend is rebuilt), not the rest of the
   run: 3.5% of the tasks here, because the chunk that hangs is usually the probe's, which
   then leaves the reserve measured on one task.
+- The fake operations give the probe's base-model answers the length of the adapters'
+  answers. On real models they may differ: an untrained model's answers can stop after a
+  token or two (the tiny model's did: 1.4 tokens, against about 100 expected), and a
+  probe measured on them priced whole answers ~6x too cheap (4 minutes, 40 tasks: 33
+  inferred). The cost model now takes each measurement at the length the answers had,
+  counting any answer as at least a quarter of its estimate (`budget.PER_PROMPT_SHARE`,
+  `MIN_ANSWER_SHARE`): the same run inferred 40/40, trained 23, and used 61% of the
+  budget (the reserve assumes whole answers; these adapters still wrote short ones).
 
 Reproduce:
 
