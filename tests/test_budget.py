@@ -151,6 +151,9 @@ def test_answers_that_stopped_early_do_not_make_whole_ones_look_cheap():
     share = B.PER_PROMPT_SHARE + (1 - B.PER_PROMPT_SHARE) * B.MIN_ANSWER_SHARE
     assert early.inference_seconds(40, 100) == pytest.approx(truth(40, 1) / share)
     assert truth(40, 1) < early.inference_seconds(40, 100) < truth(40, 100)
+    empty = B.CostModel(gen_seconds_per_token=1e-3)  # every answer ended at once
+    empty.observe_inference(est, truth(8, 1), answer_share=0.0)
+    assert empty.inference_seconds(40, 100) == pytest.approx(early.inference_seconds(40, 100))
     # Answers longer than expected lower the rate per token instead of raising it.
     long = B.CostModel(gen_seconds_per_token=1e-3)
     long.observe_inference(est, truth(8, 200), answer_share=2.0)

@@ -376,7 +376,7 @@ class CostModel:
         Shares below ``MIN_ANSWER_SHARE`` count as that: answers that stopped at once (a
         model that had not learnt the task) say little about how long the next ones get.
         """
-        if answer_share is not None and answer_share > 0:
+        if answer_share is not None:  # 0: every answer ended at once
             share = max(answer_share, MIN_ANSWER_SHARE)
             estimated_seconds *= PER_PROMPT_SHARE + (1 - PER_PROMPT_SHARE) * share
         if not estimated_seconds > 0 or actual_seconds < 0:
