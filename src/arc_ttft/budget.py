@@ -220,9 +220,9 @@ def with_deadline(fn: Callable[[], T], seconds: float) -> T:
 PER_PROMPT_SHARE = 0.15
 # The shortest answers (over their estimated length) a measurement is counted at. Measured
 # on arc1-eval with the tiny model: the probe's answers stopped after 1.4 tokens, and
-# answers after a few TTT steps ran from 1.2 tokens to well past the estimate; counting
-# the probe at full length reserved 190 s for 25 s of inference, at its 1.4 tokens 45 s
-# for 55 s (7 of 40 tasks lost their inference).
+# answers after a few TTT steps ran from 1.2 tokens to well past the estimate. Taken as
+# if whole, the probe left 45 s for 55 s of inference (7 of 40 tasks lost theirs); taken
+# at its 1.4 tokens, 190 s for 25 s (TTT starved).
 MIN_ANSWER_SHARE = 0.25
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from arc_ttft import encoding
 
-#
 # ``qwen.tiktoken`` lists every regular token (151,643 of them) as ``base64(bytes) rank``.
 # A byte-level BPE needs merges, not ranks: the merge that creates a token is found by
 # running BPE on the token's own bytes with only the lower ranks allowed, which leaves
@@ -54,7 +53,9 @@ def read_tiktoken_ranks(path: str | Path) -> dict[bytes, int]:
             tok, rank = line.split()
             ranks[base64.b64decode(tok)] = int(rank)
     if len(ranks) < 1000:
-        raise ValueError(f"vocab: {path} has only {len(ranks)} tokens; is it qwen.tiktoken?")
+        raise ValueError(
+            f"qwen2_tokenizer: {path} has only {len(ranks)} tokens; is it qwen.tiktoken?"
+        )
     return ranks
 
 
@@ -112,7 +113,7 @@ def save_qwen2_tokenizer(
     from transformers import AddedToken, Qwen2Tokenizer
 
     if eos not in QWEN2_EOS:
-        raise ValueError(f"vocab: eos {eos!r} must be one of {', '.join(QWEN2_EOS)}")
+        raise ValueError(f"qwen2_tokenizer: eos {eos!r} must be one of {', '.join(QWEN2_EOS)}")
     # Special tokens sit in the vocabulary right after the regular ones, so their ids
     # are 151643+ in this order whatever order transformers registers them in.
     vocab = {**vocab, **{s: len(vocab) + i for i, s in enumerate(QWEN2_SPECIALS)}}
@@ -192,7 +193,7 @@ def qwen2_tokenizer_folder(eos: str = "<|endoftext|>", cache_dir: str | Path | N
     from arc_ttft import models
 
     if eos not in QWEN2_EOS:
-        raise ValueError(f"vocab: eos {eos!r} must be one of {', '.join(QWEN2_EOS)}")
+        raise ValueError(f"qwen2_tokenizer: eos {eos!r} must be one of {', '.join(QWEN2_EOS)}")
     root = models.cache_root(cache_dir)
     final = root / f"qwen2-tokenizer-{QWEN2_EOS[eos]}"
     if (final / "tokenizer_config.json").is_file():
