@@ -151,16 +151,10 @@ def test_random_weights_reach_the_inference_backend(monkeypatch):
 # ---------------------------------------------------------------------------------------
 
 
-class _Answer:
-    """A Selection stand-in: the test input as both attempts."""
-
-    candidates = ()
-
-    def attempts(self, task, i):
-        return task.test[i].input, task.test[i].input
-
-    def to_dict(self):
-        return {}
+def _answer(task, i, grids=None):
+    """A Selection whose candidates are ``grids`` (default: the test input)."""
+    grids = [task.test[i].input.tolist()] if grids is None else grids
+    return selection.Selection(task.id, i, [selection.Candidate(g, count=1) for g in grids])
 
 
 class _FakeTokenizer:
@@ -192,7 +186,7 @@ def test_a_hung_chunk_costs_one_chunk(tmp_path, monkeypatch):
         calls.append([t.id for t in tasks])
         if len(calls) == 2:  # the first chunk measures; the second hangs
             time.sleep(5)
-        return {t.id: [_Answer() for _ in t.test] for t in tasks}
+        return {t.id: [_answer(t, i) for i in range(len(t.test))] for t in tasks}
 
     monkeypatch.setattr(selection, "predict_tasks", hang_once)
     cfg = _cfg(tmp_path, max_tasks=6, ttt_steps=0, views=1)
@@ -207,6 +201,83 @@ def test_a_hung_chunk_costs_one_chunk(tmp_path, monkeypatch):
     answered = [t.id for t in _tasks(cfg) if pipeline.read_answers(out, t.id) is not None]
     assert sorted(answered) == sorted(i for c in calls if c != calls[1] for i in c)
     assert len(answered) == 6 - len(calls[1])
+
+
+def _infer_with(monkeypatch, work, tasks, grids, base):
+    """``work.infer`` with a predict_tasks that answers every test input with ``grids``."""
+
+    def fake(ts, *a, **kw):
+        return {t.id: [_answer(t, i, grids) for i in range(len(t.test))] for t in ts}
+
+    monkeypatch.setattr(selection, "predict_tasks", fake)
+    work.infer(tasks, {}, 30.0, base=base)
+
+
+def test_an_empty_adapter_inference_keeps_the_probes_answers(tmp_path, monkeypatch):
+    """Seen on 68b16354: the adapter's inference found no candidate, Selection.attempts
+    filled both attempts with fallbacks, answers.json won over answers.base.json, and the
+    submission held the task's own test input instead of the probe's answer."""
+    cfg = _cfg(tmp_path, max_tasks=2, views=2)
+    out = Path(cfg.output)
+    tasks = _tasks(cfg)
+    work = pipeline.ShardWork(cfg, out, EventLog(out / "run.jsonl"), "cpu", progress=False)
+    work.backend = _FakeBackend()
+    _infer_with(monkeypatch, work, tasks, [[[7]], [[8]]], base=True)  # the probe
+    _infer_with(monkeypatch, work, tasks, [], base=False)  # the adapter: nothing
+    for t in tasks:
+        assert [(a.tolist(), b.tolist()) for a, b in pipeline.read_answers(out, t.id)] == [
+            ([[7]], [[8]])
+        ] * len(t.test)
+    empty = [e for e in read_events(out / "run.jsonl") if e["stage"] == "empty"]
+    assert len(empty) == sum(len(t.test) for t in tasks)
+    assert all(e["kept"] == ["earlier", "earlier"] and e["reason"] for e in empty)
+    # Both answered: the adapter's best first, then the probe's (merged, no fallback).
+    _infer_with(monkeypatch, work, tasks, [[[5]]], base=False)
+    for t in tasks:
+        data = json.loads((pipeline.task_dir(out, t.id) / pipeline.ANSWERS).read_text())
+        assert data["attempts"][0] == {"attempt_1": [[5]], "attempt_2": [[7]]}
+        assert data["sources"][0] == ["adapter", "earlier"]
+    sub = pipeline.write_submission_now(out, tasks)
+    assert all(sub[t.id][0]["attempt_1"] == [[5]] for t in tasks)
+
+
+def test_an_abandoned_call_does_not_abort_the_process(tmp_path):
+    """A chunk abandoned inside torch aborted the run at exit (exit 134, "terminate called
+    without an active exception") after it had printed its score."""
+    script = tmp_path / "abandon.py"
+    script.write_text(
+        "import sys, torch\n"
+        "from arc_ttft import budget\n"
+        "def work():\n"
+        "    a = torch.randn(300, 300)\n"
+        "    while True:\n"
+        "        a = (a @ a).tanh()\n"
+        "try:\n"
+        "    budget.with_deadline(work, 0.3)\n"
+        "except budget.DeadlineExceeded:\n"
+        "    print('abandoned')\n"
+        "print('score: 1.0000 (1/1 tasks)')\n"
+        "raise SystemExit(budget.exit_code(int(sys.argv[1])))\n"
+    )
+    for code in (0, 3):
+        res = subprocess.run(
+            [sys.executable, str(script), str(code)], capture_output=True, text=True, timeout=120
+        )
+        assert res.returncode == code, res.stderr
+        assert res.stdout.splitlines() == ["abandoned", "score: 1.0000 (1/1 tasks)"]
+
+
+def test_the_entry_points_exit_through_the_budget():
+    """The console script and both ``python -m`` entries end with budget.exit_code."""
+    import tomllib
+
+    import arc_ttft
+
+    root = Path(arc_ttft.__file__).parent
+    meta = tomllib.loads((root.parents[1] / "pyproject.toml").read_text())
+    assert meta["project"]["scripts"]["arc-ttft"] == "arc_ttft.cli:entry"
+    assert "entry()" in (root / "__main__.py").read_text()
+    assert "B.exit_code(_worker_main(" in (root / "pipeline.py").read_text()
 
 
 def test_chunks_follow_the_measured_cost():

@@ -205,6 +205,46 @@ def test_rescoring_can_overturn_the_vote():
     assert s0[t.id][0].attempts(t, 0) == (bad.tolist(), good.tolist())
 
 
+class FrameScoringBackend(ScoringBackend):
+    """Scores an answer as likely only when it is the good grid in the frame of the view
+    its prompt was built in (the cell-count fake above cannot tell frames apart)."""
+
+    def __init__(self, task, good, bad, m, seed=0):
+        super().__init__(task, good, bad)
+        tok, render = CharTokenizer(), encoding.get_format("digits").render
+        self.want = {}
+        for v in selection.rescore_views(task, m, seed, "dihedral"):
+            prompt, _ = selection.view_prompt(task, v, 0, "digits", tok, None)
+            answer = render(augment.apply_grid(v, good)) + self.end
+            self.want[tuple(selection._prompt_ids(prompt, tok))] = tok(answer)["input_ids"]
+
+    def score_many(self, items):
+        self.scored.append(len(items))
+        return [-1.0 if self.want[tuple(p)] == list(a) else -9.0 for p, a, _ in items]
+
+
+def test_rescoring_scores_each_candidate_in_the_views_frame():
+    t = make_task()
+    good, bad = g([[1, 2, 3]]), g([[2], [2]])
+    be = FrameScoringBackend(t, good, bad, m=4)
+    assert len({tuple(a) for a in be.want.values()}) == 4  # the frames differ
+    cfg = InferConfig(views=8, rescore=4, scorer="poe", rescore_vote_weight=1.0)
+    s = selection.predict_tasks([t], be, CharTokenizer(), cfg, "digits")[t.id][0]
+    assert s.candidates[0].grid == good.tolist()
+    assert s.candidates[0].rescore == pytest.approx(-4.0)  # likely under every view
+
+
+def test_architects_counts_a_grid_once_per_view_that_found_it():
+    """Two token paths (or a base vote) to one grid in one view counted twice."""
+    twice_in_one_view = Candidate([[1]], 2, [0, 0], [-0.1, -0.1], nlls=[1.0, 1.0])
+    two_views = Candidate([[2]], 2, [0, 1], [-0.1, -0.1], nlls=[1.0, 1.0])
+    for c in (twice_in_one_view, two_views):
+        c.rescore = -8.0
+    one = selection.candidate_score(twice_in_one_view, "architects", 4)
+    two = selection.candidate_score(two_views, "architects", 4)
+    assert two - one == pytest.approx(selection.ARCHITECTS_OFFSET - 1.0)
+
+
 class HangingBackend:
     name = "hang"
 
@@ -419,16 +459,21 @@ def test_scorers_rank_with_hand_computed_scores(scorer, best, score_a, score_b):
 
 
 def test_auto_scorer_and_sampling_follow_the_anchors(monkeypatch):
-    import torch
+    """DFS where the anchors ran it (vLLM on a GPU); not with the transformers backend."""
+    from arc_ttft import auto
 
     cfg = InferConfig()
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert selection.resolve_sampling(cfg) == "dfs"
+    monkeypatch.setattr(selection, "_local_machine", lambda: auto.Machine("cuda", ("L4",), True))
+    assert selection.resolve_sampling(cfg, "vllm") == "dfs"
+    assert selection.resolve_sampling(cfg) == "dfs"  # the backend auto picks there: vLLM
+    assert selection.resolve_sampling(cfg, "hf") == "greedy"
     assert selection.resolve_scorer(cfg, "dfs") == "architects"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert selection.resolve_rescore(cfg) == 8
+    monkeypatch.setattr(selection, "_local_machine", lambda: auto.Machine("cpu"))
     assert selection.resolve_sampling(cfg) == "greedy"
     assert selection.resolve_sampling(InferConfig(samples=4, temperature=1.0)) == "sample"
     assert selection.resolve_scorer(cfg, "greedy") == "poe"
+    assert selection.resolve_rescore(cfg) == 4
     assert selection.resolve_scorer(InferConfig(rescore=0), "dfs") == "vote"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arc_ttft import cli
+from arc_ttft import cli, report
 from arc_ttft.submission import (
     FALLBACKS,
     ScoreResult,
@@ -126,7 +126,6 @@ def _cells(line: str) -> list[str]:
 
 
 def test_summary_rows_have_the_header_cells_with_two_test_inputs(tmp_path, tasks):
-    from arc_ttft import report
 
     task_dir = tmp_path / "tasks" / "t2"
     task_dir.mkdir(parents=True)
@@ -146,9 +145,27 @@ def test_summary_rows_have_the_header_cells_with_two_test_inputs(tmp_path, tasks
     assert [len(_cells(r)) for r in (t1, t2)] == [9, 9]
     cells = dict(zip([c.strip() for c in _cells(header)], [c.strip() for c in _cells(t2)]))
     assert cells["top votes"] == "3/1; 2/2/1"  # one value per test input, in one cell
-    assert cells["attempts (shapes)"] == "1x3, 1x1; 1x3, 1x1"
+    assert cells["attempts (shapes)"] == "1x3, 1x1 (model/model); 1x3, 1x1 (model/model)"
     assert cells["candidates"] == "2; 3"
     assert cells["solved"] == "1/2"
+
+
+def test_summary_names_the_probes_answers(tmp_path):
+    """summary.md said "fallback" for a task the probe answered, while the submission held
+    the probe's answers."""
+    task = Task("t1", [Example(A, B)], [Example(A, None)])
+    d = tmp_path / "tasks" / "t1"
+    d.mkdir(parents=True)
+    base = {
+        "attempts": [{"attempt_1": to_list(B), "attempt_2": to_list(C)}],
+        "sources": [["probe", "fallback"]],
+        "selections": [{"candidates": [{"count": 2}]}],
+        "base": True,
+    }
+    (d / "answers.base.json").write_text(json.dumps(base))
+    row = report.task_rows(tmp_path, [task], None)[0]
+    assert row["attempts"] == "1x3, 1x1 (probe/fallback)"
+    assert row["candidates"] == "1"
 
 
 def test_write_accepts_numpy_grids(tmp_path):

@@ -1,3 +1,3 @@
-from arc_ttft.cli import main
+from arc_ttft.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -185,6 +185,29 @@ class DeadlineExceeded(TimeoutError):
     """``with_deadline``: the call did not return in time."""
 
 
+# Threads with_deadline gave up on. One still inside torch when the interpreter shuts
+# down aborts the process ("terminate called without an active exception", exit 134).
+_ABANDONED: list[threading.Thread] = []
+
+
+def exit_code(code: int) -> int:
+    """``code``, for a process entry point to exit with; when an abandoned call is still
+    running, flush the output and end the process here with ``code`` (``os._exit``), since
+    a normal shutdown would abort under it. Only entry points call this (never a library
+    caller: it would end the caller's process)."""
+    if any(th.is_alive() for th in _ABANDONED):
+        import os
+        import sys
+
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed stream must not change the code
+                pass
+        os._exit(code)
+    return code
+
+
 def with_deadline(fn: Callable[[], T], seconds: float) -> T:
     """Run ``fn()`` and return its result, or raise DeadlineExceeded after ``seconds``.
 
@@ -203,6 +226,7 @@ def with_deadline(fn: Callable[[], T], seconds: float) -> T:
     th.start()
     th.join(max(0.0, seconds))
     if th.is_alive():
+        _ABANDONED.append(th)
         raise DeadlineExceeded(f"call did not finish within {seconds:.1f} s")
     if "error" in box:
         raise box["error"]

@@ -549,5 +549,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry() -> None:
+    """The ``arc-ttft`` console script: ``main``, then an exit that survives a call the
+    budget abandoned (budget.exit_code)."""
+    from arc_ttft import budget
+
+    raise SystemExit(budget.exit_code(main()))
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -249,7 +249,8 @@ class InferConfig:
         "How a view's answers are generated: greedy (one argmax answer), sample (--samples "
         "at --temperature), dfs (depth-first search: every answer whose probability stays "
         ">= --min-prob, the ARChitects' and NVARC's method). auto: dfs on a CUDA GPU, where "
-        "the anchors used it; greedy on CPU (or sample when --samples > 1).",
+        "the anchors used it, with vLLM; greedy elsewhere (or sample when --samples > 1): "
+        "the transformers backend walks DFS one prompt at a time (auto.py says why).",
         choices=["auto", "greedy", "sample", "dfs"],
     )
     min_prob: float = _f(
@@ -274,8 +275,10 @@ class InferConfig:
     )
     samples: int = _f(1, "Samples per view (1 = greedy; diversity comes from the views).")
     temperature: float = _f(0.0, "Sampling temperature (0 = greedy).")
-    rescore: int = _f(
-        4, "Re-score each distinct candidate under M other views (0 = off, vote only)."
+    rescore: int | None = _f(
+        None,
+        "Re-score each distinct candidate under M other views (0 = off, vote only). "
+        "Default: 8 on a GPU (the ARChitects' and NVARC's 8 augmentations), 4 on a CPU.",
     )
     rescore_vote_weight: float = _f(
         1.0,
@@ -312,7 +315,7 @@ class InferConfig:
             out.append(f"min_prob: {self.min_prob} must be in (0, 1), e.g. 0.1")
         if self.sampling == "sample" and self.temperature <= 0:
             out.append("temperature: --sampling sample needs a temperature > 0, e.g. 1.0")
-        if self.scorer in ("nvarc", "architects") and self.rescore < 1:
+        if self.scorer in ("nvarc", "architects") and self.rescore is not None and self.rescore < 1:
             out.append(
                 f"rescore: the {self.scorer} scorer scores under --rescore views; set >= 1 "
                 "(8 in the published recipes)"
@@ -374,6 +377,13 @@ class RunConfig:
     workers: int | None = _f(
         None, "Worker processes, tasks sharded by cost (default: one per visible GPU, 1 on CPU)."
     )
+    profile: str = _f(
+        "auto",
+        "The machine every `auto` decides for: auto (this one), kaggle-gpu (as on Kaggle's "
+        "GPUs with vLLM: vllm, dfs, architects, 8 scoring views, 2 workers; the run still "
+        "executes here, so a CPU shows the GPU path), cpu. config.json records the choices.",
+        choices=["auto", "kaggle-gpu", "cpu"],
+    )
     scratch_dir: str | None = _f(
         None,
         "Folder for bulky per-run files (LoRA adapters). Default: <output>/adapters. The "
@@ -431,6 +441,17 @@ class FinetuneConfig(LoraTraining):
     )
     generated_min_size: int = _f(3, "generated:N: smallest input side.")
     generated_max_size: int = _f(10, "generated:N: largest input side.")
+    generated_families: str = _f(
+        "default",
+        "generated:N: rule families, comma separated; 'default' is arc-nano's 14 (dihedral, "
+        "colour maps, crop, scale2, mirrors), 'all' adds scale3, tile, colour_map_wide, "
+        "gravity, fill_enclosed, connect_lines, crop_largest and denoise.",
+    )
+    real_samples_per_task: int | None = _f(
+        None,
+        "Samples per task of the named sources (bundled sets, files), to weigh real tasks "
+        "against generated ones (default: --samples-per-task).",
+    )
     samples_per_task: int = _f(
         8,
         "Leave-one-out samples per task (ttt.make_samples: each under a random view: "
@@ -481,7 +502,19 @@ class FinetuneConfig(LoraTraining):
 
     def problems(self) -> list[str]:
         out = self.lora_problems(need_targets=not self.full)
-        out += at_least(self, 1, "samples_per_task", "batch_size", "grad_accum", "max_steps")
+        out += at_least(
+            self, 1, "samples_per_task", "real_samples_per_task", "batch_size", "grad_accum",
+            "max_steps",
+        )  # fmt: skip
+        if self.generated_families not in ("default", "all"):
+            from arc_ttft.research.synthetic import SPECS  # numpy only, no torch
+
+            unknown = [f for f in self.generated_families.split(",") if f.strip() not in SPECS]
+            if unknown:
+                out.append(
+                    f"generated_families: unknown {', '.join(unknown)}; use 'default', 'all' "
+                    f"or names from {', '.join(sorted(SPECS))}"
+                )
         if not self.data:
             out.append("data: empty; give a mix, e.g. --data arc1-train")
         out += mix_problems(self.data)

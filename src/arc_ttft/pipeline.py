@@ -54,6 +54,7 @@ class RunResult:
     seconds: float
     faults: list[str] = field(default_factory=list)  # one line per stage that failed
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs_on: dict[str, Any] = field(default_factory=dict)  # auto.describe: device, choices
 
     def score_line(self) -> str | None:
         return submission.format_score(self.score) if self.score is not None else None
@@ -108,6 +109,21 @@ def read_answers(
                 for a in data["attempts"]
             ]
     return None
+
+
+def earlier_answers(out: Path, task_id: str) -> list[list[list[list[int]]]]:
+    """Per test input, the real answers earlier inferences of the task found (an
+    adapter's candidates, then the probe's), best first, without fallbacks or repeats."""
+    merged: list[list[list[list[int]]]] = []
+    for name in (ANSWERS, ANSWERS_BASE):
+        data = _read_json(task_dir(out, task_id) / name) or {}
+        for i, sel in enumerate(data.get("selections", [])):
+            if i == len(merged):
+                merged.append([])
+            merged[i] += [
+                c["grid"] for c in sel.get("candidates", []) if c["grid"] not in merged[i]
+            ]
+    return merged
 
 
 def read_ttt(out: Path, task_id: str) -> dict[str, Any] | None:
@@ -283,11 +299,20 @@ class ShardWork:
         name = ANSWERS_BASE if base else ANSWERS
         for t in tasks:
             sels = selections[t.id]
-            attempts = [s.attempts(t, i) for i, s in enumerate(sels)]
+            # An earlier real answer (the probe's, or an adapter's before a resume) fills
+            # the gaps before any fallback: an empty inference must never erase it.
+            earlier = [] if base else earlier_answers(self.out, t.id)
+            sourced = [
+                s.sourced_attempts(
+                    t, i, earlier[i] if i < len(earlier) else (), "probe" if base else "adapter"
+                )
+                for i, s in enumerate(sels)
+            ]
             _write_json(
                 task_dir(self.out, t.id) / name,
                 {
-                    "attempts": [{"attempt_1": a, "attempt_2": b} for a, b in attempts],
+                    "attempts": [{"attempt_1": a, "attempt_2": b} for (a, b), _ in sourced],
+                    "sources": [list(src) for _, src in sourced],
                     "selections": [s.to_dict() for s in sels],
                     "base": base,
                 },
@@ -295,6 +320,14 @@ class ShardWork:
             self.events.log(
                 "select", task=t.id, base=base, candidates=[len(s.candidates) for s in sels]
             )
+            for i, s in enumerate(sels):
+                reason = s.empty_reason(self.cfg.infer.views)
+                if reason or s.dfs_stopped:
+                    self.events.log(
+                        "empty" if reason else "dfs_stopped", task=t.id, test=i, base=base,
+                        reason=reason or s.dfs_stopped, samples=s.samples, invalid=s.invalid,
+                        kept=[src for src in sourced[i][1] if src != "fallback"],
+                    )  # fmt: skip
         return measured.get("answer_tokens")
 
     def close_backend(self) -> None:
@@ -520,6 +553,17 @@ def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True
     if not cfg.resume:
         clear_previous_run(cfg, out)
     events = EventLog(out / "run.jsonl")
+    # Every `auto` made concrete once, here: config.json and the workers get the choices.
+    from arc_ttft import auto
+
+    machine = auto.machine_for(cfg.profile)
+    cfg = auto.resolve(cfg, machine)
+    runs_on = auto.describe(cfg, machine)
+    events.log("decisions", **runs_on)
+    for w in runs_on["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    if progress:
+        print(auto.describe_line(runs_on), flush=True)
     C.save(cfg, out / "config.json")
 
     loaded = load_tasks(cfg.data.challenges, cfg.data.solutions, skip_invalid=cfg.data.skip_invalid)
@@ -565,8 +609,9 @@ def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True
     if all(ex.output is not None for t in tasks for ex in t.test):
         score = submission.score_submission(sub, tasks)
     result = RunResult(
-        out, out / "submission.json", len(tasks), score, round(guard.elapsed(), 2), faults=faults
-    )
+        out, out / "submission.json", len(tasks), score, round(guard.elapsed(), 2), faults=faults,
+        runs_on=runs_on,
+    )  # fmt: skip
     result.tasks = {t.id: {"ttt": read_ttt(out, t.id)} for t in tasks}
     from arc_ttft import report
 
@@ -576,6 +621,7 @@ def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True
         "budget used": f"{guard.fraction_used():.1%} of {cfg.budget.budget_seconds():.0f} s",
         "ttt steps (target)": cfg.ttt.ttt_steps,
         "views": cfg.infer.views,
+        "runs on": auto.describe_line(runs_on),
         "faults": "; ".join(faults) if faults else "none",
     }
     report.write_outputs(out, tasks, sub, score, events, header)
@@ -612,7 +658,7 @@ def _worker_main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_worker_main(sys.argv[1:]))
+    raise SystemExit(B.exit_code(_worker_main(sys.argv[1:])))
 
 
 __all__ = ["RunResult", "ShardWork", "run", "shard_tasks"]

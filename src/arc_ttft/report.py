@@ -34,7 +34,11 @@ def task_rows(out: Path, tasks: list[Task], score: ScoreResult | None) -> list[d
     for t in tasks:
         d = out / "tasks" / t.id
         ttt = _read(d / "ttt.json") or {}
-        ans = _read(d / "answers.json") or {}
+        # the adapter's answers, else the probe's (the submission holds those, too)
+        ans = _read(d / "answers.json") or _read(d / "answers.base.json") or {}
+        sources = ans.get("sources") or [["probe" if ans.get("base") else "model"] * 2] * len(
+            ans.get("attempts", [])
+        )
         sels = ans.get("selections", [])
         cands = [len(s.get("candidates", [])) for s in sels]
         votes = [
@@ -53,7 +57,8 @@ def task_rows(out: Path, tasks: list[Task], score: ScoreResult | None) -> list[d
                 "candidates": PER_TEST.join(map(str, cands)) or "-",
                 "votes": PER_TEST.join(votes) or "-",
                 "attempts": PER_TEST.join(
-                    f"{_shape(a['attempt_1'])}, {_shape(a['attempt_2'])}" for a in attempts
+                    f"{_shape(a['attempt_1'])}, {_shape(a['attempt_2'])} ({'/'.join(src)})"
+                    for a, src in zip(attempts, sources)
                 )
                 or "fallback",
                 "solved": "-" if solved is None else f"{sum(solved)}/{len(solved)}",

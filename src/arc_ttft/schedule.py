@@ -132,7 +132,7 @@ def inference_workload(
 ) -> tuple[int, float, int]:
     """(prompts, typical answer tokens, re-scoring calls) that inference of ``tasks`` needs
     (``base``: the probe's, without adapters)."""
-    from arc_ttft.selection import request_fields, resolve_sampling, resolve_scorer
+    from arc_ttft.selection import request_fields, resolve_rescore, resolve_sampling, resolve_scorer
 
     sampling = resolve_sampling(cfg.infer)
     n_tests = sum(len(t.test) for t in tasks)
@@ -147,7 +147,7 @@ def inference_workload(
     if cfg.infer.base_votes and cfg.ttt.ttt_steps > 0 and not base:
         n_prompts *= 2  # every view is asked with and without the adapter
     scoring = resolve_scorer(cfg.infer, sampling) != "vote"
-    n_scores = n_tests * cfg.infer.rescore * n_cands if scoring else 0
+    n_scores = n_tests * resolve_rescore(cfg.infer) * n_cands if scoring else 0
     out_tokens = float(np.mean([answer_tokens(t, cfg) for t in tasks for _ in t.test]))
     return n_prompts, out_tokens, n_scores
 

@@ -100,6 +100,7 @@ class Selection:
     rescore_views: list[str] = field(default_factory=list)
     rescore_dropped: int = 0  # (candidate, view) scores left out: longer than max_seq_len
     scorer: str = "vote"  # what ranked the candidates (rank_candidates)
+    dfs_stopped: str | None = None  # why a DFS walk of this test input stopped early
 
     def top(self, k: int = 2) -> list[np.ndarray]:
         """The ``k`` best distinct grids (fewer when there are fewer candidates)."""
@@ -107,7 +108,27 @@ class Selection:
 
     def attempts(self, task: Task | None = None, test_index: int | None = None) -> tuple:
         """(attempt_1, attempt_2) as lists of lists; gaps filled with the fallback attempts."""
+        return self.sourced_attempts(task, test_index)[0]
+
+    def sourced_attempts(
+        self,
+        task: Task | None = None,
+        test_index: int | None = None,
+        earlier: Sequence[list[list[int]]] = (),
+        source: str = "model",
+    ) -> tuple[tuple, tuple[str, str]]:
+        """((attempt_1, attempt_2), (source_1, source_2)): this selection's best grids
+        (``source``), then the ``earlier`` answers of the same test input (an earlier
+        inference, e.g. the probe's: "earlier"), then fallbacks ("fallback"). A real
+        answer is never pushed out by a fallback."""
         got = [c.grid for c in self.candidates[:2]]
+        sources = [source] * len(got)
+        for g in earlier:
+            if len(got) == 2:
+                break
+            if g not in got:
+                got.append(g)
+                sources.append("earlier")
         if len(got) < 2:
             if task is None:
                 raise ValueError(
@@ -119,9 +140,23 @@ class Selection:
                     break
                 if g not in got:
                     got.append(g)
+                    sources.append("fallback")
             while len(got) < 2:
                 got.append([[0]])
-        return got[0], got[1]
+                sources.append("fallback")
+        return (got[0], got[1]), (sources[0], sources[1])
+
+    def empty_reason(self, n_views: int | None = None) -> str | None:
+        """Why this test input got no candidate (None when it has some)."""
+        if self.candidates:
+            return None
+        if n_views is not None and self.skipped_views >= n_views:
+            return "no view fits max_seq_len"
+        if self.samples and self.invalid >= self.samples:
+            return f"all {self.samples} answers failed to parse"
+        if self.dfs_stopped:
+            return f"dfs stopped early ({self.dfs_stopped}) before any answer"
+        return "no answer (nothing above min_prob, or no completion came back)"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,6 +169,7 @@ class Selection:
             "rescore_views": self.rescore_views,
             "rescore_dropped": self.rescore_dropped,
             "scorer": self.scorer,
+            "dfs_stopped": self.dfs_stopped,
             "candidates": [c.to_dict() for c in self.candidates],
         }
 
@@ -369,7 +405,7 @@ def candidate_score(c: Candidate, scorer: str, m: int, vote_weight: float = 1.0)
       Matter of Perspective", 2025, plus this package's vote weight).
     - ``nvarc``: the number of distinct views whose search found it, minus its mean NLL
       under the m augmentations (NVARC, ARC Prize 2025 winning solution write-up).
-    - ``architects``: the sum over the finding samples of (3 - NLL), plus the mean over
+    - ``architects``: the sum over the views that found it of (3 - its best NLL there), plus the mean over
       them of the sum over augmentations j of (3 - NLL_j) (the ARChitects, "The LLM
       ARChitect: Solving ARC-AGI Is A Matter of Perspective", 2024). Here the m
       augmentations are the same for every finding view, so that mean is the one sum.
@@ -380,7 +416,12 @@ def candidate_score(c: Candidate, scorer: str, m: int, vote_weight: float = 1.0)
     if scorer == "nvarc":
         return len(set(c.views)) + ll / max(1, m)
     if scorer == "architects":
-        found = sum(ARCHITECTS_OFFSET - nll for nll in c.nlls)
+        # once per view that found it (its likeliest path): two token paths or a base
+        # vote to the same grid in one view are one finding
+        best: dict[int, float] = {}
+        for v, nll in zip(c.views, c.nlls):
+            best[v] = min(best.get(v, math.inf), nll)
+        found = sum(ARCHITECTS_OFFSET - nll for nll in best.values())
         return found + ARCHITECTS_OFFSET * m + ll
     raise ValueError(f"scorer: {scorer!r} unknown; use one of {', '.join(SCORERS)}")
 
@@ -399,17 +440,32 @@ SCORERS = ("vote", "poe", "nvarc", "architects")
 SAMPLINGS = ("greedy", "sample", "dfs")
 
 
-def resolve_sampling(cfg: Any) -> str:
-    """``cfg.sampling``, with ``auto`` made concrete: DFS on a CUDA GPU (the anchors' choice;
-    on CPU a walk of one-token forwards costs several times a greedy answer), else
-    sampling when --samples > 1, else greedy."""
+def _local_machine() -> Any:
+    from arc_ttft import auto
+
+    return auto.machine_for("auto")
+
+
+def resolve_sampling(cfg: Any, backend: str | None = None) -> str:
+    """``cfg.sampling``, with ``auto`` made concrete for this machine and ``backend``
+    (``auto.sampling_for``: DFS with vLLM on a CUDA GPU, else greedy, or sampling when
+    --samples > 1). ``pipeline.run`` resolves it once up front; this serves library calls."""
     if cfg.sampling != "auto":
         return cfg.sampling
-    import torch
+    from arc_ttft import auto
 
-    if torch.cuda.is_available():
-        return "dfs"
-    return "sample" if cfg.samples > 1 and cfg.temperature > 0 else "greedy"
+    machine = _local_machine()
+    kind = backend or auto.backend_for(machine, getattr(cfg, "backend", "auto"))
+    return auto.sampling_for(machine, kind, cfg.samples, cfg.temperature)
+
+
+def resolve_rescore(cfg: Any) -> int:
+    """``cfg.rescore``, with None made concrete (``auto.rescore_for``: 8 on a GPU, 4 on CPU)."""
+    if cfg.rescore is not None:
+        return cfg.rescore
+    from arc_ttft import auto
+
+    return auto.rescore_for(_local_machine())
 
 
 def resolve_scorer(cfg: Any, sampling: str) -> str:
@@ -417,9 +473,9 @@ def resolve_scorer(cfg: Any, sampling: str) -> str:
     sampling, vote when there are no scoring views (--rescore 0)."""
     if cfg.scorer != "auto":
         return cfg.scorer
-    if cfg.rescore < 1:
-        return "vote"
-    return "architects" if sampling == "dfs" else "poe"
+    from arc_ttft import auto
+
+    return auto.scorer_for(sampling, resolve_rescore(cfg))
 
 
 def rescore(
@@ -544,7 +600,7 @@ def predict_tasks(
     """
     adapters = adapters or {}
     t0 = time.monotonic()
-    sampling = resolve_sampling(cfg)
+    sampling = resolve_sampling(cfg, getattr(backend, "name", None))
     scorer = resolve_scorer(cfg, sampling)
     transforms = {
         t.id: view_transforms(cfg.view_transforms, adapters.get(t.id), adapter_transforms)
@@ -564,7 +620,7 @@ def predict_tasks(
     stats = encoding.ParseStats()
     selections = collect(tasks, keyed, completions, fmt, tokenizer, skipped, stats)
     # the vote order stands without scoring views; a scorer that needs them re-scores
-    m = cfg.rescore if scorer != "vote" else 0
+    m = resolve_rescore(cfg) if scorer != "vote" else 0
     n_scores = rescore(
         tasks, selections, backend, tokenizer, fmt, adapters, m, seed,
         cfg.rescore_vote_weight, max_seq_len, events, transforms, scorer,

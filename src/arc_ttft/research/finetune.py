@@ -76,8 +76,9 @@ def load_source(item: str, cfg: C.FinetuneConfig) -> list[Task]:
         from arc_ttft.research import synthetic
 
         n = int(item[len(GENERATED) :])
+        families = None if cfg.generated_families == "default" else cfg.generated_families
         challenges, solutions = synthetic.generate(
-            n, cfg.seed, min_size=cfg.generated_min_size, max_size=cfg.generated_max_size
+            n, cfg.seed, families, cfg.generated_min_size, cfg.generated_max_size
         )
         tasks = [
             Task(
@@ -130,18 +131,29 @@ def with_known_tests(task: Task) -> Task:
     return Task(task.id, list(task.train) + extra, [])
 
 
-def build_samples(tasks: list[Task], cfg: C.FinetuneConfig, tokenizer, max_seq_len: int) -> list:
-    """``samples_per_task`` leave-one-out samples per task (ttt.make_samples), those over
-    ``max_seq_len`` or without an answer token dropped."""
+def build_samples(
+    tasks: list[Task],
+    cfg: C.FinetuneConfig,
+    tokenizer,
+    max_seq_len: int,
+    source_of: dict[str, str] | None = None,
+) -> list:
+    """``samples_per_task`` leave-one-out samples per task (ttt.make_samples), or
+    ``real_samples_per_task`` for a task of a named source (``source_of``: id -> mix
+    item), those over ``max_seq_len`` or without an answer token dropped."""
     from arc_ttft import ttt
 
+    source_of = source_of or {}
     out = []
     for t in tasks:
+        real = not source_of.get(t.id, GENERATED).startswith(GENERATED)
         made = ttt.make_samples(
             with_known_tests(t),
             cfg.model.format,
             tokenizer,
-            cfg.samples_per_task,
+            cfg.real_samples_per_task
+            if real and cfg.real_samples_per_task
+            else cfg.samples_per_task,
             cfg.seed + ttt._stable_hash(t.id),
             max_seq_len,
             cfg.label_mode,
@@ -375,7 +387,7 @@ def run(
     if not mix.train:
         raise C.ConfigError([f"data: {','.join(cfg.data)} leaves no task to train on"])
     max_seq_len = models.resolve_max_seq_len(cfg.model)
-    samples = build_samples(mix.train, cfg, tokenizer, max_seq_len)
+    samples = build_samples(mix.train, cfg, tokenizer, max_seq_len, mix.source_of)
     if not samples:
         raise C.ConfigError(
             [f"max_seq_len: every sample is longer than {max_seq_len} tokens; raise it"]
