@@ -20,11 +20,15 @@
 # (`arc-ttft run --help` explains each), `overrides` takes any other field.
 #
 # - **On Kaggle** (`/kaggle/input` exists): reads the competition's test challenges
-#   (`arc-prize-2025`, else `arc-prize-2024`), uses the attached model (`model = None`)
-#   and writes `/kaggle/working/submission.json`. Attach the model and a wheels dataset
-#   built with `scripts/build_wheels.sh`; the wheels are installed offline
-#   (`pip --no-index`), nothing touches the network. Without a usable CUDA GPU the run
-#   stops at once with the reason (`allow_cpu = True` to test on a CPU session).
+#   (`arc-agi_test_challenges.json`, found under `/kaggle/input` whatever this year's
+#   folder is called; the newest competition when several are attached), uses the
+#   attached model (`model = None`) and writes `/kaggle/working/submission.json`. Attach
+#   the model and a wheels dataset built with `scripts/build_wheels.sh`; the wheels are
+#   installed offline (`pip --no-index`), nothing touches the network. The first cell
+#   prints the image's Python, torch, CUDA, driver and GPUs: the wheels must be built for
+#   that Python and torch, and when they are not the run stops before installing anything
+#   with the `build_wheels.sh` command that fits. Without a usable CUDA GPU the run stops
+#   at once with the reason (`allow_cpu = True` to test on a CPU session).
 # - **Elsewhere**: defaults to the `tiny` model, the bundled `arc1-eval` tasks and
 #   `runs/notebook/`.
 #
@@ -41,12 +45,48 @@
 # First, before any install or import of the library: the time the budget counts from.
 import importlib
 import importlib.util
+import platform
+import shutil
 import subprocess
 import sys
 import time
 from glob import glob
 
 notebook_started_at = time.time()
+
+
+def show_image():
+    """The kernel as the image ships it, before any install: build the wheels for this
+    Python and torch (scripts/build_wheels.sh --python X.Y --torch-version V). torch
+    answers in a child process, so this kernel loads nothing the install may replace."""
+    print(f"python: {platform.python_version()} ({sys.executable})")
+    probe = (
+        "import torch; ok = torch.cuda.is_available(); n = torch.cuda.device_count() if ok else 0\n"
+        "print(f'torch: {torch.__version__}, torch.version.cuda: {torch.version.cuda}, '\n"
+        "      f'CUDA available: {ok}, gpus: {n}', *map(torch.cuda.get_device_name, range(n)),\n"
+        "      sep='; ')"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300
+        )
+        error = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        print(done.stdout.strip() or f"torch: not importable ({error})")
+    except subprocess.TimeoutExpired:
+        print("torch: no answer in 300 s (CUDA initialization hangs?)")
+    smi = shutil.which("nvidia-smi")
+    listed = "not found"
+    if smi:
+        query = [smi, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
+        try:
+            out = subprocess.run(query, capture_output=True, text=True, timeout=60).stdout
+            listed = "; ".join(out.strip().splitlines()) or "no GPU listed"
+        except (OSError, subprocess.SubprocessError) as e:
+            listed = f"failed ({e})"
+    print(f"nvidia-smi (name, driver, memory): {listed}")
+
+
+show_image()
 
 # %% tags=["parameters"]
 model = None  # None: the model attached under /kaggle/input on Kaggle, else "tiny"
@@ -58,31 +98,36 @@ max_tasks = None
 ttt_steps = None  # None: the config default
 views = None  # None: the config default
 backend = "auto"  # auto (vLLM when usable), vllm, hf
-wheels_dir = None  # None: any /kaggle/input/*wheels* folder, if one is attached
+wheels_dir = None  # None: a folder named *wheels* under /kaggle/input, if attached
 allow_cpu = False  # True: on Kaggle, run without a GPU instead of stopping (testing only)
 show_tasks = 2  # tasks drawn at the end
 overrides = {}  # any other RunConfig field, e.g. {"max_seq_len": 4096, "rescore": 0}
 
 # %%
 if importlib.util.find_spec("arc_ttft") is None:
-    # Only on an offline Kaggle machine: the package itself is one of the attached wheels.
-    # This cannot live in the library, which is not installed yet.
-    found = [wheels_dir] if wheels_dir else sorted(glob("/kaggle/input/*wheels*"))
+    # Only on an offline Kaggle machine: the package is one of the attached wheels. It goes
+    # in alone (pure Python, fits any kernel) so that the library can check the folder
+    # against this kernel before pip resolves anything else. This cannot live in the
+    # library, which is not installed yet.
+    roots = [wheels_dir] if wheels_dir else glob("/kaggle/input/**/*wheels*", recursive=True)
+    found = sorted(whl for root in roots for whl in glob(f"{root}/arc_ttft-*.whl"))
     if not found:
         raise ModuleNotFoundError(
             "arc_ttft is not installed: pip install it (README), or attach the wheels "
-            "dataset built by scripts/build_wheels.sh"
+            "dataset built by scripts/build_wheels.sh (a dataset whose name contains wheels)"
         )
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", found[0]]
-        + ["--upgrade-strategy", "only-if-needed", "arc-ttft"],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", found[-1]],
         check=True,
     )
     importlib.invalidate_caches()
 
 from arc_ttft import kaggle  # noqa: E402
 
-installed = kaggle.install_offline_wheels(wheels_dir)  # None when no wheels folder
+# Stops before pip when the folder was built for another Python or torch, with the
+# build_wheels.sh command that fits; None when no wheels folder is attached.
+installed = kaggle.install_offline_wheels(wheels_dir)
+print(kaggle.environment_report())  # what the run uses, after the install
 if kaggle.on_kaggle():
     print(kaggle.check_accelerator(allow_cpu=allow_cpu))  # stops here without a GPU
 cfg = kaggle.submit_config(

@@ -5,20 +5,25 @@
 #   bash scripts/build_wheels.sh [options] [OUT_DIR] [REQUIREMENTS]
 #
 #   OUT_DIR            where the wheels go (default: wheels)
-#   REQUIREMENTS       extra requirements on top of arc-ttft, e.g. requirements-gpu.txt
-#                      (vLLM pins its own torch: add --with-torch, or --torch-version
-#                      with the version Kaggle has)
-#   --python X.Y       the target's Python (default $WHEELS_PYTHON, else 3.11: Kaggle's image)
+#   REQUIREMENTS       extras on top of arc-ttft (default: requirements-gpu.txt, i.e. vLLM
+#                      and the GPU extras; vLLM pins an exact torch, so --torch-version must
+#                      be the image's torch)
+#   --no-vllm          no extras: arc-ttft and its dependencies only (the run then uses
+#                      transformers for inference)
+#   --python X.Y       the target's Python (default $WHEELS_PYTHON, else 3.12: Kaggle's image)
 #   --platform TAG     a target platform tag, repeatable (default $WHEELS_PLATFORMS, else
 #                      manylinux_2_28_x86_64 down to manylinux_2_17 and manylinux2014_x86_64)
-#   --torch-version V  the torch the target already has (default $WHEELS_TORCH, else 2.4.0,
-#                      arc-ttft's minimum): dependencies are resolved against it and no torch
-#                      is downloaded
+#   --torch-version V  the torch the target already has (default $WHEELS_TORCH, else 2.11.0,
+#                      Kaggle's image; a local label such as +cu128 is dropped): dependencies
+#                      are resolved against it and no torch is downloaded
 #   --with-torch       download torch and its CUDA libraries too (GBs; on Kaggle it then
 #                      replaces the preinstalled torch only where a requirement needs it)
 #   --package WHEEL    an arc-ttft wheel already built (default: build one from this checkout)
 #   --dry-run          print the commands, run nothing
 #
+# The first cell of notebooks/submit.ipynb prints the image's Python and torch; when the
+# folder does not fit them, the notebook stops and prints the command that does.
+# OUT_DIR/wheels-target.json records the target (Python, torch, extras) for that check.
 # Kaggle's image comes with a CUDA build of torch that fits its driver, so by default the
 # folder holds no torch: pip has no "everything but torch" option, so a metadata-only
 # stand-in (torch==V+preinstalled) satisfies torch while resolving and is deleted after.
@@ -26,9 +31,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY="${WHEELS_PYTHON:-3.11}"
+PY="${WHEELS_PYTHON:-3.12}"
 read -r -a PLATFORMS <<<"${WHEELS_PLATFORMS:-}"
-TORCH="${WHEELS_TORCH:-2.4.0}"
+TORCH="${WHEELS_TORCH:-2.11.0}"
+DEFAULT_REQ="requirements-gpu.txt"
+NO_VLLM=0
 WITH_TORCH=0
 DRY_RUN=0
 PACKAGE=""
@@ -36,7 +43,8 @@ POSITIONAL=()
 PYTHON="${PYTHON:-python3}"
 
 usage() {
-    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+    # The comment block at the top, up to its first line that is not a comment.
+    awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
     exit "${1:-0}"
 }
 
@@ -46,6 +54,7 @@ while [[ $# -gt 0 ]]; do
         --platform) PLATFORMS+=("${2:?--platform needs a tag}"); shift 2 ;;
         --torch-version) TORCH="${2:?--torch-version needs a version}"; shift 2 ;;
         --with-torch) WITH_TORCH=1; shift ;;
+        --no-vllm) NO_VLLM=1; shift ;;
         --package) PACKAGE="${2:?--package needs a wheel}"; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         -h|--help) usage 0 ;;
@@ -59,8 +68,20 @@ if [[ ${#POSITIONAL[@]} -gt 2 ]]; then
 fi
 OUT="${POSITIONAL[0]:-wheels}"
 REQ="${POSITIONAL[1]:-}"
+if [[ -n "$REQ" && $NO_VLLM -eq 1 ]]; then
+    echo "build_wheels.sh: --no-vllm drops the default $DEFAULT_REQ; with your own" \
+        "REQUIREMENTS ($REQ) leave --no-vllm out" >&2
+    exit 2
+fi
+if [[ -z "$REQ" && $NO_VLLM -eq 0 ]]; then REQ="$DEFAULT_REQ"; fi
 if [[ ! "$PY" =~ ^3\.[0-9]+$ ]]; then
-    echo "build_wheels.sh: --python $PY: give the target's X.Y, e.g. 3.11" >&2
+    echo "build_wheels.sh: --python $PY: give the target's X.Y, e.g. 3.12" >&2
+    exit 2
+fi
+# torch.__version__ on Kaggle reads 2.11.0+cu128; the stand-in adds its own local label.
+TORCH="${TORCH%%+*}"
+if [[ ! "$TORCH" =~ ^[0-9]+\.[0-9]+[0-9A-Za-z.]*$ ]]; then
+    echo "build_wheels.sh: --torch-version $TORCH: give the target's torch, e.g. 2.11.0" >&2
     exit 2
 fi
 if [[ -n "$REQ" && ! -f "$REQ" ]]; then
@@ -88,6 +109,7 @@ if [[ $WITH_TORCH -eq 1 ]]; then
 else
     echo "torch: not downloaded; resolved against the target's torch $TORCH"
 fi
+echo "extras: ${REQ:-none (--no-vllm)}"
 
 run mkdir -p "$OUT"
 if [[ -z "$PACKAGE" ]]; then
@@ -136,14 +158,36 @@ if [[ $WITH_TORCH -eq 0 ]]; then
     run rm -f "$OUT/torch-$STUB_VERSION-py3-none-any.whl"
 fi
 
+json_str() {
+    local s="${1//\\/\\\\}"
+    printf '"%s"' "${s//\"/\\\"}"
+}
+
+# What the folder was built for: the notebook compares it with the kernel before pip runs
+# (arc_ttft.kaggle.check_wheels_fit).
+TARGET_JSON="{\"python\": $(json_str "$PY"), \"torch\": "
+if [[ $WITH_TORCH -eq 1 ]]; then TARGET_JSON+="null"; else TARGET_JSON+="$(json_str "$TORCH")"; fi
+TARGET_JSON+=", \"with_torch\": $([[ $WITH_TORCH -eq 1 ]] && echo true || echo false)"
+TARGET_JSON+=", \"requirements\": $([[ -n "$REQ" ]] && json_str "$REQ" || echo null)"
+HAS_VLLM=false
+if [[ -n "$REQ" ]] && grep -qi '^[[:space:]]*vllm' "$REQ"; then HAS_VLLM=true; fi
+TARGET_JSON+=", \"vllm\": $HAS_VLLM, \"platforms\": ["
+for i in "${!PLATFORMS[@]}"; do
+    [[ $i -gt 0 ]] && TARGET_JSON+=", "
+    TARGET_JSON+="$(json_str "${PLATFORMS[$i]}")"
+done
+TARGET_JSON+="]}"
+
 # What install_offline_wheels asks pip for on Kaggle: the package, plus the extras.
 if [[ $DRY_RUN -eq 1 ]]; then
     echo "# $OUT/requirements.txt: arc-ttft${REQ:+ + the requirements of $REQ}"
+    echo "# $OUT/wheels-target.json: $TARGET_JSON"
 else
     echo "arc-ttft" >"$OUT/requirements.txt"
     if [[ -n "$REQ" ]]; then
         grep -v '^[[:space:]]*\(#\|$\)' "$REQ" >>"$OUT/requirements.txt" || true
     fi
+    echo "$TARGET_JSON" >"$OUT/wheels-target.json"
     echo "$(ls "$OUT"/*.whl | wc -l) wheels, $(du -sh "$OUT" | cut -f1) in $OUT:" \
         "attach the folder as a Kaggle dataset named like *wheels* (e.g. arc-ttft-wheels)"
 fi

@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--families",
         default=None,
-        help=f"comma-separated families (default: all but copy). Known: {', '.join(SPECS)}",
+        help="comma-separated families, or all (default: arc-nano's 14: all but copy and "
+        f"the ARC families). Known: {', '.join(SPECS)}",
     )
     ap.add_argument("--out", default="synthetic", help="output folder (default ./synthetic)")
     ap.add_argument("--prefix", default="synthetic", help="file name prefix (default synthetic)")

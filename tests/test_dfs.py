@@ -55,12 +55,52 @@ def test_walk_caps_candidates_nodes_and_depth():
     # with P tiny every "1"*k + stop qualifies: depth, node and candidate caps bound it
     walk = DFSWalk(1e-6, 4, [1], [9], max_candidates=100)
     assert [len(ids) for ids, _ in _drive(walk, flat)] == [1, 2, 3, 4]
+    assert walk.result().stopped is None  # every answer >= P, within the depth
     walk = DFSWalk(1e-6, 50, [1], [9], max_candidates=2)
-    assert len(_drive(walk, flat)) == 2 and walk.result().stopped == "candidates"
+    # the walk dives down the 1s first, yet keeps the two shortest (most likely) answers
+    assert _drive(walk, flat) == [([9], ln(0.5)), ([1, 9], ln(0.25))]
+    assert walk.result().stopped == "candidates"
     walk = DFSWalk(1e-6, 50, [1], [9], max_candidates=100, max_nodes=3)
     assert len(_drive(walk, flat)) == 4 and walk.result().stopped == "nodes"
     walk = DFSWalk(1e-6, 50, [1], [9], deadline=0.0)
     assert len(_drive(walk, flat)) == 1 and walk.result().stopped == "deadline"
+
+
+def test_candidate_cap_keeps_the_most_likely_not_the_first_found():
+    """The issue's case: P 0.05, cap 2. The most likely branch (0.6) holds two answers at
+    0.24, found first; the best answer (0.40) is under the other branch. A walk that
+    stopped at the cap kept the two 0.24s; pruning by the worst kept finds the 0.40."""
+    ln = math.log
+    table = {
+        (): {1: ln(0.6), 2: ln(0.4)},
+        (1,): {1: ln(0.4), 2: ln(0.4), 9: ln(0.2)},  # 0.24, 0.24 and 0.12
+        (1, 1): {9: 0.0},
+        (1, 2): {9: 0.0},
+        (2,): {9: 0.0},  # 0.40
+    }
+    walk = DFSWalk(0.05, 5, [1, 2], [9], max_candidates=2)
+    found = _drive(walk, table)
+    assert [ids for ids, _ in found] == [[2, 9], [1, 1, 9]]
+    assert [round(math.exp(lp), 6) for _, lp in found] == [0.4, 0.24]
+    assert walk.result().stopped == "candidates"
+    # without the cap: all four, best first, and no stop reason
+    walk = DFSWalk(0.05, 5, [1, 2], [9], max_candidates=10)
+    assert [round(math.exp(lp), 6) for _, lp in _drive(walk, table)] == [0.4, 0.24, 0.24, 0.12]
+    assert walk.result().stopped is None
+
+
+def test_full_cap_prunes_branches_that_cannot_beat_the_answers_kept():
+    """Once the cap holds answers more likely than a branch's prefix, the branch is not
+    expanded: the cap bounds the work, not only the output."""
+    ln = math.log
+    table = {
+        (): {9: ln(0.5), 1: ln(0.3), 2: ln(0.2)},
+        (1,): {9: ln(0.9), 1: ln(0.1)},  # 0.27
+        (2,): {9: ln(0.9), 1: ln(0.1)},  # 0.18: its prefix (0.2) is below 0.27
+    }
+    walk = DFSWalk(0.01, 5, [1, 2], [9], max_candidates=2)
+    assert [round(math.exp(lp), 6) for _, lp in _drive(walk, table)] == [0.5, 0.27]
+    assert walk.result().nodes == 1  # (1,) only; (1, 1) at 0.03 and (2,) at 0.2 pruned
 
 
 def test_top_k_needed_covers_every_token_that_can_pass():
@@ -149,17 +189,60 @@ def test_dfs_is_wrong_without_the_cache_crop(monkeypatch):
     assert not same
 
 
-def test_dfs_candidates_are_best_first_and_capped():
-    be = _peaked_backend(1)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dfs_candidates_are_the_brute_force_top_k(seed):
+    """With a cap of k the walk returns exactly the k most likely answers >= P, best
+    first (checked against every answer scored by full forwards), and says "candidates"
+    when the cap left answers >= P out."""
+    be = _peaked_backend(seed)
     prompt = be.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
-    want = sorted(_brute_force(be, prompt, 0.02).values(), reverse=True)
-    req = Request(
-        prompt, n=2, max_new_tokens=MAX_NEW, stop_token_ids=[be.tokenizer.eos_token_id],
-        grid_alphabet=ALPHABET, min_prob=0.02,
-    )  # fmt: skip
-    (comps,) = be.generate([req])
-    assert len(comps) == 2
-    assert comps[0].logprob >= comps[1].logprob
-    assert all(c.logprob >= math.log(0.02) - 1e-6 for c in comps)
-    assert comps[0].logprob <= want[0] + 1e-4
-    assert comps[0].text == be.tokenizer.decode(comps[0].token_ids[:-1])
+    eos = be.tokenizer.eos_token_id
+    for p in (0.01, 0.02):
+        want = sorted(_brute_force(be, prompt, p).items(), key=lambda kv: -kv[1])
+        nodes = {}
+        for cap in (1, 2, 3, 5, 100):
+            req = Request(
+                prompt, n=cap, max_new_tokens=MAX_NEW, stop_token_ids=[eos],
+                grid_alphabet=ALPHABET, min_prob=p, max_nodes=100_000,
+            )  # fmt: skip
+            (comps,) = be.generate([req])
+            top = want[:cap]
+            assert [c.logprob for c in comps] == pytest.approx([v for _, v in top], abs=1e-4)
+            if len(want) <= cap or want[cap - 1][1] - want[cap][1] > 1e-3:  # no tie at k
+                assert [tuple(c.token_ids) for c in comps] == [k for k, _ in top]
+            assert all(c.text == be.tokenizer.decode(c.token_ids[:-1]) for c in comps)
+            res = be.dfs_results[0]
+            if len(want) > cap:
+                assert res.stopped == "candidates", (seed, p, cap)
+            elif len(want) < cap:
+                assert res.stopped is None, (seed, p, cap)
+            nodes[cap] = res.nodes
+        assert len(want) >= 5  # the cap cut at every k but the last
+        assert nodes[1] < nodes[100]  # the cap prunes the tree
+
+
+def test_stop_reasons_reach_the_caller():
+    """Every early stop is in the backend's ``dfs_results`` (one per request, None for
+    non-DFS ones) and counted in ``stats["dfs_stopped"]``."""
+    be = _peaked_backend(0)
+    prompt = be.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
+    eos = be.tokenizer.eos_token_id
+
+    def req(**kw):
+        base = dict(max_new_tokens=MAX_NEW, stop_token_ids=[eos], grid_alphabet=ALPHABET)
+        return Request(prompt, **{**base, **kw})
+
+    reqs = [
+        req(n=1000, min_prob=0.01, max_nodes=2),
+        req(n=1000, min_prob=0.01, deadline=0.0),  # past: not even the prompt's forward
+        req(n=1, min_prob=0.01),
+        req(n=1000, min_prob=0.01),
+        req(n=1),  # greedy: no walk
+    ]
+    out = be.generate(reqs)
+    stopped = [r and r.stopped for r in be.dfs_results]
+    assert stopped == ["nodes", "deadline", "candidates", None, None]
+    assert be.dfs_results[-1] is None and be.dfs_results[-2] is not None
+    assert be.dfs_results[0].nodes == 2 and out[0] and out[1] == []
+    assert be.stats["dfs_stopped"] == {"nodes": 1, "deadline": 1, "candidates": 1}
+    assert be.stats["dfs_nodes"] == sum(r.nodes for r in be.dfs_results if r)

@@ -245,6 +245,25 @@ def test_architects_counts_a_grid_once_per_view_that_found_it():
     assert two - one == pytest.approx(selection.ARCHITECTS_OFFSET - 1.0)
 
 
+def test_a_dfs_walk_stopped_early_is_reported_with_its_reason():
+    """DFSResult.stopped never reached the selection: a walk cut at its deadline gave an
+    empty answer that looked like nothing above min_prob."""
+    from arc_ttft.infer.dfs import DFSResult
+
+    t = make_task()
+
+    class Stopped(TruthBackend):
+        def generate(self, requests):
+            self.dfs_results = [DFSResult(stopped="deadline") for _ in requests]
+            return [[] for _ in requests]
+
+    cfg = InferConfig(views=2, sampling="dfs", rescore=0)
+    s = selection.predict_tasks([t], Stopped([t]), CharTokenizer(), cfg, "digits")[t.id][0]
+    assert s.dfs_stopped == "deadline" and s.to_dict()["dfs_stopped"] == "deadline"
+    assert "deadline" in s.empty_reason(2)
+    assert s.sourced_attempts(t, 0, earlier=[[[7]]])[1] == ("earlier", "fallback")
+
+
 class HangingBackend:
     name = "hang"
 

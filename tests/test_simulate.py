@@ -55,6 +55,21 @@ def test_probe_corrects_a_wrong_inference_prior(infer_prior_factor):
         assert blind.mean_fraction_used < probed.mean_fraction_used - 0.05
 
 
+def test_an_underestimated_task_trains_fully_when_the_budget_is_ample():
+    """Seen on 03560426: planned at 0.032 s a step, it took 0.11 s and stopped at 36 of
+    64 steps (TASK_OVERRUN x its plan) with 41,000 s left. The cap must cut only when the
+    overrun would take time that other tasks' plans need."""
+    tasks, cfg = _arc1_eval()[:20], _cfg(ttt_steps=64)
+    costs = S.true_costs_for(tasks, cfg, ttt_ratio=0.05, infer_share=0.02, jitter=0.0)
+    r = S.simulate(tasks, cfg, costs, runs=2, seed=3, prior_factor=1 / 3.4)
+    print(r.summary())
+    assert r.overruns == 0 and r.mean_steps == 64
+    # A binding budget still cuts: the same prior, full TTT needing 2x the budget.
+    tight = S.true_costs_for(tasks, cfg, ttt_ratio=2.0, infer_share=0.1)
+    r = S.simulate(tasks, cfg, tight, runs=4, seed=3, prior_factor=1 / 3.4)
+    assert r.overruns == 0 and r.mean_inferred >= 0.95
+
+
 def test_a_hung_chunk_costs_that_chunk_only():
     tasks, cfg = _arc1_eval()[:60], _cfg(budget_hours=4.0)
     costs = S.true_costs_for(tasks, cfg, ttt_ratio=2.0, infer_share=0.1)

@@ -19,6 +19,8 @@ import pytest
 
 from arc_ttft.research import synthetic
 from arc_ttft.research.synthetic import (
+    ALL_FAMILIES,
+    ARC_FAMILIES,
     DEFAULT_FAMILIES,
     FAMILIES,
     family_of,
@@ -44,6 +46,112 @@ GEOMETRIC = {
     "mirror_h": lambda g: np.concatenate([g, g[:, ::-1]], axis=1),
     "mirror_v": lambda g: np.concatenate([g, g[::-1, :]], axis=0),
 }
+
+
+def _components_ref(g: np.ndarray) -> list[set[tuple[int, int]]]:
+    """8-connected non-zero objects, by repeated neighbour merging (no stack walk)."""
+    label = {(r, c): (r, c) for r, c in zip(*np.nonzero(g))}
+    changed = True
+    while changed:
+        changed = False
+        for (r, c), lab in list(label.items()):
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    other = label.get((r + dr, c + dc))
+                    if other is not None and other < lab:
+                        label[(r, c)], lab, changed = other, other, True
+    groups: dict = {}
+    for cell, lab in label.items():
+        groups.setdefault(lab, set()).add(cell)
+    return list(groups.values())
+
+
+def _enclosed_ref(g: np.ndarray) -> np.ndarray:
+    """Background cells that no path of background cells joins to the border."""
+    from collections import deque
+
+    h, w = g.shape
+    seen = np.zeros_like(g, dtype=bool)
+    q = deque((r, c) for r in range(h) for c in range(w) if r in (0, h - 1) or c in (0, w - 1))
+    while q:
+        r, c = q.popleft()
+        if 0 <= r < h and 0 <= c < w and not seen[r, c] and g[r, c] == 0:
+            seen[r, c] = True
+            q.extend([(r + 1, c), (r - 1, c), (r, c + 1), (r, c - 1)])
+    return (g == 0) & ~seen
+
+
+def _gravity_ref(g: np.ndarray, side: str) -> np.ndarray:
+    out = np.zeros_like(g)
+    lines = {"down": g.T, "up": g.T, "right": g, "left": g}[side]
+    for k, line in enumerate(lines):
+        cells = [x for x in line.tolist() if x]
+        pad = [0] * (len(line) - len(cells))
+        new = pad + cells if side in ("down", "right") else cells + pad
+        if side in ("down", "up"):
+            out[:, k] = new
+        else:
+            out[k, :] = new
+    return out
+
+
+def _check_arc_family(family: str, pairs: list) -> None:
+    """Reference rules of the families of real ARC rules (ARC_FAMILIES)."""
+    if family == "scale3":
+        for i, o in pairs:
+            assert np.array_equal(i.repeat(3, axis=0).repeat(3, axis=1), o)
+    elif family == "tile":
+        reps = {(o.shape[0] // i.shape[0], o.shape[1] // i.shape[1]) for i, o in pairs}
+        assert len(reps) == 1 and all(o.shape[0] % i.shape[0] == 0 for i, o in pairs)
+        ((rh, rw),) = reps
+
+        def tiled(i, mirror):
+            rows = [[i[:: -1 if mirror and r % 2 else 1, :: -1 if mirror and c % 2 else 1]
+                     for c in range(rw)] for r in range(rh)]  # fmt: skip
+            return np.block(rows)
+
+        modes = [m for m in (False, True) if all(np.array_equal(tiled(i, m), o) for i, o in pairs)]
+        assert modes, "plain or mirrored copies, one way for the whole task"
+    elif family == "colour_map_wide":
+        check_rule("colour_map", {"train": [], "test": [
+            {"input": i.tolist(), "output": o.tolist()} for i, o in pairs
+        ]})  # fmt: skip
+    elif family == "gravity":
+        sides = [s for s in ("down", "up", "left", "right")
+                 if all(np.array_equal(_gravity_ref(i, s), o) for i, o in pairs)]  # fmt: skip
+        assert sides, "one fall direction for the whole task"
+    elif family == "fill_enclosed":
+        fills = set()
+        for i, o in pairs:
+            inside = _enclosed_ref(i)
+            assert np.array_equal(o[~inside], i[~inside])
+            fills |= set(o[inside].tolist())
+        assert len(fills) == 1
+    elif family == "connect_lines":
+        for i, o in pairs:
+            changed = np.argwhere(o != i)
+            assert len(changed) and not i[o != i].any()
+            for r, c in changed:
+                colour = o[r, c]
+                row, col = i[r], i[:, c]
+                between_row = (row[:c] == colour).any() and (row[c + 1 :] == colour).any()
+                between_col = (col[:r] == colour).any() and (col[r + 1 :] == colour).any()
+                assert between_row or between_col
+    elif family == "crop_largest":
+        for i, o in pairs:
+            objects = sorted(_components_ref(i), key=len)
+            assert len(objects) >= 2 and len(objects[-1]) > len(objects[-2])
+            rows, cols = zip(*objects[-1])
+            assert np.array_equal(i[min(rows) : max(rows) + 1, min(cols) : max(cols) + 1], o)
+    elif family == "denoise":
+        for i, o in pairs:
+            p = np.pad(i, 1, constant_values=-1)
+            for r, c in zip(*np.nonzero(i)):
+                near = [p[r, c + 1], p[r + 2, c + 1], p[r + 1, c], p[r + 1, c + 2]]
+                assert o[r, c] == (0 if i[r, c] not in near else i[r, c])
+            assert np.array_equal(o[i == 0], i[i == 0])
+    else:
+        raise AssertionError(f"no reference rule for family {family}")
 
 
 def _crop_ref(g: np.ndarray) -> np.ndarray:
@@ -94,7 +202,7 @@ def check_rule(family: str, task: dict) -> None:
         # the fill colour never appears in an input, so the rule is unambiguous
         assert not any(fills & set(i.ravel().tolist()) for i, _ in pairs)
     else:
-        raise AssertionError(f"no reference rule for family {family}")
+        _check_arc_family(family, pairs)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -113,13 +221,17 @@ def test_each_family_rule_holds(family):
 
 
 def test_every_family_has_a_reference_rule_here():
-    assert set(FAMILIES) == set(GEOMETRIC) | {
+    assert set(FAMILIES) == set(GEOMETRIC) | set(ARC_FAMILIES) | {
         "crop",
         "colour_map",
         "recolour_one",
         "fill_background",
     }
-    assert "copy" not in DEFAULT_FAMILIES and len(DEFAULT_FAMILIES) == len(FAMILIES) - 1
+    assert "copy" not in DEFAULT_FAMILIES
+    assert len(DEFAULT_FAMILIES) == len(FAMILIES) - 1 - len(ARC_FAMILIES)
+    assert set(ALL_FAMILIES) == set(DEFAULT_FAMILIES) | set(ARC_FAMILIES)
+    all_tasks = generate(len(ALL_FAMILIES), 0, "all")[0]
+    assert {family_of(t) for t in all_tasks} == set(ALL_FAMILIES)
 
 
 def test_family_generator_shares_task_parameters():
@@ -228,8 +340,8 @@ def test_training_stream_matches_generate():
 
 
 def test_clear_errors():
-    with pytest.raises(ValueError, match="unknown synthetic family 'gravity'.*fix"):
-        generate(3, seed=0, families=["gravity"])
+    with pytest.raises(ValueError, match="unknown synthetic family 'levitate'.*fix"):
+        generate(3, seed=0, families=["levitate"])
     with pytest.raises(ValueError, match="min_size=5, max_size=4"):
         make_task("rot90", 0, 3, 5, 4)
     with pytest.raises(ValueError, match="max_size >= 2"):
@@ -305,7 +417,7 @@ def test_make_synthetic_script(tmp_path):
             sys.executable,
             str(REPO / "scripts" / "make_synthetic.py"),
             "--families",
-            "gravity",
+            "levitate",
             "--out",
             str(tmp_path),
         ],

@@ -1,10 +1,12 @@
 """Kaggle specifics for the submit notebook: competition files, the attached model, the GPU
 check and offline wheels.
 
-Kaggle runs the notebook without internet. The competition data sits under
-``/kaggle/input/arc-prize-20XX/``, the model is an attached input under ``/kaggle/input``,
+Kaggle runs the notebook without internet. The competition data sits somewhere under
+``/kaggle/input`` (``arc-prize-2025/`` last year; the folder is renamed every year, so the
+test file is found by name), the model is an attached input under ``/kaggle/input``,
 outputs go to ``/kaggle/working/`` (size-limited: bulky scratch goes to ``/tmp``), and
-extra packages come from an attached dataset of wheels (``scripts/build_wheels.sh``).
+extra packages come from an attached dataset of wheels (``scripts/build_wheels.sh``),
+checked against the kernel's Python and torch before pip runs.
 Nothing here ever touches the network: pip always runs with ``--no-index``.
 
 Everything is found relative to :data:`KAGGLE_ROOT` so that tests can point it at a fake
@@ -13,6 +15,13 @@ folder.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -28,11 +37,12 @@ KAGGLE_ROOT = Path("/kaggle")
 # Per-task adapters go here on Kaggle: /kaggle/working is size-limited.
 KAGGLE_SCRATCH = "/tmp/arc-ttft"
 
-# Newest competition first: the 2025 test set when both are attached.
-COMPETITION_CHALLENGES = (
-    "input/arc-prize-2025/arc-agi_test_challenges.json",
-    "input/arc-prize-2024/arc-agi_test_challenges.json",
-)
+# The competition's test file: its name stays, its folder is renamed every year.
+CHALLENGES_FILE = "arc-agi_test_challenges.json"
+
+# How deep find_challenges and find_wheels_dir look under /kaggle/input (Kaggle Models
+# nest four levels: <model>/<framework>/<variation>/<version>).
+_SEARCH_DEPTH = 6
 
 # Defaults of the submit notebook away from Kaggle (config field names).
 LOCAL_DEFAULTS = {"model": "tiny", "challenges": "arc1-eval", "output": "runs/notebook"}
@@ -41,23 +51,64 @@ LOCAL_DEFAULTS = {"model": "tiny", "challenges": "arc1-eval", "output": "runs/no
 # without this file, just the package (its dependencies resolve from the folder).
 WHEELS_REQUIREMENTS = "requirements.txt"
 
+# What a wheels folder was built for (written by scripts/build_wheels.sh): Python X.Y and
+# the torch its dependencies were resolved against.
+WHEELS_TARGET = "wheels-target.json"
+
+# build_wheels.sh's default extras (vLLM); --no-vllm builds without them.
+_DEFAULT_WHEELS_REQUIREMENTS = "requirements-gpu.txt"
+
 
 def on_kaggle() -> bool:
     """True inside a Kaggle notebook (``/kaggle/input`` exists)."""
     return (KAGGLE_ROOT / "input").is_dir()
 
 
+def _walk(root: Path, depth: int = _SEARCH_DEPTH):
+    """os.walk over ``root``, sorted, at most ``depth`` levels deep; nothing when absent."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        if len(Path(dirpath).relative_to(root).parts) >= depth:
+            dirnames.clear()
+        dirnames.sort()
+        yield Path(dirpath), filenames
+
+
+def _competition_order(path: Path, inputs: Path) -> tuple[int, float, str]:
+    """Newest competition last: the largest year (20XX) in the folders above the file, then
+    the modification time, then the path (a fixed order)."""
+    folders = path.relative_to(inputs).parts[:-1]
+    years = [int(y) for part in folders for y in re.findall(r"(?<!\d)20\d\d(?!\d)", part)]
+    return max(years, default=0), path.stat().st_mtime, str(path)
+
+
+def find_challenges(inputs: Path | None = None) -> Path | None:
+    """The competition's test challenges: a file named :data:`CHALLENGES_FILE` anywhere
+    under ``inputs`` (default ``/kaggle/input``), at most six levels deep, or None.
+
+    The competition folder is renamed every year (``arc-prize-2024``, ``arc-prize-2025``,
+    ...), so only the file name is trusted. With several, the newest competition wins: the
+    largest year in its folder names (``arc-prize-2026`` over ``arc-prize-2025``), else
+    the newest file.
+    """
+    inputs = inputs if inputs is not None else KAGGLE_ROOT / "input"
+    found = [
+        folder / CHALLENGES_FILE for folder, files in _walk(inputs) if CHALLENGES_FILE in files
+    ]
+    if not found:
+        return None
+    return max(found, key=lambda p: _competition_order(p, inputs))
+
+
 def kaggle_defaults() -> dict[str, str | None]:
-    """Config defaults on Kaggle: ``challenges`` (the first competition test file that
-    exists, else None), ``output`` (``/kaggle/working``) and ``scratch_dir``
-    (:data:`KAGGLE_SCRATCH`). Empty dict elsewhere. The model is not here: see
-    :func:`find_attached_model`, looked up only when no model is given."""
+    """Config defaults on Kaggle: ``challenges`` (:func:`find_challenges`, None when there
+    is none), ``output`` (``/kaggle/working``) and ``scratch_dir`` (:data:`KAGGLE_SCRATCH`).
+    Empty dict elsewhere. The model is not here: see :func:`find_attached_model`, looked
+    up only when no model is given."""
     if not on_kaggle():
         return {}
-    found = [KAGGLE_ROOT / rel for rel in COMPETITION_CHALLENGES]
-    challenges = next((str(p) for p in found if p.is_file()), None)
+    challenges = find_challenges()
     return {
-        "challenges": challenges,
+        "challenges": None if challenges is None else str(challenges),
         "output": str(KAGGLE_ROOT / "working"),
         "scratch_dir": KAGGLE_SCRATCH,
     }
@@ -131,6 +182,102 @@ def _nvidia_smi() -> str:
     return "\n".join(text.splitlines()[:12]) or f"no output (exit {done.returncode})"
 
 
+def _gpu_query() -> list[dict[str, str]] | str:
+    """One dict per GPU from nvidia-smi (name, driver, memory), or why there is none."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return "nvidia-smi not found"
+    query = "--query-gpu=name,driver_version,memory.total"
+    try:
+        done = subprocess.run(
+            [exe, query, "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"nvidia-smi failed ({type(e).__name__}: {e})"
+    if done.returncode != 0:
+        why = (done.stdout + done.stderr).strip().splitlines()[:1] or ["no output"]
+        return f"nvidia-smi failed (exit {done.returncode}: {why[0]})"
+    gpus = []
+    for line in done.stdout.strip().splitlines():
+        name, driver, memory = ([*line.split(", "), "?", "?"])[:3]
+        gpus.append({"name": name.strip(), "driver": driver.strip(), "memory": memory.strip()})
+    return gpus
+
+
+def _version(dist: str) -> str | None:
+    """The installed version of a distribution, or None (no import: nothing loads)."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict[str, Any]:
+    """What this kernel runs: ``python`` (X.Y.Z), ``python_tag`` (cpXY), ``torch``,
+    ``torch_cuda`` (torch.version.cuda), ``cuda_available``, ``gpus`` (names), ``driver``
+    (from nvidia-smi, or why there is none) and the versions of the packages the run
+    uses (``packages``; None when not installed). Never raises: missing torch or
+    nvidia-smi are reported as such. Imports torch when it is installed."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "python_tag": f"cp{sys.version_info.major}{sys.version_info.minor}",
+        "executable": sys.executable,
+        "torch": None,
+        "torch_cuda": None,
+        "cuda_available": False,
+        "gpus": [],
+    }
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_cuda"] = torch.version.cuda
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # an old driver warns here; check_accelerator says why
+            info["cuda_available"] = bool(torch.cuda.is_available())
+        if info["cuda_available"]:
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    smi = _gpu_query()
+    if isinstance(smi, str):
+        info["driver"] = smi
+    else:
+        info["driver"] = ", ".join(sorted({g["driver"] for g in smi})) or "no GPU listed"
+        if not info["gpus"]:  # torch sees none: nvidia-smi's list still says what is there
+            info["gpus"] = [g["name"] for g in smi]
+        info["gpu_memory"] = [g["memory"] for g in smi]
+    names = ("transformers", "peft", "accelerate", "vllm", "bitsandbytes", "arc-ttft")
+    info["packages"] = {name: _version(name) for name in names}
+    return info
+
+
+def environment_report(info: dict[str, Any] | None = None) -> str:
+    """:func:`environment` as lines to print: the first thing to read when the wheels or
+    the GPU do not fit (``scripts/build_wheels.sh --python X.Y --torch-version V`` takes
+    the Python and torch shown here)."""
+    info = info if info is not None else environment()
+    gpus = info["gpus"]
+    if gpus:
+        counts: dict[str, int] = {}
+        for name in gpus:
+            counts[name] = counts.get(name, 0) + 1
+        shown = ", ".join(f"{n} x {name}" for name, n in counts.items())
+        if info.get("gpu_memory"):
+            shown += ", " + "/".join(sorted(set(info["gpu_memory"]))) + " each"
+    else:
+        shown = "none"
+    packages = ", ".join(f"{k} {v or 'not installed'}" for k, v in info["packages"].items())
+    return "\n".join(
+        [
+            f"python: {info['python']} ({info['python_tag']}, {info['executable']})",
+            f"torch: {info['torch'] or 'not installed'}, torch.version.cuda: "
+            f"{info['torch_cuda']}, CUDA available: {info['cuda_available']}",
+            f"driver: {info['driver']}",
+            f"gpus: {len(gpus)} ({shown})",
+            f"packages: {packages}",
+        ]
+    )
+
+
 def check_accelerator(allow_cpu: bool = False) -> str:
     """One line on the GPUs torch sees; RuntimeError when it sees none.
 
@@ -179,14 +326,145 @@ def check_accelerator(allow_cpu: bool = False) -> str:
 
 
 def find_wheels_dir() -> Path | None:
-    """The first ``/kaggle/input/*wheels*`` folder holding ``.whl`` files, or None."""
+    """The first folder named ``*wheels*`` holding ``.whl`` files under ``/kaggle/input``
+    (shallowest first, at most six levels deep), or None."""
     inputs = KAGGLE_ROOT / "input"
-    if not inputs.is_dir():
+    hits = [
+        folder
+        for folder, files in _walk(inputs)
+        if folder != inputs and "wheels" in folder.name and any(f.endswith(".whl") for f in files)
+    ]
+    return min(hits, key=lambda d: (len(d.parts), str(d)), default=None)
+
+
+class WheelsMismatchError(RuntimeError):
+    """The attached wheels were built for another Python or torch than the kernel's."""
+
+
+def wheels_target(folder: str | Path) -> dict[str, Any] | None:
+    """What ``folder`` was built for (its :data:`WHEELS_TARGET`, written by
+    scripts/build_wheels.sh: ``python``, ``torch``, ``with_torch``, ``requirements``, ...),
+    or None for a folder without one. Raises ValueError naming the file when it is not
+    a JSON object."""
+    path = Path(folder) / WHEELS_TARGET
+    if not path.is_file():
         return None
-    for d in sorted(inputs.glob("*wheels*")):
-        if d.is_dir() and any(d.glob("*.whl")):
-            return d
-    return None
+    try:
+        target = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{path}: not JSON ({e}); rebuild the folder with scripts/build_wheels.sh"
+        ) from e
+    if not isinstance(target, dict):
+        raise ValueError(f"{path}: not a JSON object; rebuild it with scripts/build_wheels.sh")
+    return target
+
+
+def _major_minor(version: str) -> tuple[int, ...]:
+    """(2, 11) for "2.11.0+cu128"."""
+    return tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+
+
+def _wheel_tags(name: str) -> tuple[str, str, str] | None:
+    """(distribution, python tag, abi tag) of a wheel file name, or None."""
+    parts = name[: -len(".whl")].split("-")
+    if len(parts) < 5:
+        return None
+    return parts[0], parts[-3], parts[-2]
+
+
+def _python_misfits(folder: Path, python: str) -> dict[str, list[str]]:
+    """Packages of ``folder`` pip could need but cannot install on Python ``python``
+    (X.Y): only CPython wheels of another version, and not installed already (an installed
+    one stays: pip installs only what is missing). Maps cpXY -> distributions."""
+    running = _major_minor(python)
+    fits: dict[str, bool] = {}
+    tags: dict[str, set[str]] = {}
+    for whl in sorted(folder.glob("*.whl")):
+        parsed = _wheel_tags(whl.name)
+        if parsed is None:
+            continue
+        dist, py_tags, abi = parsed
+        versions = [t for t in py_tags.split(".") if re.fullmatch(r"cp\d{2,3}", t)]
+        if not versions:  # py3, py2.py3: any Python
+            fits[dist] = True
+            continue
+        for tag in versions:
+            wheel_py = (int(tag[2]), int(tag[3:]))
+            ok = wheel_py <= running if abi == "abi3" else wheel_py == running
+            fits[dist] = fits.get(dist, False) or ok
+            tags.setdefault(dist, set()).add(tag)
+    misfits: dict[str, list[str]] = {}
+    for dist, ok in sorted(fits.items()):
+        if not ok and _version(dist) is None:
+            for tag in sorted(tags[dist]):
+                misfits.setdefault(tag, []).append(dist)
+    return misfits
+
+
+def build_wheels_command(
+    folder: str | Path, python: str, torch: str | None, target: dict[str, Any] | None = None
+) -> str:
+    """The scripts/build_wheels.sh command that builds ``folder`` again for Python
+    ``python`` (X.Y) and the installed ``torch`` (None: not installed, so download it),
+    keeping the extras ``target`` (its :data:`WHEELS_TARGET`) recorded."""
+    parts = ["bash scripts/build_wheels.sh", "--python", ".".join(python.split(".")[:2])]
+    if torch is None or (target or {}).get("with_torch"):
+        parts.append("--with-torch")
+    else:
+        parts += ["--torch-version", torch.split("+")[0]]  # the stand-in adds its own label
+    wanted = (target or {}).get("requirements", _DEFAULT_WHEELS_REQUIREMENTS)
+    parts.append(shlex.quote(Path(folder).name))
+    if not wanted:
+        parts.insert(1, "--no-vllm")
+    elif wanted != _DEFAULT_WHEELS_REQUIREMENTS:
+        parts.append(shlex.quote(str(wanted)))
+    return " ".join(parts)
+
+
+def check_wheels_fit(
+    folder: str | Path, python: str | None = None, torch: str | None = None
+) -> None:
+    """Stop before pip when the wheels in ``folder`` do not fit this kernel.
+
+    ``python`` (X.Y) and ``torch`` default to the running kernel's (torch read from its
+    metadata: nothing is imported). With a :data:`WHEELS_TARGET` the check is exact: the
+    folder's Python must be the kernel's, and the torch its dependencies were resolved
+    against must have the installed torch's major.minor (vLLM and its kernels are built
+    for one torch). Without one, the wheels' CPython tags (cp312, ...) tell: a package
+    that only has wheels for another Python, and that the kernel lacks, would fail pip.
+    Raises :class:`WheelsMismatchError` with the ``bash scripts/build_wheels.sh ...``
+    command that builds a folder for this kernel.
+    """
+    folder = Path(folder)
+    python = python or f"{sys.version_info.major}.{sys.version_info.minor}"
+    torch = torch if torch is not None else _version("torch")
+    target = wheels_target(folder)
+    problems = []
+    if target is not None:
+        built_py = str(target.get("python", "?"))
+        if _major_minor(built_py) != _major_minor(python):
+            problems.append(f"built for Python {built_py}, the kernel runs Python {python}")
+        built_torch = target.get("torch")
+        if built_torch and torch and _major_minor(built_torch) != _major_minor(torch):
+            problems.append(f"resolved against torch {built_torch}, the kernel has torch {torch}")
+    else:
+        for tag, dists in _python_misfits(folder, python).items():
+            shown = ", ".join(dists[:6]) + (f" and {len(dists) - 6} more" if len(dists) > 6 else "")
+            problems.append(
+                f"{shown}: only {tag} wheels (Python {tag[2]}.{tag[3:]}), the kernel runs "
+                f"Python {python}"
+            )
+    if not problems:
+        return
+    source = WHEELS_TARGET if target is not None else "the wheels' tags"
+    raise WheelsMismatchError(
+        f"wheels_dir: {folder} does not fit this kernel ({source}):\n"
+        + "\n".join(f"  - {p}" for p in problems)
+        + "\npip would fail, or install packages that do not load. Build the folder for "
+        "this kernel (on Linux x86_64 with internet) and upload it as a new version of the "
+        "dataset:\n  " + build_wheels_command(folder, python, torch, target)
+    )
 
 
 def install_offline_wheels(
@@ -201,7 +479,9 @@ def install_offline_wheels(
     requirements stay, so a torch wheel in the folder never replaces Kaggle's working CUDA
     torch. Returns the pip command that ran (or would run, with ``dry_run``), or None when
     there is no wheels folder (the normal case away from Kaggle). A given ``wheels_dir``
-    that does not exist or holds no wheels raises FileNotFoundError.
+    that does not exist or holds no wheels raises FileNotFoundError; a folder built for
+    another Python or torch raises :class:`WheelsMismatchError` (:func:`check_wheels_fit`),
+    dry run or not.
     """
     if wheels_dir is None:
         folder = find_wheels_dir()
@@ -218,6 +498,7 @@ def install_offline_wheels(
         raise FileNotFoundError(
             f"wheels_dir: {folder} holds no .whl files; build them with scripts/build_wheels.sh"
         )
+    check_wheels_fit(folder)  # before pip: its own error would not say how to fix it
     wanted = folder / WHEELS_REQUIREMENTS
     what = ["-r", str(wanted)] if wanted.is_file() else ["arc-ttft"]
     cmd = [
@@ -272,11 +553,13 @@ def submit_config(params: dict[str, Any], overrides: dict[str, Any] | None = Non
     defaults = kaggle_defaults() if kaggle else dict(LOCAL_DEFAULTS)
     values = {**defaults, **given, **overrides}
     if values.get("challenges") is None:
-        tried = ", ".join(str(KAGGLE_ROOT / rel) for rel in COMPETITION_CHALLENGES)
+        inputs = KAGGLE_ROOT / "input"
+        seen = models.kaggle_inputs_seen([inputs])
         raise C.ConfigError(
             [
-                f"challenges: no competition file found (tried {tried}); attach the "
-                "competition data or pass -p challenges PATH"
+                f"challenges: no competition file found: no {CHALLENGES_FILE} under {inputs} "
+                f"(seen: {seen}); attach the competition data (Add Input -> Competitions) "
+                "or pass -p challenges PATH"
             ]
         )
     if kaggle and values.get("model") is None:
@@ -291,13 +574,22 @@ def submit_config(params: dict[str, Any], overrides: dict[str, Any] | None = Non
 
 
 __all__ = [
+    "CHALLENGES_FILE",
     "KAGGLE_ROOT",
     "KAGGLE_SCRATCH",
+    "WHEELS_TARGET",
+    "WheelsMismatchError",
+    "build_wheels_command",
     "check_accelerator",
+    "check_wheels_fit",
+    "environment",
+    "environment_report",
     "find_attached_model",
+    "find_challenges",
     "find_wheels_dir",
     "install_offline_wheels",
     "kaggle_defaults",
     "on_kaggle",
     "submit_config",
+    "wheels_target",
 ]

@@ -322,7 +322,7 @@ class ShardWork:
             )
             for i, s in enumerate(sels):
                 reason = s.empty_reason(self.cfg.infer.views)
-                if reason or s.dfs_stopped:
+                if reason or s.dfs_stopped in ("nodes", "deadline"):  # cut short
                     self.events.log(
                         "empty" if reason else "dfs_stopped", task=t.id, test=i, base=base,
                         reason=reason or s.dfs_stopped, samples=s.samples, invalid=s.invalid,

@@ -334,7 +334,11 @@ def _train(cfg, ops, guard, cost, events, report, tokens, todo, infer_todo, adap
             adapters[task.id] = None
             continue
         step_s = cost.ttt_step_seconds(tokens[task.id])
-        stop = _task_guard(guard.step_guard(step_s, reserve_seconds=res), clock, steps * step_s)
+        planned = {tid: plan.steps.get(tid, 0) * cost.ttt_step_seconds(n) for tid, n in remaining}
+        spare = guard.remaining() - res - sum(planned.values())  # no other plan needs it
+        stop = _task_guard(
+            guard.step_guard(step_s, reserve_seconds=res), clock, planned[task.id], spare
+        )
         t1 = clock.now()
         try:
             out = ops.train(task, steps, stop)
@@ -350,11 +354,14 @@ def _train(cfg, ops, guard, cost, events, report, tokens, todo, infer_todo, adap
     ops.close_trainer()
 
 
-def _task_guard(step_guard, clock, planned_seconds: float):
-    """The step guard, plus a stop once a task has run ``TASK_OVERRUN`` times its plan:
-    the cost model learns only when a task ends, so a prior that is far too optimistic
-    (a loaded machine, a slower GPU) would let the first task eat the whole budget."""
-    limit = clock.now() + TASK_OVERRUN * planned_seconds
+def _task_guard(step_guard, clock, planned_seconds: float, spare_seconds: float = 0.0):
+    """The step guard, plus a stop once a task overruns its plan by more than the time no
+    other task's plan needs (``spare_seconds``), and never before ``TASK_OVERRUN`` times
+    its plan. The cost model learns only when a task ends, so a prior that is far too
+    optimistic (a loaded machine, a slower GPU) must not let one task eat the others'
+    time; with time to spare, an underestimated task still trains to its planned steps."""
+    allowed = max(TASK_OVERRUN * planned_seconds, planned_seconds + max(0.0, spare_seconds))
+    limit = clock.now() + allowed
 
     def stop() -> bool:
         return step_guard() or clock.now() > limit

@@ -619,6 +619,13 @@ def predict_tasks(
     t2 = time.monotonic()
     stats = encoding.ParseStats()
     selections = collect(tasks, keyed, completions, fmt, tokenizer, skipped, stats)
+    # Why a walk stopped early (node cap, deadline, candidate cap): the backend keeps each
+    # request's DFSResult; a test input reports its views' first reason.
+    walks = getattr(backend, "dfs_results", None) or []
+    for (key, _), res in zip(keyed, walks):
+        if res is not None and res.stopped:
+            s = selections[key.task_id][key.test_index]
+            s.dfs_stopped = s.dfs_stopped or res.stopped
     # the vote order stands without scoring views; a scorer that needs them re-scores
     m = resolve_rescore(cfg) if scorer != "vote" else 0
     n_scores = rescore(

@@ -12,6 +12,11 @@ stop tokens are followed: that keeps the tree small, and an answer with any othe
 could not parse anyway. Children are visited most likely first, so the first answer found
 is the greedy one and a backend's KV cache is extended rather than rebuilt.
 
+The candidate cap keeps the most likely answers, not the first found: once the cap is
+full, a branch is followed only while its prefix is more likely than the worst answer
+kept (every answer below a prefix is at most as likely as it), so the walk returns the
+exact top ``max_candidates`` of the answers >= P, and the cap also prunes the tree.
+
 ``DFSWalk`` is the search itself, with no model in it: the caller feeds it the
 log-probabilities after each prefix it asks for. That way one walk serves both
 backends: the transformers backend steps one token at a time on a KV cache it crops when
@@ -27,20 +32,30 @@ backend that reports only its top ``k >= floor(1/P) + 1`` log-probabilities per 
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+STOP_REASONS = ("nodes", "deadline", "candidates")
+
 
 @dataclass
 class DFSResult:
-    """What one walk found: (token ids with the stop token, log-probability), best first."""
+    """What one walk found: (token ids with the stop token, log-probability), best first.
+
+    ``stopped`` says why the answers may not be every answer >= P (None: they are):
+    "nodes" (``max_nodes`` expansions) or "deadline" ended the walk early, so the answers
+    are the best of the part searched; "candidates": the walk finished, but the candidate
+    cap pruned branches above P, so the answers are the exact top ``max_candidates`` and
+    more answers >= P may exist.
+    """
 
     found: list[tuple[list[int], float]] = field(default_factory=list)
     nodes: int = 0  # expansions: one forward of one token each
-    stopped: str | None = None  # why the walk ended early: candidates, nodes or deadline
+    stopped: str | None = None  # None or one of STOP_REASONS
 
 
 def top_k_needed(min_prob: float) -> int:
@@ -87,6 +102,8 @@ class DFSWalk:
     ):
         if not stop_ids:
             raise ValueError("DFS needs stop token ids: an answer is complete at its stop token")
+        if max_candidates < 1:
+            raise ValueError(f"max_candidates: {max_candidates}; DFS keeps at least one answer")
         self.max_nll = -math.log(min_prob)
         self.max_new_tokens = max_new_tokens
         self.allowed = list(dict.fromkeys([*allowed_ids, *stop_ids]))
@@ -98,7 +115,37 @@ class DFSWalk:
         self._stack: list[list[tuple[float, int]]] = []  # per depth: children left, best last
         self._nll: list[float] = [0.0]  # nll of the path at each depth
         self._result = DFSResult()
+        # the best answers so far, (log-prob, -order, ids): a min-heap, [0] is the worst kept
+        self._kept: list[tuple[float, int, list[int]]] = []
+        self._order = 0  # heap tie-break: earlier answers first
+        self._capped = False  # the full cap pruned something above P
         self._done = False
+
+    def _passes(self, nll: float) -> bool:
+        """Whether a prefix (or answer) of this nll is worth following: >= P, and with the
+        cap full, more likely than the worst answer kept (no answer below a prefix is more
+        likely than it, so nothing under a worse one could replace it)."""
+        if nll > self.max_nll:
+            return False
+        if len(self._kept) >= self.max_candidates and -nll <= self._kept[0][0]:
+            self._capped = True  # above P, but cannot beat the answers kept
+            return False
+        return True
+
+    def _keep(self, toks: list[int], nll: float) -> None:
+        """Record a finished answer, dropping the worst kept one when the cap is full."""
+        if not self._passes(nll):
+            return
+        item = (-nll, -self._order, toks)
+        self._order += 1
+        if len(self._kept) < self.max_candidates:
+            heapq.heappush(self._kept, item)
+        else:
+            heapq.heapreplace(self._kept, item)
+            self._capped = True  # an answer >= P dropped for the cap
+
+    def _best_first(self) -> list[tuple[list[int], float]]:
+        return [(toks, lp) for lp, _, toks in sorted(self._kept, reverse=True)]
 
     def push(self, logprobs: Mapping[int, float]) -> None:
         """The log-probs of the next token after ``prefix``: queue its children."""
@@ -109,7 +156,7 @@ class DFSWalk:
             if lp is None or not math.isfinite(lp):
                 continue
             nll = base - lp
-            if nll <= self.max_nll:
+            if self._passes(nll):
                 children.append((nll, tok))
         children.sort(reverse=True)  # pop() from the end takes the most likely
         self._stack.append(children)
@@ -130,10 +177,10 @@ class DFSWalk:
                     self.prefix.pop()
                 continue
             nll, tok = children.pop()
+            if not self._passes(nll):
+                continue  # the cap filled since it was queued
             if tok in self.stops:
-                self._result.found.append(([*self.prefix, tok], -nll))
-                if len(self._result.found) >= self.max_candidates:
-                    return self._finish("candidates")
+                self._keep([*self.prefix, tok], nll)
                 continue
             if len(self.prefix) + 2 > self.max_new_tokens:
                 continue  # no room left for this token and a stop token after it
@@ -144,23 +191,25 @@ class DFSWalk:
             self.prefix.append(tok)
             self._nll.append(nll)
             return tok
-        return self._finish(None)
+        return self._finish("candidates" if self._capped else None)
 
     def _finish(self, why: str | None) -> None:
         self._done = True
-        self._result.stopped = why
         if why in ("nodes", "deadline"):
             # Stop tokens still queued are finished answers that need no forward pass.
             for depth, children in enumerate(self._stack):
                 for nll, tok in children:
                     if tok in self.stops:
-                        self._result.found.append(([*self.prefix[:depth], tok], -nll))
+                        self._keep([*self.prefix[:depth], tok], nll)
+        self._result.stopped = why
+        self._result.found = self._best_first()
         return None
 
     def result(self) -> DFSResult:
-        """The answers found, most likely first."""
-        self._result.found.sort(key=lambda f: -f[1])
-        del self._result.found[self.max_candidates :]
+        """The answers found, most likely first (at most ``max_candidates``); ``stopped``
+        says whether they may be fewer than every answer >= P (``DFSResult``)."""
+        if not self._done:  # read mid-walk: what is kept so far
+            self._result.found = self._best_first()
         return self._result
 
 
@@ -176,6 +225,15 @@ def walk_for(r: Any, allowed_ids: Sequence[int]) -> DFSWalk:
         max_nodes=r.max_nodes,
         deadline=r.deadline,
     )
+
+
+def record_walk(stats: dict, res: DFSResult) -> None:
+    """Add a walk to a backend's ``stats``: ``dfs_nodes`` (expansions) and ``dfs_stopped``
+    (stop reason -> walks, for the walks that did not return every answer >= P)."""
+    stats["dfs_nodes"] = stats.get("dfs_nodes", 0) + res.nodes
+    if res.stopped is not None:
+        stopped = stats.setdefault("dfs_stopped", {})
+        stopped[res.stopped] = stopped.get(res.stopped, 0) + 1
 
 
 def to_completions(res: DFSResult, tokenizer: Any, stop_ids: Sequence[int]) -> list:

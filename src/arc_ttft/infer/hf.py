@@ -12,6 +12,12 @@ sequence: 1.2 GB in fp32). Generation keeps one step's log-probs at a time
 positions only (``logits_to_keep``) and sizes its batches so those stay under
 ``max_logits_mb``.
 
+DFS steps one token at a time on a KV cache it crops when the walk backtracks. That cache
+is a plain ``DynamicCache`` with full layers even for sliding-window models (Gemma 3,
+Phi-3): transformers gives those models sliding layers that keep only the last window
+and cannot be cropped once a sequence is longer than it. The window still applies, as
+the mask (built from the model's config on absolute positions) hides what lies outside.
+
 Over 500 lines: generation, DFS on a cropped cache and shared-prompt scoring are the
 backend protocol's three calls, each with the memory care it needs.
 """
@@ -27,11 +33,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
 from arc_ttft import encoding
 from arc_ttft.infer.base import Completion, Request, ScoreItem, cut_at_stop, decode_answer
-from arc_ttft.infer.dfs import grid_token_ids, logprob_map, to_completions, walk_for
+from arc_ttft.infer.dfs import (
+    DFSResult,
+    grid_token_ids,
+    logprob_map,
+    record_walk,
+    to_completions,
+    walk_for,
+)
 
 
 class HFBackend:
@@ -65,6 +78,8 @@ class HFBackend:
             self.pad_id = tokenizer.eos_token_id
         self.stats = {"generate_s": 0.0, "score_s": 0.0, "sequences": 0}
         self._texts: list[str] | None = None  # token id -> text, for _AnswerOver
+        # the last generate call's DFS walks, one per request (None: not a DFS request)
+        self.dfs_results: list[DFSResult | None] = []
         self._grid_id_cache: dict[str, list[int]] = {}
 
     @classmethod
@@ -207,17 +222,19 @@ class HFBackend:
         params = inspect.signature(type(self.base).forward).parameters
         return "cache" if "cache" in params else "past_key_values"
 
-    def _dfs_one(self, model: Any, r: Request) -> list[Completion]:
+    def _dfs_one(self, model: Any, r: Request) -> DFSResult:
         """One prompt's DFS on a KV cache: prefill once, then one token per expansion;
         when the walk backtracks the cache is cropped back to the node's depth."""
         walk = walk_for(r, self._grid_ids(r.grid_alphabet or "0123456789\n"))
         if r.deadline is not None and time.time() > r.deadline:
-            return []  # out of time: not even the prompt's forward
+            return DFSResult(stopped="deadline")  # not even the prompt's forward
         index = torch.tensor(walk.allowed, dtype=torch.long, device=self.device)
         n_prompt = len(r.prompt_ids)
         ids = torch.tensor([r.prompt_ids], dtype=torch.long, device=self.device)
         name = self._cache_name()
-        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        # no config: full layers, croppable past a sliding window (module docstring)
+        cache = DynamicCache()
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{name: cache})
         cache = getattr(out, name)
         walk.push(logprob_map(out.logits[0, -1].float().log_softmax(-1), walk.allowed, index))
         while (tok := walk.next()) is not None:
@@ -226,16 +243,14 @@ class HFBackend:
             step = torch.tensor([[tok]], dtype=torch.long, device=self.device)
             out = model(input_ids=step, use_cache=True, logits_to_keep=1, **{name: cache})
             walk.push(logprob_map(out.logits[0, -1].float().log_softmax(-1), walk.allowed, index))
-        res = walk.result()
-        self.stats["dfs_nodes"] = self.stats.get("dfs_nodes", 0) + res.nodes
-        return to_completions(res, self.tokenizer, r.stop_token_ids)
+        return walk.result()
 
-    def _dfs(self, requests: Sequence[Request]) -> list[list[Completion]]:
+    def _dfs(self, requests: Sequence[Request]) -> list[DFSResult]:
         """DFS requests one after another, grouped by adapter (each activated once)."""
         groups: dict[str | None, list[int]] = {}
         for i, r in enumerate(requests):
             groups.setdefault(r.adapter, []).append(i)
-        results: list[list[Completion]] = [[] for _ in requests]
+        results: list[DFSResult] = [DFSResult() for _ in requests]
         for adapter, idx in groups.items():
 
             def go(model, idx=idx):
@@ -244,18 +259,24 @@ class HFBackend:
                         results[i] = self._dfs_one(model, requests[i])
 
             self._run(adapter, go)
-        self.stats["sequences"] += sum(len(c) for c in results)
+        for res in results:
+            record_walk(self.stats, res)
+        self.stats["sequences"] += sum(len(res.found) for res in results)
         return results
 
     def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
         """Completions per request; groups by (adapter, n, temperature, stops), batches each.
-        Requests with ``min_prob`` set are answered by depth-first search instead."""
+        Requests with ``min_prob`` set are answered by depth-first search instead; their
+        walks (``DFSResult``: nodes, stop reason) stay in ``dfs_results``, one per request
+        (None for the others), until the next call."""
         t0 = time.monotonic()
         results: list[list[Completion] | None] = [None] * len(requests)
+        self.dfs_results = [None] * len(requests)
         dfs = [i for i, r in enumerate(requests) if r.min_prob is not None]
         if dfs:
-            for i, comps in zip(dfs, self._dfs([requests[i] for i in dfs])):
-                results[i] = comps
+            for i, res in zip(dfs, self._dfs([requests[i] for i in dfs])):
+                self.dfs_results[i] = res
+                results[i] = to_completions(res, self.tokenizer, requests[i].stop_token_ids)
         if any(r.temperature > 0 for r in requests):
             torch.manual_seed(self.seed)
         groups: dict[tuple, list[int]] = {}
@@ -500,7 +521,9 @@ class _StepLogprobs:
 
 def crop_cache(cache: Any, length: int) -> None:
     """Drop the cached positions past ``length`` (DFS backtracking). transformers 5's
-    ``crop`` takes the number of positions to remove, as a negative int."""
+    ``crop`` takes the number of positions to remove, as a negative int. The cache must
+    have full layers: a sliding-window layer past its window has dropped what it would
+    need (``_dfs_one`` builds it so)."""
     extra = cache.get_seq_length() - length
     if extra > 0:
         cache.crop(-extra)

@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from arc_ttft.infer.base import Completion, Request, ScoreItem, cut_at_stop
-from arc_ttft.infer.dfs import grid_token_ids, to_completions, top_k_needed, walk_for
+from arc_ttft.infer.dfs import (
+    DFSResult,
+    grid_token_ids,
+    record_walk,
+    to_completions,
+    top_k_needed,
+    walk_for,
+)
 
 MIN_LORA_SLOTS = 8  # adapters one engine batch can hold at least
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
@@ -206,7 +213,7 @@ class VLLMBackend:
 
     # -- the protocol -----------------------------------------------------------------
 
-    def _dfs(self, requests: Sequence[Request]) -> list[list[Completion]]:
+    def _dfs(self, requests: Sequence[Request]) -> list[DFSResult]:
         """Depth-first search (infer.dfs) for every request at once, in lockstep: each
         round is one engine call that asks every unfinished walk for the next-token top
         log-probs after its prompt + prefix. The prefix cache holds the prompts and the
@@ -245,10 +252,10 @@ class VLLMBackend:
                     still.append(i)
             pending = still
         results = []
-        for r, walk in zip(requests, walks):
+        for walk in walks:
             res = walk.result()
-            self.stats["dfs_nodes"] = self.stats.get("dfs_nodes", 0) + res.nodes
-            results.append(to_completions(res, self.tokenizer, r.stop_token_ids))
+            record_walk(self.stats, res)
+            results.append(res)
         return results
 
     def _grid_ids(self, alphabet: str | None) -> list[int]:
@@ -269,11 +276,15 @@ class VLLMBackend:
         if dfs:
             rest = [i for i, r in enumerate(requests) if r.min_prob is None]
             results: list[list[Completion]] = [[] for _ in requests]
-            for i, comps in zip(dfs, self._dfs([requests[i] for i in dfs])):
-                results[i] = comps
+            walked: list[DFSResult | None] = [None] * len(requests)
+            for i, res in zip(dfs, self._dfs([requests[i] for i in dfs])):
+                walked[i] = res
+                results[i] = to_completions(res, self.tokenizer, requests[i].stop_token_ids)
             for i, comps in zip(rest, self.generate([requests[i] for i in rest])):
                 results[i] = comps
+            self.dfs_results = walked  # as the hf backend: each request's walk, or None
             return results
+        self.dfs_results = [None] * len(requests)
         params = []
         for i, r in enumerate(requests):
             params.append(

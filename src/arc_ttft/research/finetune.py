@@ -104,24 +104,41 @@ def holdout_ids(tasks: list[Task], fraction: float, seed: int, item: str) -> lis
     return sorted(random.Random(f"{seed}:holdout:{item}").sample(ids, k))
 
 
+def grid_keys(task: Task) -> set[bytes]:
+    """Fingerprints of a task's distinctive grids (inputs and outputs of every pair): at
+    least 9 cells and two colours, so that a blank or tiny grid two unrelated tasks share
+    by chance does not count as the same task."""
+    keys = set()
+    for ex in [*task.train, *task.test]:
+        for g in (ex.input, ex.output):
+            if g is not None and g.size >= 9 and len(set(g.ravel().tolist())) > 1:
+                keys.add(bytes(g.shape) + g.astype("int8").tobytes())
+    return keys
+
+
 def resolve_mix(cfg: C.FinetuneConfig) -> MixData:
-    """Training tasks (first occurrence of an id wins) minus the held-out ids."""
+    """Training tasks (first occurrence of an id wins) minus the held-out tasks: by id,
+    and by grids, since sets copy each other's tasks (ARC-AGI-2's training set holds
+    ARC-AGI-1 evaluation tasks, some under other ids)."""
     held: set[str] = set()
+    held_grids: set[bytes] = set()
     for item in cfg.data:
         if item.startswith(HOLDOUT):
             source = item[len(HOLDOUT) :]
-            held |= set(
-                holdout_ids(load_source(source, cfg), cfg.holdout_fraction, cfg.seed, source)
-            )
+            tasks = load_source(source, cfg)
+            ids = set(holdout_ids(tasks, cfg.holdout_fraction, cfg.seed, source))
+            held |= ids
+            held_grids |= {k for t in tasks if t.id in ids for k in grid_keys(t)}
     train: list[Task] = []
     source_of: dict[str, str] = {}
     for item in cfg.data:
         if item.startswith(HOLDOUT):
             continue
         for t in load_source(item, cfg):
-            if t.id not in held and t.id not in source_of:
-                source_of[t.id] = item
-                train.append(t)
+            if t.id in held or t.id in source_of or grid_keys(t) & held_grids:
+                continue
+            source_of[t.id] = item
+            train.append(t)
     return MixData(train, sorted(held), source_of)
 
 

@@ -12,7 +12,8 @@ for pretraining a small model.
 Guarantees: the same seed gives the same tasks; task ``i`` of a seed does not depend on
 ``n_tasks``; input sides lie in ``[min_size, max_size]`` (narrowed where a family needs
 it: scale-up keeps inputs at most 15 wide, crop and the dihedral transforms
-need sides >= 2); every grid is 1..30 on a side; every
+need sides >= 2, and a family of objects widens a window below its least side); every
+grid is 1..30 on a side; every
 pair's input differs from its output (except the ``copy`` family); a task's inputs are
 distinct; the test input uses only colours the train inputs show, where the rule is a
 colour map.
@@ -359,6 +360,10 @@ def _side_bounds(family: str, min_size: int, max_size: int) -> tuple[int, int, i
     lo = max(min_size, s.min_side)
     hi_h = min(max_size, s.max_side, s.max_height)
     hi_w = min(max_size, s.max_side, s.max_width)
+    if s.min_side > max_size:
+        # The caller's window lies below the family's least input (objects need room):
+        # use the smallest inputs the family allows.
+        return s.min_side, s.min_side, s.min_side, s.min_side
     if lo > min(hi_h, hi_w):
         # The caller's window lies above the family's cap (e.g. scale2 above 15):
         # use the largest inputs the family allows, so outputs stay within 30.
