@@ -152,6 +152,28 @@ def test_holdout_ids_leave_the_training_set():
     assert all(ex.output is not None for t in gen.train for ex in t.test)
 
 
+def test_a_mix_with_arc2_train_drops_every_held_out_task_by_id_and_by_grids():
+    """ARC-AGI-2's training set holds the held-out ARC-AGI-1 tasks under their ids, and a
+    near-copy under another id."""
+    cfg = C.from_flat(
+        C.FinetuneConfig,
+        {"data": "arc2-train,-holdout:arc1-simple,-holdout:arc1-eval-small"},
+    )
+    mix = F.resolve_mix(cfg)
+    held = load_tasks("arc1-simple").tasks + load_tasks("arc1-eval-small").tasks
+    held_ids = {t.id for t in held}
+    held_grids = set().union(*(F.grid_keys(t) for t in held))
+    assert set(mix.holdout_ids) == held_ids and len(held_ids) == 15 + 77 - 1  # 60c09cac: both
+    train_ids = {t.id for t in mix.train}
+    assert not train_ids & held_ids
+    assert not any(F.copies_held(t, held_grids) for t in mix.train)
+    arc2 = load_tasks("arc2-train").tasks
+    by_id = [t for t in arc2 if t.id in held_ids]
+    by_grids = [t.id for t in arc2 if t.id not in held_ids and F.copies_held(t, held_grids)]
+    assert len(by_id) > 0 and by_grids == ["8719f442"]  # two grids of 2072aba6
+    assert len(mix.train) == len(arc2) - len(by_id) - len(by_grids)
+
+
 def test_samples_are_ttt_samples(task_file):
     """The training sequences are TTT's own (same prompts, views and labels), with the
     test pair joining the train pairs."""

@@ -267,6 +267,34 @@ def test_an_abandoned_call_does_not_abort_the_process(tmp_path):
         assert res.stdout.splitlines() == ["abandoned", "score: 1.0000 (1/1 tasks)"]
 
 
+def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace(tmp_path, monkeypatch):
+    """At the deadline the parent only sent SIGTERM and waited: a worker hung in a CUDA
+    call would hold the run past Kaggle's limit."""
+    stubborn = [sys.executable, "-c",
+                "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "print('up', flush=True); time.sleep(300)"]  # fmt: skip
+    procs = []
+
+    def spawn(*a, **kw):
+        procs.append(subprocess.Popen(stubborn, stdout=subprocess.PIPE, text=True))
+        procs[-1].stdout.readline()  # its handler is set
+        return procs[-1]
+
+    monkeypatch.setattr(pipeline, "_spawn_worker", spawn)
+    monkeypatch.setattr(pipeline, "KILL_GRACE_S", 1.0)
+    clock = B.FakeClock()
+    guard = B.Budget(clock, 10.0)
+    clock.advance(11.0)  # past the deadline
+    cfg = _cfg(tmp_path, max_tasks=2)
+    tasks = _tasks(cfg)
+    out = Path(cfg.output)
+    t0 = time.monotonic()
+    faults = pipeline._run_workers([tasks[:1], tasks[1:]], cfg, out, guard, EventLog(), tasks)
+    assert time.monotonic() - t0 < 20
+    assert [p.returncode for p in procs] == [-signal.SIGKILL] * 2
+    assert len([f for f in faults if "killed" in f]) == 2
+
+
 def test_the_entry_points_exit_through_the_budget():
     """The console script and both ``python -m`` entries end with budget.exit_code."""
     import tomllib

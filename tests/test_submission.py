@@ -168,6 +168,38 @@ def test_summary_names_the_probes_answers(tmp_path):
     assert row["candidates"] == "1"
 
 
+def test_compare_runs_names_what_ttt_gained_and_lost(tmp_path):
+    tasks = [Task(f"t{k}", [Example(A, B)], [Example(A, B)]) for k in (1, 2)]
+
+    def answers(run, tid, first, votes, source="adapter"):
+        d = tmp_path / run / "tasks" / tid
+        d.mkdir(parents=True, exist_ok=True)
+        data = {
+            "attempts": [{"attempt_1": to_list(first), "attempt_2": to_list(C)}],
+            "sources": [[source, "fallback"]],
+            "selections": [{"candidates": [{"count": v} for v in votes]}],
+        }
+        (d / "answers.json").write_text(json.dumps(data))
+
+    answers("base", "t1", C, [8], "model")  # wrong, then right with TTT
+    answers("ttt", "t1", B, [5, 3])
+    answers("base", "t2", B, [8], "model")  # right, then wrong
+    answers("ttt", "t2", C, [8])
+    (tmp_path / "ttt" / "tasks" / "t1" / "ttt.json").write_text(
+        json.dumps({"steps": 64, "final_loss": 0.003})
+    )
+    (tmp_path / "ttt" / "config.json").write_text(
+        json.dumps(
+            {"ttt": {"ttt_transforms": "none"}, "infer": {"view_transforms": "auto", "views": 8}}
+        )
+    )
+    md = report.compare_runs(tmp_path / "base", tmp_path / "ttt", tasks)
+    assert "gained by TTT: 1, lost: 1" in md and "ttt_transforms=none" in md
+    rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| t")}
+    assert "1x1 wrong (8; model)" in rows["t1"] and "1x3 **ok** (5/3; adapter)" in rows["t1"]
+    assert "| 64 | 0.0030 | gained |" in rows["t1"] and rows["t2"].endswith("| lost |")
+
+
 def test_write_accepts_numpy_grids(tmp_path):
     path = tmp_path / "s.json"
     write_submission({"t1": [{"attempt_1": A, "attempt_2": np.int64(3)}]}, path)

@@ -44,6 +44,22 @@ def _task(train=None, test=None) -> dict:
 # ---------------------------------------------------------------------------------------
 
 
+def test_the_real_subsets_are_what_they_say():
+    from arc_ttft.tasks import ARC1_SIMPLE_IDS
+
+    simple = load_tasks("arc1-simple").tasks
+    assert sorted(t.id for t in simple) == sorted(ARC1_SIMPLE_IDS)
+    train = {t.id for t in load_tasks("arc1-train").tasks}
+    assert len([t for t in simple if t.id in train]) == 14  # 60c09cac is an evaluation task
+    small = load_tasks("arc1-eval-small").tasks
+    sides = [max(g.shape) for t in small for ex in t.train + t.test for g in (ex.input, ex.output)]
+    assert max(sides) <= 10
+    every = load_tasks("arc1-eval").tasks
+    bigger = [t for t in every if all(max(ex.input.shape + ex.output.shape) <= 10
+                                      for ex in t.train + t.test)]  # fmt: skip
+    assert [t.id for t in bigger] == [t.id for t in small]
+
+
 @pytest.mark.parametrize(
     "name, count, first",
     [
@@ -51,6 +67,8 @@ def _task(train=None, test=None) -> dict:
         ("arc1-eval", 400, "00576224"),
         ("arc2-train", 1000, "00576224"),
         ("arc2-eval", 120, "0934a4d8"),
+        ("arc1-simple", 15, "0d3d703e"),
+        ("arc1-eval-small", 77, "00576224"),
     ],
 )
 def test_bundled_sets_load_fast_with_every_solution(name, count, first):

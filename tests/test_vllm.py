@@ -291,3 +291,48 @@ def test_a_finetuned_model_serves_on_vllm(backends, tmp_path):
     finally:
         vl.close()
         hf.close()
+
+
+def test_the_gpu_defaults_run_end_to_end(tmp_path, monkeypatch):
+    """What Kaggle runs with `auto` everywhere, decided as on its GPUs (--profile
+    kaggle-gpu): vLLM, DFS, ARChitects scoring over 8 views, 2 workers, arc-nano. It must
+    end with a valid submission of model answers (not fallbacks) and no fault."""
+    from pathlib import Path
+
+    from arc_ttft import config as C
+    from arc_ttft import pipeline, submission
+    from arc_ttft.events import read_events
+    from arc_ttft.research import synthetic
+
+    for k, v in vllm_env(str(tmp_path)).items():
+        monkeypatch.setenv(k, v)  # the workers inherit them
+    challenges, _ = synthetic.write_kaggle(
+        *synthetic.generate(4, seed=123, families=["flip_h", "rot180"], max_size=4),
+        tmp_path, "gen",
+    )  # fmt: skip
+    flat = {"challenges": str(challenges), "model": "arc-nano", "profile": "kaggle-gpu",
+            "ttt_steps": 4, "budget_minutes": 8.0, "output": str(tmp_path / "run")}  # fmt: skip
+    res = pipeline.run(C.validate(C.from_flat(C.RunConfig, flat)), progress=False)
+    out = Path(res.output)
+    saved = C.load(C.RunConfig, out / "config.json")
+    assert (saved.infer.backend, saved.infer.sampling, saved.infer.scorer) == (
+        "vllm", "dfs", "architects",
+    )  # fmt: skip
+    assert (saved.infer.rescore, saved.workers) == (8, 2)
+    assert res.faults == []
+    tasks = pipeline.load_tasks(str(challenges)).tasks
+    sub = submission.read_submission(out / "submission.json")
+    assert submission.validate_submission(sub, tasks) == []
+    events = [e for w in (0, 1) for e in read_events(out / f"run.worker{w}.jsonl")]
+    assert not [e for e in events if e["stage"] == "fault"]
+    infers = [e for e in events if e["stage"] == "infer"]
+    assert infers and all(e["backend"] == "vllm" and e["sampling"] == "dfs" for e in infers)
+    assert all(e["scorer"] == "architects" for e in infers)
+    for t in tasks:  # every first attempt is a model's answer (the adapter's or the probe's)
+        d = pipeline.task_dir(out, t.id)
+        path = (
+            d / pipeline.ANSWERS if (d / pipeline.ANSWERS).exists() else d / pipeline.ANSWERS_BASE
+        )
+        data = json.loads(path.read_text())
+        assert data["sources"][0][0] != "fallback", (t.id, data["sources"])
+    print(res.score_line())

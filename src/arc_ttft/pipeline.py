@@ -365,6 +365,7 @@ def shard_tasks(tasks: list[Task], n: int, fmt: str, steps: int) -> list[list[Ta
 MAX_WORKER_RESTARTS = 2  # per GPU: a worker that keeps dying is given up
 WORKER_CONFIG = "worker-config.json"  # the resolved config the workers run (shrunk model...)
 MERGE_EVERY_S = 1.0
+KILL_GRACE_S = 15.0  # after the deadline's SIGTERM, a worker still alive gets SIGKILL
 
 
 @dataclass
@@ -373,6 +374,7 @@ class _Slot:
     tasks: list[Task]
     proc: subprocess.Popen
     restarts: int = 0
+    terminated_at: float | None = None  # when SIGTERM went out (time.monotonic)
 
 
 def _spawn_worker(
@@ -421,8 +423,19 @@ def _run_workers(
         time.sleep(MERGE_EVERY_S)
         write_submission_now(out, all_tasks, cfg.infer.fallback)
         if guard.expired():
+            # SIGTERM first (a worker ends its step and exits); one that does not end
+            # within the grace period (hung in a CUDA call) is killed.
+            now = time.monotonic()
             for s in slots:
-                s.proc.terminate()
+                if s.proc.poll() is not None:
+                    continue
+                if s.terminated_at is None:
+                    s.proc.terminate()
+                    s.terminated_at = now
+                elif now - s.terminated_at > KILL_GRACE_S:
+                    s.proc.kill()
+                    events.log("fault", where="worker", gpu=s.gpu, error="killed after SIGTERM")
+                    faults.append(f"worker {s.gpu}: killed {KILL_GRACE_S:.0f} s after SIGTERM")
             continue
         for s in slots:
             rc = s.proc.poll()

@@ -123,3 +123,56 @@ def write_outputs(
         out / "report.html", tasks, answers, None, list(header.items()), title="arc-ttft run report"
     )
     return summary, report
+
+
+def _answer_cell(ans: dict[str, Any], test: int, truth: Any) -> str:
+    """``3x3 ok (8)``: the first attempt's shape, whether it is right, its votes."""
+    attempts, sels = ans.get("attempts", []), ans.get("selections", [])
+    if test >= len(attempts):
+        return "-"
+    first = attempts[test]["attempt_1"]
+    right = truth is not None and np.array_equal(np.asarray(first), np.asarray(truth))
+    votes = [c.get("count", 0) for c in sels[test].get("candidates", [])[:3]] if sels else []
+    source = (ans.get("sources") or [["?"]])[test][0]
+    mark = "**ok**" if right else "wrong"
+    return f"{_shape(first)} {mark} ({'/'.join(map(str, votes)) or 'no candidate'}; {source})"
+
+
+def compare_runs(base_dir: Path, ttt_dir: Path, tasks: list[Task]) -> str:
+    """Markdown: per task and test input, the first attempt of a run without TTT and of a
+    run with it (shape, right or wrong, top votes, where it came from), the TTT steps and
+    final loss, and what changed. Both runs must be over ``tasks``."""
+    base_cfg = _read(Path(base_dir) / "config.json") or {}
+    ttt_cfg = _read(Path(ttt_dir) / "config.json") or {}
+    inf, ttt = ttt_cfg.get("infer", {}), ttt_cfg.get("ttt", {})
+    lines = [
+        "| task | test | without TTT | with TTT | TTT steps | final loss | change |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    counts = {"gained": 0, "lost": 0}
+    for t in tasks:
+        b = _read(Path(base_dir) / "tasks" / t.id / "answers.json") or {}
+        a = _read(Path(ttt_dir) / "tasks" / t.id / "answers.json") or {}
+        a = a or _read(Path(ttt_dir) / "tasks" / t.id / "answers.base.json") or {}
+        info = _read(Path(ttt_dir) / "tasks" / t.id / "ttt.json") or {}
+        loss = info.get("final_loss")
+        for i, ex in enumerate(t.test):
+            cells = [_answer_cell(b, i, ex.output), _answer_cell(a, i, ex.output)]
+            ok = ["**ok**" in c for c in cells]
+            change = {(False, True): "gained", (True, False): "lost"}.get(tuple(ok), "")
+            if change:
+                counts[change] += 1
+            lines.append(_table_row([
+                t.id, i, *cells, info.get("steps", 0),
+                f"{loss:.4f}" if isinstance(loss, (int, float)) else "-", change,
+            ]))  # fmt: skip
+    head = [
+        f"- without TTT: `{base_dir}` (model {base_cfg.get('model', {}).get('model')})",
+        f"- with TTT: `{ttt_dir}`: adapters trained on views with `ttt_transforms="
+        f"{ttt.get('ttt_transforms')}` (geometry; colours and pair order always vary), "
+        f"asked in `view_transforms={inf.get('view_transforms')}` ({inf.get('views')} views)",
+        f"- test inputs gained by TTT: {counts['gained']}, lost: {counts['lost']}",
+        "- a cell: the first attempt's shape, right or wrong, its top votes, and its source",
+        "",
+    ]
+    return "\n".join(head + lines) + "\n"
