@@ -295,6 +295,36 @@ def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace(tmp_path, monke
     assert len([f for f in faults if "killed" in f]) == 2
 
 
+def test_a_hung_model_load_ends_at_the_deadline():
+    """Model loading had no timeout: a load that never returned held the run forever."""
+    import numpy as np
+
+    from arc_ttft.research import simulate as S
+
+    tasks = load_tasks("arc1-eval").tasks[:3]
+    cfg = C.validate(C.from_flat(C.RunConfig, {"probe_tasks": 0, "ttt_steps": 2}))
+    costs = S.TrueCosts(step_per_token=1e-6, gen_per_token=1e-6)
+    tokens = {t.id: 100.0 for t in tasks}
+
+    class HungLoads(S.FakeShard):
+        def load_trainer(self):
+            time.sleep(30)
+
+        def load_backend(self):
+            time.sleep(30)
+
+    ops = HungLoads(B.FakeClock(), cfg, costs, tokens, np.random.default_rng(0))
+    guard = B.Budget(B.Clock(), 3.0)
+    cost = B.CostModel()
+    t0 = time.monotonic()
+    report = schedule.run_shard(
+        cfg, ops, guard, cost, EventLog(), tokens=tokens, ttt_todo=tasks, infer_todo=tasks,
+        adapters={},
+    )  # fmt: skip
+    assert time.monotonic() - t0 < 8
+    assert any("load_trainer" in f for f in report.faults)
+
+
 def test_the_entry_points_exit_through_the_budget():
     """The console script and both ``python -m`` entries end with budget.exit_code."""
     import tomllib

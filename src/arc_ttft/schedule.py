@@ -262,7 +262,7 @@ def run_shard(
 
     if do_ttt and infer_todo and cfg.infer.probe_tasks > 0:
         probe = probe_order(infer_todo, tokens, cfg.infer.probe_tasks)
-        if _load_backend(ops, cost, events, report, clock):
+        if _load_backend(ops, cost, events, report, guard):
             limit = clock.now() + PROBE_SHARE * guard.remaining()
             done = _infer(
                 cfg, ops, guard, cost, events, report, probe, adapters, base=True, until=limit
@@ -273,7 +273,7 @@ def run_shard(
     if do_ttt:
         _train(cfg, ops, guard, cost, events, report, tokens, ttt_todo, infer_todo, adapters)
 
-    if infer_todo and _load_backend(ops, cost, events, report, clock):
+    if infer_todo and _load_backend(ops, cost, events, report, guard):
         # Probed tasks last: if time runs out, the tasks it refuses have base answers.
         probed = set(report.probed)
         infer_todo = [t for t in infer_todo if t.id not in probed] + [
@@ -286,10 +286,17 @@ def run_shard(
     return report
 
 
-def _load_backend(ops, cost, events, report, clock) -> bool:
+def _within_budget(load, guard) -> None:
+    """A model load that has not returned by the deadline is abandoned (a hung read of a
+    mounted dataset, a stuck engine start): the tasks keep the answers they have."""
+    B.with_deadline(load, max(1.0, guard.remaining()))
+
+
+def _load_backend(ops, cost, events, report, guard) -> bool:
+    clock = guard.clock
     t0 = clock.now()
     try:
-        ops.load_backend()
+        _within_budget(ops.load_backend, guard)
     except Exception as e:  # noqa: BLE001 - no backend: every task keeps its fallback
         _fault(events, report, "load_backend", e)
         return False
@@ -301,7 +308,7 @@ def _train(cfg, ops, guard, cost, events, report, tokens, todo, infer_todo, adap
     clock = guard.clock
     t0 = clock.now()
     try:
-        ops.load_trainer()
+        _within_budget(ops.load_trainer, guard)
     except Exception as e:  # noqa: BLE001 - no TTT: the base model answers
         _fault(events, report, "load_trainer", e)
         for t in todo:
@@ -412,7 +419,7 @@ def _infer(
                 if (
                     rebuilds > MAX_BACKEND_REBUILDS
                     or not guard.can_start(cost.overhead("load_infer"), writes)
-                    or not _load_backend(ops, cost, events, report, guard.clock)
+                    or not _load_backend(ops, cost, events, report, guard)
                 ):
                     return done  # the rest keep their fallbacks
             continue

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Score a model on the real ARC sets no bundled model trained on, with and without its
+# TTT, through `arc-ttft run`, and write per-task comparisons (what TTT changed).
+#   bash scripts/eval_real_arc.sh MODEL OUT [SETS]    (SETS default: arc1-simple,arc1-eval-small)
+# MODEL: a registry name (arc-nano, arc-nano2) or a model folder; a folder gets arc-nano's
+# TTT settings (colour/order views, loss on every output, 64 steps at 1e-3) spelled out.
+# Run it alone on the machine: the figures are wall-clock bound.
+set -euo pipefail
+MODEL="$1"; OUT="$2"; SETS="${3:-arc1-simple,arc1-eval-small}"
+TTT=()
+if [ -d "$MODEL" ]; then
+  TTT=(--ttt-transforms none --label-mode outputs --learning-rate 1e-3 --format digits)
+fi
+mkdir -p "$OUT"
+for SET in ${SETS//,/ }; do
+  for STEPS in 0 64; do
+    arc-ttft run --challenges "$SET" --model "$MODEL" "${TTT[@]}" --ttt-steps "$STEPS" \
+      --output "$OUT/$SET-ttt$STEPS" | tee "$OUT/$SET-ttt$STEPS.log" | tail -1
+  done
+  python scripts/compare_runs.py "$OUT/$SET-ttt0" "$OUT/$SET-ttt64" --challenges "$SET" \
+    > "$OUT/$SET-compare.md"
+  grep "gained by TTT" "$OUT/$SET-compare.md"
+done
