@@ -30,6 +30,14 @@ ROWS = [
     ("same, no probe", dict(probe_tasks=0), {}, dict(infer_prior_factor=2.0)),
     ("inference 30% of the budget", {}, dict(infer_share=0.3), {}),
     ("one chunk hangs in every run", {}, {}, dict(hang_once=True)),
+    ("greedy, probe answers stop at 1/3", {}, dict(probe_share=1 / 3), {}),
+    ("DFS, probe walks stop at 1/3", dict(sampling="dfs"), dict(probe_share=1 / 3), {}),
+    (
+        "DFS, probe walks stop at 1/3, prior 2x too low",
+        dict(sampling="dfs"),
+        dict(probe_share=1 / 3),
+        dict(prior_factor=0.5),
+    ),
 ]
 
 HEADER = """# Budget guard: whole 12-hour runs on a fake clock
@@ -51,6 +59,10 @@ Set-up of every row (unless the row says otherwise):
 - true step time = c x tokens x uniform(0.7, 1.3) per step, c such that full TTT (32
   steps everywhere) needs 2x the budget ("binding"); inference of all tasks costs 10% of
   the budget, jittered per task; model loads 60 s, 2 s per trained task, 1 s per write;
+- the probe's answers as long as the adapters' (whole), except in the rows that say
+  they stop early: their chunks then cost 15% + 85% x the share, and the backend reports
+  the length written (under DFS: tokens walked per view), which the cost model measures
+  against (`schedule.answer_share`);
 - "overruns": runs that ended after the deadline; "hard": after the full 12 h (Kaggle
   kills them). "inferred": share of tasks answered with their adapter; "answered": with
   any model answer (the probe's base answers count).
@@ -105,8 +117,14 @@ What it says:
 - A hung inference chunk costs that chunk (the backend is rebuilt), not the rest of the
   run: 3.5% of the tasks here, because the chunk that hangs is usually the probe's, which
   then leaves the reserve measured on one task.
-- The fake operations give the probe's base-model answers the length of the adapters'
-  answers. On real models they may differ: an untrained model's answers can stop after a
+- The probe's short answers or walks (the last three rows): the cost model measures each
+  chunk at the length its answers had, and under DFS at the tokens its walks took (the
+  backend's nodes; before this, DFS chunks reported no length). Measured once with the
+  simulated backend reporting no length (the old DFS path), the "DFS, probe walks stop at
+  1/3" row inferred 0.509 of the tasks (4 runs, seed 0): the reserve was priced on the
+  probe's short walks. With the walk length, the reserve covers inference.
+- Otherwise the fake operations give the probe's base-model answers the length of the
+  adapters' answers. On real models they may differ: an untrained model's answers can stop after a
   token or two (the tiny model's did: 1.4 tokens, against about 100 expected), and a
   probe measured on them priced whole answers ~6x too cheap (4 minutes, 40 tasks: 33
   inferred). The cost model now takes each measurement at the length the answers had,

@@ -160,6 +160,37 @@ def test_answers_that_stopped_early_do_not_make_whole_ones_look_cheap():
     assert long.inference_seconds(40, 100) == pytest.approx(truth(40, 100), rel=0.2)
 
 
+def test_dfs_is_priced_by_the_nodes_its_walks_took():
+    """Under DFS the answer-length correction was off (no answer_tokens): the probe's base
+    model walks stop after a few nodes, and its chunks priced the adapters' whole walks
+    several times too cheap."""
+    from arc_ttft import config as C
+    from arc_ttft import schedule
+    from arc_ttft.tasks import load_tasks
+
+    tasks = load_tasks("arc1-eval").tasks[:4]
+    cfg = C.from_flat(C.RunConfig, {"sampling": "dfs", "views": 2, "rescore": 0})
+    n_prompts, out_tokens, n_scores = schedule.inference_workload(tasks, cfg)
+    walk = schedule.DFS_PATHS * out_tokens  # the planner's tokens per view
+    views = n_prompts // schedule.DFS_PATHS
+
+    def truth(nodes_per_view: float) -> float:  # 2 ms a node + 50 ms a view
+        return views * (0.05 + 0.002 * nodes_per_view)
+
+    probe = B.CostModel(gen_seconds_per_token=1e-4)
+    est = probe.inference_seconds(n_prompts, out_tokens, n_scores)
+    share = schedule.answer_share(tasks, cfg, True, walk / 3)  # walks stopped at a third
+    assert share == pytest.approx(1 / 3)
+    probe.observe_inference(est, truth(walk / 3), answer_share=share)
+    full = probe.inference_seconds(n_prompts, out_tokens, n_scores)
+    assert full >= 0.8 * truth(walk)  # the adapters' whole walks are about covered
+    blind = B.CostModel(gen_seconds_per_token=1e-4)  # no share, as before
+    blind.observe_inference(est, truth(walk / 3))
+    assert blind.inference_seconds(n_prompts, out_tokens, n_scores) < 0.4 * truth(walk)
+    greedy = C.from_flat(C.RunConfig, {"sampling": "greedy", "views": 2, "rescore": 0})
+    assert schedule.answer_share(tasks, greedy, True, out_tokens / 2) == pytest.approx(0.5)
+
+
 def test_inference_reserve_has_overheads_and_a_floor():
     cost = B.CostModel(gen_seconds_per_token=1e-3, overheads={"load_infer": 30.0, "write": 2.0})
     assert B.inference_reserve(cost, 1000, 100, safety=1.0) == pytest.approx(100 + 30 + 2)

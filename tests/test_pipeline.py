@@ -56,7 +56,9 @@ def test_run_writes_every_output(tmp_path):
         assert (out / name).stat().st_size > 0, name
     assert res.score is not None and res.score_line().startswith("score: ")
     assert f"- score: {res.score.score:.4f} (" in (out / "summary.md").read_text()
-    assert C.load(C.RunConfig, out / "config.json") == cfg
+    from arc_ttft import auto  # config.json holds what `auto` resolved to
+
+    assert C.load(C.RunConfig, out / "config.json") == auto.resolve(cfg, auto.detect_machine())
     stages = {e["stage"] for e in read_events(out / "run.jsonl")}
     assert {"start", "budget", "ttt", "infer", "select", "end"} <= stages
     html = (out / "report.html").read_text()

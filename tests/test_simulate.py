@@ -70,6 +70,19 @@ def test_an_underestimated_task_trains_fully_when_the_budget_is_ample():
     assert r.overruns == 0 and r.mean_inferred >= 0.95
 
 
+def test_the_reserve_covers_dfs_after_a_probe_of_short_walks(monkeypatch):
+    """The probe's base model walks stop early; priced on them without their length, the
+    reserve fell short of the adapters' whole walks (half the tasks lost inference)."""
+    tasks, cfg = _arc1_eval()[:120], _cfg(sampling="dfs")
+    costs = S.true_costs_for(tasks, cfg, ttt_ratio=2.0, infer_share=0.1, probe_share=1 / 3)
+    r = S.simulate(tasks, cfg, costs, runs=2, seed=0)
+    assert r.overruns == 0 and r.mean_inferred >= 0.98
+    infer = S.FakeShard.infer
+    monkeypatch.setattr(S.FakeShard, "infer", lambda self, *a: infer(self, *a) and None)
+    blind = S.simulate(tasks, cfg, costs, runs=2, seed=0)  # no length reported
+    assert blind.mean_inferred < 0.9
+
+
 def test_a_hung_chunk_costs_that_chunk_only():
     tasks, cfg = _arc1_eval()[:60], _cfg(budget_hours=4.0)
     costs = S.true_costs_for(tasks, cfg, ttt_ratio=2.0, infer_share=0.1)

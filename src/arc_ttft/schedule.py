@@ -152,6 +152,24 @@ def inference_workload(
     return n_prompts, out_tokens, n_scores
 
 
+def planned_per_request(tasks: list[Task], cfg: C.RunConfig, base: bool = False) -> float:
+    """Tokens the planner prices per request: an answer's length for greedy or sampling;
+    under DFS, ``DFS_PATHS`` answers' worth walked per view."""
+    from arc_ttft.selection import resolve_sampling
+
+    per_request = inference_workload(tasks, cfg, base)[1]
+    return per_request * (DFS_PATHS if resolve_sampling(cfg.infer) == "dfs" else 1)
+
+
+def answer_share(
+    tasks: list[Task], cfg: C.RunConfig, base: bool, written: float | None
+) -> float | None:
+    """What a chunk wrote per request (answer tokens; under DFS, the tokens its walks
+    took: the backend's nodes) over what the planner priced. The probe's base model stops
+    early either way, so its chunks must not make whole answers or walks look cheap."""
+    return None if written is None else written / planned_per_request(tasks, cfg, base)
+
+
 def inference_seconds(
     tasks: list[Task], cfg: C.RunConfig, cost: B.CostModel, base: bool = False
 ) -> float:
@@ -425,8 +443,7 @@ def _infer(
             continue
         # Measured against the answers actually written: the base model's answers (the
         # probe) often stop early, and adapters' whole grids must not cost more than reserved.
-        expected = inference_workload(part, cfg, base)[1]
-        share = None if written is None else written / expected
+        share = answer_share(part, cfg, base, written)
         cost.observe_inference(est, guard.clock.now() - t0, answer_share=share)
         done += [t.id for t in part]
         try:

@@ -595,8 +595,9 @@ def predict_tasks(
     the adapters were trained under, which ``view_transforms="auto"`` asks them in.
     ``deadline`` (time.time()): DFS stops there and keeps what it found. Returns task id ->
     one Selection per test input, in test order. ``measured`` (a dict) receives
-    ``answer_tokens``: the mean length of the generated answers (None under DFS, whose cost
-    is its nodes), what the budget's cost model measures inference against.
+    ``answer_tokens``: the mean length of the generated answers (under DFS, the tokens
+    walked per view: the backend's nodes), what the budget's cost model measures
+    inference against.
     """
     adapters = adapters or {}
     t0 = time.monotonic()
@@ -634,7 +635,9 @@ def predict_tasks(
     )  # fmt: skip
     t3 = time.monotonic()
     lengths = [x.n_tokens for c in completions for x in c]
-    answer_tokens = sum(lengths) / len(lengths) if lengths and sampling != "dfs" else None
+    answer_tokens = sum(lengths) / len(lengths) if lengths else None
+    if sampling == "dfs":  # a walk's cost is its nodes: tokens walked per view
+        answer_tokens = (_dfs_nodes(backend) - nodes0) / len(keyed) if keyed else None
     if measured is not None:
         measured["answer_tokens"] = answer_tokens
     if events is not None:

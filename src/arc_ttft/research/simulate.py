@@ -34,6 +34,9 @@ class TrueCosts:
     task_overhead: float = 2.0  # per trained task (adapter save)
     write_seconds: float = 1.0  # per published chunk
     jitter: float = 0.3  # every cost x uniform(1 - jitter, 1 + jitter)
+    # The probe's base-model answers (or DFS walks) stop at this share of the planned
+    # length; adapters' run whole. Its chunks cost PER_PROMPT_SHARE + the rest x this.
+    probe_share: float = 1.0
 
 
 @dataclass
@@ -78,20 +81,25 @@ class FakeShard:
     def load_backend(self) -> None:
         self.clock.advance(self.costs.load_seconds * self._jit())
 
-    def infer(self, tasks: list[Task], adapters, timeout_s: float, base: bool) -> None:
+    def infer(self, tasks: list[Task], adapters, timeout_s: float, base: bool) -> float | None:
         if self.hang_once and len(tasks) > 1:
             self.hang_once = False
             self.clock.advance(timeout_s)
             raise B.DeadlineExceeded(f"simulated hang after {timeout_s:.0f} s")
+        share = self.costs.probe_share if base else 1.0
         truth = sum(
             self.costs.gen_per_token * _raw_workload([t], self.cfg, base) * self._jit()
             for t in tasks
-        )
+        ) * (B.PER_PROMPT_SHARE + (1 - B.PER_PROMPT_SHARE) * share)
         if truth > timeout_s:
             self.clock.advance(timeout_s)
             raise B.DeadlineExceeded(f"simulated chunk took over {timeout_s:.0f} s")
         self.clock.advance(truth)
         self.answered |= {t.id for t in tasks}
+        if share == 1.0:
+            return None  # whole answers: what the planner priced
+        # what the backend reports: tokens written (or walked, under DFS) per request
+        return share * schedule.planned_per_request(tasks, self.cfg, base)
 
     def close_backend(self) -> None:
         pass
