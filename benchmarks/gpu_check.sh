@@ -193,8 +193,9 @@ if want e; then
   step e_dfs_hf 150 "$PY" "$REPO/benchmarks/dfs_speed.py" "${E_ARGS[@]}" \
     && cp "$OUT/logs/e_dfs_hf.log" "$OUT/figures/e_dfs_hf.md"
   if [ "$HAS_VLLM" = 1 ] && [ "$HAS_CUDA" = 1 ]; then
-    # lockstep DFS over 64 walks: where vLLM's batching should beat the hf walk
-    step e_dfs_vllm 150 "$PY" "$REPO/benchmarks/dfs_speed.py" --backend vllm --cases dfs \
+    # lockstep DFS over 64 walks against vLLM's own sampling of the same 64 prompts: with
+    # e_dfs_hf (the transformers walk and sampling), what --sampling auto picks per backend
+    step e_dfs_vllm 150 "$PY" "$REPO/benchmarks/dfs_speed.py" --backend vllm --cases sample,dfs \
       --model "$B_MODEL" --prompt-len 1024 --answer-len 64 --k 8 --walks 64 --min-prob 0.02 \
       && cp "$OUT/logs/e_dfs_vllm.log" "$OUT/figures/e_dfs_vllm.md"
   fi

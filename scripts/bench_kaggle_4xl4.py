@@ -1,92 +1,113 @@
-"""Regenerate benchmarks/kaggle-4xL4.md: every registry model on 4 x NVIDIA L4, on paper.
+"""Regenerate benchmarks/kaggle-4xL4.md: the registry's models on 4 x NVIDIA L4, on paper.
 
-    python scripts/bench_kaggle_4xl4.py [--runs 3] [--out benchmarks/kaggle-4xL4.md]
+    python scripts/bench_kaggle_4xl4.py [--runs 2] [--out benchmarks/kaggle-4xL4.md]
 
-For each registry model: its memory at its default sequence length (does LoRA TTT fit in
-an L4's 24 GB?), GPU costs from the L4 datasheet and a stated MFU, converted into the
-planner's units (``simulate.TrueCosts``), then one simulated 12-hour run per worker
-(``simulate.simulate``: ``schedule.run_shard`` on a fake clock) over its shard of the
-120 ARC-AGI-2 evaluation tasks (``pipeline.shard_tasks``). The sources of every figure
-are in the page this writes.
+For each registry model (models of one architecture and sequence length share a row):
+memory at its default sequence length (does LoRA TTT fit an L4's 24 GB?), GPU costs from
+the L4 datasheet and a stated MFU, put into the planner's units (``simulate.TrueCosts``),
+then a simulated 12-hour run per worker (``simulate.simulate``: ``schedule.run_shard`` on a
+fake clock) over its shard (``pipeline.shard_tasks``) of the 120 ARC-AGI-2 evaluation
+tasks. A model that does not fit with the defaults gets a second row with the cheapest
+of ``FALLBACKS`` that fits. The page says where every figure comes from.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from arc_ttft import auto, encoding, pipeline, schedule
+from arc_ttft import auto, pipeline, schedule
 from arc_ttft import config as C
 from arc_ttft.registry import REGISTRY, Candidate, config_params
 from arc_ttft.research import simulate as S
 from arc_ttft.tasks import Task, load_tasks
 
-# --- NVIDIA L4 (datasheet; benchmarks/kaggle-4xL4.md cites it) -----------------------------
-L4_BF16_FLOPS = 121e12  # dense: the sheet's 242 TFLOPS are with 2:4 sparsity, "one-half lower without"
-L4_BANDWIDTH = 300e9  # bytes/s, GDDR6
+# --- NVIDIA L4 datasheet (the page cites it) -------------------------------------------------
+L4_BF16_FLOPS = 121e12  # dense: the sheet's 242 are "with sparsity", "one-half lower without"
+L4_BANDWIDTH = 300e9  # bytes/s
 L4_MEMORY = 24e9  # bytes
 WORKERS = 4  # one per L4
-TASK_SET = "arc2-eval"  # 120 tasks, the size of the 2026 hidden test set
+TASK_SET = "arc2-eval"  # 120 tasks: the size of the 2026 hidden test set
 
-# --- Assumptions (each explained in the page) ------------------------------------------------
-# MFU: this project's CPU step ran at ~0.72 of the CPU's own bf16 matmul rate (MATMUL_SHARE,
-# from ttt_speed.md); times an assumed 0.42 of the datasheet peak for an L4's bf16 GEMMs.
-L4_GEMM_SHARE = 0.42
-MFU = 0.30
-STEP_OVERHEAD_S = 0.1  # per TTT step: optimizer, launches, data (not FLOPs)
-CUDA_CONTEXT = 1.0e9  # bytes: CUDA context, cuBLAS workspace, allocator slack
-LOAD_FIXED_S = 60.0  # per model load (trainer or vLLM engine), plus the weights' read
-DISK_RATE = 0.5e9  # bytes/s, reading the weights
-DECODE_BATCH = 32  # DFS walks advancing together in one vLLM round (dfs.md measured 32)
-
-# --- Measured in this project (benchmarks/*.md) ----------------------------------------------
-# ttt_speed.md, "ours", Qwen2-0.5B, bf16, LoRA q/k/v/o: peak 2.94 GiB at 1024 tokens, 4.59 at
-# 2048: 1.65 MiB per token; over 24 layers x (hidden 896 + intermediate 4864) that is
-# ACT_BYTES bytes per token, layer and unit of width.
+# --- Measured in this project (benchmarks/*.md) -----------------------------------------------
+# ttt_speed.md, "ours" (Qwen2-0.5B, bf16, LoRA r16 on q/k/v/o, bf16 adapter, vocabulary 114):
+# peak 2.94 GiB at 1024 tokens, 4.59 GiB at 2048, so 1.65 MiB a token; per layer and unit of
+# (hidden + intermediate) width (24 x (896 + 4864)) that is ACT_BYTES.
 ACT_BYTES = (4.59 - 2.94) * 2**30 / 1024 / (24 * (896 + 4864))
-# ttt_speed.md: the same step, 5.71 s at 1024 tokens on a CPU whose bf16 matmuls run at ~390
-# GFLOP/s; its model FLOPs (flop_coefficients' convention) over that time, see matmul_share().
-CPU_STEP_S, CPU_MATMUL_FLOPS = 5.71, 390e9
-# dfs.md: arc-nano's vLLM lockstep DFS walked 524 nodes for 8 prompts at L = 16: 4.1 answers'
-# worth per view (the planner's prior, schedule.DFS_PATHS, is 3).
+# ttt_speed.md: that step took 5.71 s at 1024 tokens (227 answer tokens) on a CPU whose bf16
+# matmuls run at ~390 GFLOP/s: matmul_share() is its model FLOP rate over that rate.
+CPU_STEP = dict(seconds=5.71, tokens=1024, answer=227, vocab=114, matmul_flops=390e9)
+# dfs.md: arc-nano's lockstep DFS on vLLM expanded 524 nodes for 8 walks at L = 16 (4.1
+# answers' worth a view; the planner's prior, schedule.DFS_PATHS, is 3) ...
 DFS_ANSWERS_PER_VIEW = 524 / 8 / 16
-# dfs.md: 629 nodes/s with 32 walks on the vLLM CPU build (arc-nano): engine time per walk-node,
-# taken as vLLM's host-side cost per walk-node (an upper bound: it includes arc-nano's forward).
+# ... at 629 nodes/s with 32 walks on the CPU build: vLLM's cost per walk-node, taken as its
+# host-side cost on a GPU too (an upper bound: it includes arc-nano's own forward).
 HOST_S_PER_NODE = 1 / 629
+DECODE_BATCH = 32  # walks of one lockstep round (dfs.md's 32)
 
-PLANNER_GAP = 0.1  # _raw_workload counts a re-scoring call at 0.1 of a prompt's rate
+# --- Assumptions (each explained in the page) -------------------------------------------------
+# A T4 (70 W) sustains ~24 of its 65 fp16 TFLOPS on a 4096^3 cuBLAS GEMM, power-capped (NVIDIA
+# developer forum); the 72 W L4 is taken to reach the same share of its dense peak.
+GEMM_SHARE = 24 / 65
+STEP_OVERHEAD_S = 0.1  # per TTT step: optimizer, kernel launches, batch building
+CUDA_CONTEXT = 1.0e9  # bytes: CUDA context, cuBLAS workspace, allocator slack
+LOAD_FIXED_S = 60.0  # per model load (trainer or vLLM engine: CUDA graphs) ...
+DISK_RATE = 0.5e9  # ... plus reading the bf16 weights at this many bytes/s
+FILL_TARGET = 1024  # a step target high enough that the 12 h, not the target, decides
+MAX_ANSWER = 30 * 31 + 1  # a 30 x 30 grid in digit rows, plus the end token
+
+
+def matmul_share() -> float:
+    """The measured CPU step's model FLOPs per second over the CPU's bf16 matmul rate."""
+    q = REGISTRY["Qwen2-0.5B"]
+    q = dataclasses.replace(q, lora_targets=("q_proj", "k_proj", "v_proj", "o_proj"))
+    s = CPU_STEP
+    flops = step_flops(q, 16, s["tokens"], s["answer"], vocab=s["vocab"])
+    return flops / s["seconds"] / s["matmul_flops"]
+
+
+def mfu() -> float:
+    """Model FLOPs utilisation assumed on an L4: the measured step/matmul ratio (CPU) times
+    the GEMM share of the datasheet peak a 70 W card sustains."""
+    return matmul_share() * GEMM_SHARE
 
 
 # ------------------------------------------------------------------------------------------
-# Model arithmetic (from the registry config: no torch, no download)
+# Model arithmetic, from the registry config (no torch, no download)
 # ------------------------------------------------------------------------------------------
 
 
 def _dims(cfg: dict) -> dict:
     h, heads = cfg["hidden_size"], cfg["num_attention_heads"]
-    hd = cfg.get("head_dim") or h // heads
-    kv = cfg.get("num_key_value_heads") or heads
-    layers = cfg["num_hidden_layers"]
-    window = cfg.get("sliding_window")
     kinds = cfg.get("layer_types")
     sliding = sum(k == "sliding_attention" for k in kinds) if isinstance(kinds, list) else 0
-    return dict(h=h, i=cfg["intermediate_size"], heads=heads, hd=hd, kv=kv, layers=layers,
-                vocab=cfg["vocab_size"], window=window if sliding else None, sliding=sliding)  # fmt: skip
+    return dict(
+        h=h,
+        i=cfg["intermediate_size"],
+        heads=heads,
+        layers=cfg["num_hidden_layers"],
+        hd=cfg.get("head_dim") or h // heads,
+        kv=cfg.get("num_key_value_heads") or heads,
+        vocab=cfg["vocab_size"],
+        sliding=sliding,
+        window=cfg.get("sliding_window") if sliding else None,
+    )
 
 
-def lm_head_params(cfg: dict) -> int:
+def head_params(cfg: dict) -> int:
     return cfg["hidden_size"] * cfg["vocab_size"]
 
 
 def body_params(cfg: dict) -> int:
-    """Every weight but the embedding and the output head: what a token's matmuls touch."""
-    untied = 0 if cfg.get("tie_word_embeddings") else lm_head_params(cfg)
-    return config_params(cfg) - cfg["vocab_size"] * cfg["hidden_size"] - untied
+    """Every weight but the embedding and the output head: what each token multiplies."""
+    untied = 0 if cfg.get("tie_word_embeddings") else head_params(cfg)
+    return config_params(cfg) - head_params(cfg) - untied
 
 
 def _lora_shapes(cand: Candidate) -> list[tuple[int, int]]:
@@ -104,145 +125,142 @@ def lora_params(cand: Candidate, rank: int) -> int:
 
 
 def _pairs(n: float, window: int | None) -> float:
-    """(query, key) pairs causal attention scores over ``n`` tokens, within ``window``."""
+    """(query, key) pairs of causal attention over ``n`` tokens, within ``window``."""
     if window is None or n <= window:
         return n * n / 2
     return n * window - window * window / 2
 
 
 def attention_pairs(cfg: dict, n: float) -> float:
-    """Sum over layers of the attended pairs (Gemma's sliding layers see 512 tokens)."""
+    """Attended pairs summed over layers (Gemma 3's sliding layers see 512 tokens)."""
     d = _dims(cfg)
-    full = d["layers"] - d["sliding"]
-    return full * _pairs(n, None) + d["sliding"] * _pairs(n, d["window"])
+    return (d["layers"] - d["sliding"]) * _pairs(n, None) + d["sliding"] * _pairs(n, d["window"])
+
+
+def keys_per_token(cfg: dict, ctx: float) -> float:
+    """Keys one new token attends to at context ``ctx``, summed over layers."""
+    d = _dims(cfg)
+    win = min(ctx, d["window"]) if d["window"] else ctx
+    return (d["layers"] - d["sliding"]) * ctx + d["sliding"] * win
 
 
 def kv_bytes(cfg: dict, n: float) -> float:
-    """bf16 K and V of ``n`` tokens over every layer (sliding layers keep their window)."""
+    """bf16 K and V of ``n`` tokens over every layer (a sliding layer keeps its window)."""
     d = _dims(cfg)
-    per_layer = 2 * d["kv"] * d["hd"] * 2
-    full = d["layers"] - d["sliding"]
-    win = min(n, d["window"]) if d["window"] else n
-    return per_layer * (full * n + d["sliding"] * win)
+    return 2 * d["kv"] * d["hd"] * 2 * keys_per_token(cfg, n)
 
 
 # ------------------------------------------------------------------------------------------
-# Memory (bytes)
+# Memory (bytes) and time (seconds)
 # ------------------------------------------------------------------------------------------
 
 
-def train_memory(cand: Candidate, cfg: C.RunConfig, seq_len: int, answer: float) -> dict:
-    """One LoRA step at ``seq_len`` tokens, bf16 base, the run's LoRA settings."""
+def train_memory(cand: Candidate, cfg: C.RunConfig, n: int, answer: float) -> dict[str, float]:
+    """One LoRA step over ``n`` tokens with the run's settings, bf16 base weights."""
     d = _dims(cand.config)
-    lora = lora_params(cand, cfg.ttt.lora_rank)
-    act = ACT_BYTES * d["layers"] * (d["h"] + d["i"]) * seq_len
-    extra = 0.0
-    if cfg.ttt.lora_dtype == "float32":  # peft upcasts: every adapted layer keeps an fp32 input
-        extra = 4.0 * d["layers"] * sum(a for a, _ in _lora_shapes(cand)) * seq_len
-    # Logits at the answer positions: bf16 out, fp32 copy, log-softmax, its gradient.
-    logits = answer * d["vocab"] * (2 + 4 + 4 + 4)
+    layer = ACT_BYTES * (d["h"] + d["i"]) * n  # what one layer keeps for backward
+    if cfg.ttt.lora_dtype == "float32":  # peft's upcast: each adapted layer's fp32 input
+        layer += 4.0 * sum(a for a, _ in _lora_shapes(cand)) * n
+    if cfg.ttt.gradient_checkpointing:  # layer inputs, then one layer recomputed at a time
+        act = d["layers"] * 2.0 * d["h"] * n + layer
+    else:
+        act = d["layers"] * layer
     parts = {
         "weights": 2.0 * config_params(cand.config),
-        "lora": 16.0 * lora,  # fp32 weight, gradient, two AdamW moments
-        "activations": act + extra,
-        "logits": logits,
+        "lora": 16.0 * lora_params(cand, cfg.ttt.lora_rank),  # fp32 weight, grad, 2 moments
+        "activations": act,
+        # answer logits: bf16 out, fp32 copy, log-softmax, its gradient
+        "logits": answer * d["vocab"] * (2 + 4 + 4 + 4),
         "cuda": CUDA_CONTEXT,
     }
     parts["total"] = sum(parts.values())
     return parts
 
 
-def infer_memory(cand: Candidate, cfg: C.RunConfig, seq_len: int) -> float:
-    """vLLM: weights, the KV of one test input's views (walks share a view's prompt)."""
-    return 2.0 * config_params(cand.config) + cfg.infer.views * kv_bytes(cand.config, seq_len)
+def infer_memory(cand: Candidate, cfg: C.RunConfig, n: int) -> float:
+    """vLLM: weights plus the KV of one test input's views (a view's walks share it)."""
+    return 2.0 * config_params(cand.config) + cfg.infer.views * kv_bytes(cand.config, n)
 
 
-# ------------------------------------------------------------------------------------------
-# Time (seconds)
-# ------------------------------------------------------------------------------------------
-
-
-def matmul_share() -> float:
-    """The CPU step's model FLOP rate over the CPU's own bf16 matmul rate (ttt_speed.md)."""
-    q2 = REGISTRY["Qwen2-0.5B"].config
-    q_lora = dataclasses.replace(REGISTRY["Qwen2-0.5B"], lora_targets=("q_proj", "k_proj", "v_proj", "o_proj"))
-    flops = step_flops(q2, q_lora, 16, 1024, 227, lm_vocab=114)
-    return flops / CPU_STEP_S / CPU_MATMUL_FLOPS
-
-
-def step_flops(cfg: dict, cand: Candidate, rank: int, n: float, answer: float, lm_vocab=None) -> float:
-    """One step's model FLOPs, ``ttt_speed.flop_coefficients``' convention: frozen linear
-    layers 4 x params per token, LoRA 6 x, the output head 4 x at answer tokens only,
-    causal attention 12 x head width per attended pair (forward and backward)."""
+def step_flops(
+    cand: Candidate, rank: int, n: float, answer: float, *, vocab=None, checkpointing: bool = False
+) -> float:
+    """Model FLOPs of one step, as ``ttt_speed.flop_coefficients`` counts them: frozen
+    linear layers 4 x params a token (forward, input gradient), LoRA 6 x, the output head
+    4 x at answer tokens only, attention 12 x head width an attended pair. Gradient
+    checkpointing runs every layer's forward twice: 6 x, 8 x and 16 x."""
+    cfg = cand.config
     d = _dims(cfg)
-    head = d["h"] * (lm_vocab or d["vocab"])
-    linear = 4.0 * body_params(cfg) + 6.0 * lora_params(cand, rank)
-    return linear * n + 4.0 * head * answer + 12.0 * d["heads"] * d["hd"] * attention_pairs(cfg, n)
+    frozen, lora, attn = (6.0, 8.0, 16.0) if checkpointing else (4.0, 6.0, 12.0)
+    linear = frozen * body_params(cfg) + lora * lora_params(cand, rank)
+    head = 4.0 * d["h"] * (vocab or d["vocab"]) * answer
+    return linear * n + head + attn * d["heads"] * d["hd"] * attention_pairs(cfg, n)
 
 
 def step_seconds(cand: Candidate, cfg: C.RunConfig, n: float, answer: float) -> float:
-    flops = step_flops(cand.config, cand, cfg.ttt.lora_rank, n, answer)
-    return STEP_OVERHEAD_S + flops / (MFU * L4_BF16_FLOPS)
+    t = cfg.ttt
+    flops = step_flops(cand, t.lora_rank, n, answer, checkpointing=t.gradient_checkpointing)
+    return STEP_OVERHEAD_S + flops / (mfu() * L4_BF16_FLOPS)
 
 
 def prefill_seconds(cfg: dict, n: float, start: float = 0.0) -> float:
-    """Tokens ``start``..``start + n`` of a prompt (earlier ones cached): compute-bound."""
+    """Tokens ``start``..``start + n`` of a prompt whose start is cached: compute-bound."""
     d = _dims(cfg)
-    attn = 4.0 * d["heads"] * d["hd"] * (attention_pairs(cfg, start + n) - attention_pairs(cfg, start))
-    return (2.0 * body_params(cfg) * n + attn) / (MFU * L4_BF16_FLOPS)
+    pairs = attention_pairs(cfg, start + n) - attention_pairs(cfg, start)
+    return (2.0 * body_params(cfg) * n + 4.0 * d["heads"] * d["hd"] * pairs) / (
+        mfu() * L4_BF16_FLOPS
+    )
 
 
 def node_seconds(cfg: dict, ctx: float) -> float:
-    """One DFS node (one token's forward) of a walk in a lockstep round of DECODE_BATCH walks:
-    compute or the weights' read shared by the batch, whichever is longer, plus the walk's
-    own KV read and vLLM's host-side cost."""
+    """One DFS node (a token's forward) of a walk in a round of DECODE_BATCH walks: its
+    compute or its share of the weights' read, whichever is longer, plus its own KV read
+    and vLLM's host-side cost."""
     d = _dims(cfg)
-    compute = (2.0 * (body_params(cfg) + lm_head_params(cfg)) + 4.0 * d["heads"] * d["hd"]
-               * attention_pairs(cfg, ctx) / max(ctx, 1.0)) / (MFU * L4_BF16_FLOPS)  # fmt: skip
+    attn = 4.0 * d["heads"] * d["hd"] * keys_per_token(cfg, ctx)
+    compute = (2.0 * (body_params(cfg) + head_params(cfg)) + attn) / (mfu() * L4_BF16_FLOPS)
     weights = 2.0 * config_params(cfg) / L4_BANDWIDTH / DECODE_BATCH
     return max(compute, weights) + kv_bytes(cfg, ctx) / L4_BANDWIDTH + HOST_S_PER_NODE
 
 
 def infer_seconds(cand: Candidate, cfg: C.RunConfig, task: Task, ctx: float) -> float:
-    """DFS over every view of every test input, then re-scoring the candidates under the
-    scoring views, with the prompt (``ctx`` tokens) prefilled once per view."""
+    """DFS in every view of every test input, then the candidates re-scored under the
+    scoring views; each view's prompt (``ctx`` tokens) is prefilled once."""
     c = cand.config
     answer = schedule.answer_tokens(task, cfg)
     nodes = min(DFS_ANSWERS_PER_VIEW * answer, cfg.infer.dfs_max_nodes)
     walk = prefill_seconds(c, ctx) + nodes * node_seconds(c, ctx + answer / 2)
     score = prefill_seconds(c, ctx) + schedule.DFS_CANDIDATES * prefill_seconds(c, answer, ctx)
-    per_test = cfg.infer.views * walk + (cfg.infer.rescore or 0) * score
-    return len(task.test) * per_test
+    return len(task.test) * (cfg.infer.views * walk + (cfg.infer.rescore or 0) * score)
 
 
 # ------------------------------------------------------------------------------------------
-# Into the planner's units, and the simulation
+# Into the planner's units; the simulation
 # ------------------------------------------------------------------------------------------
 
 
 def true_costs(cand: Candidate, cfg: C.RunConfig, shard: Sequence[Task]) -> S.TrueCosts:
-    """``TrueCosts`` for one worker's shard (see the page for the units).
+    """``TrueCosts`` for one worker's shard.
 
-    ``step_per_token`` x tokens is one step of a task (tokens: the planner's own estimate,
-    capped at max_seq_len), so the shard's summed step time is kept: sum of the GPU step
-    times over the sum of tokens. ``gen_per_token`` x ``_raw_workload`` is a task's
-    inference, the same way: summed GPU seconds over summed workload units."""
+    The fake shard charges a step of task t ``step_per_token`` x tokens(t) (the planner's
+    token estimate, capped at max_seq_len) and its inference ``gen_per_token`` x
+    ``_raw_workload`` (prompts + 0.1 x scores, times answer tokens). Both are set to the
+    shard's summed GPU seconds over its summed units, so the shard's totals are exact."""
     tokens = np.array([S._tokens(t, cfg) for t in shard])
     answers = [min(schedule.answer_tokens(t, cfg), n / 2) for t, n in zip(shard, tokens)]
     steps = [step_seconds(cand, cfg, n, a) for n, a in zip(tokens, answers)]
     infer = [infer_seconds(cand, cfg, t, n) for t, n in zip(shard, tokens)]
     work = [S._raw_workload([t], cfg) for t in shard]
-    weights = 2.0 * config_params(cand.config)
     return S.TrueCosts(
         step_per_token=float(np.sum(steps) / tokens.sum()),
         gen_per_token=float(np.sum(infer) / np.sum(work)),
-        load_seconds=LOAD_FIXED_S + weights / DISK_RATE,
+        load_seconds=LOAD_FIXED_S + 2.0 * config_params(cand.config) / DISK_RATE,
     )
 
 
 def run_config(name: str, **overrides) -> C.RunConfig:
-    """The run's defaults for ``name`` as the kaggle-gpu profile resolves them, 4 workers,
-    max_seq_len made explicit (the planner's token estimate caps at it)."""
+    """The run's defaults for ``name``, resolved as the kaggle-gpu profile does, on WORKERS
+    workers, max_seq_len explicit (the planner's token estimate is capped at it)."""
     from arc_ttft.models import resolve_max_seq_len
 
     flat = {"model": name, "budget_hours": 12, "workers": WORKERS, "profile": "kaggle-gpu"}
@@ -252,68 +270,153 @@ def run_config(name: str, **overrides) -> C.RunConfig:
     return cfg
 
 
+_SHARDS: dict[tuple, list[list[Task]]] = {}  # splitting counts every task's tokens: once
+
+
+def _shards(tasks: Sequence[Task], workers: int, fmt: str) -> list[list[Task]]:
+    # The split does not depend on the step count (it scales every task's cost alike).
+    key = (tuple(t.id for t in tasks), workers, fmt)
+    if key not in _SHARDS:
+        _SHARDS[key] = [s for s in pipeline.shard_tasks(list(tasks), workers, fmt, 1) if s]
+    return _SHARDS[key]
+
+
+def simulate_shards(
+    cand: Candidate, tasks: Sequence[Task], cfg: C.RunConfig, *, runs: int, seed: int
+) -> dict[str, float]:
+    """One ``simulate`` per worker's shard, each with the whole budget (the workers run side
+    by side); the run ends when its slowest worker does."""
+    shards = _shards(tasks, cfg.workers, cfg.model.format)
+    steps = inferred = 0.0
+    used, overruns = [], 0
+    for k, shard in enumerate(shards):
+        r = S.simulate(shard, cfg, true_costs(cand, cfg, shard), runs=runs, seed=seed + k)
+        steps += r.mean_steps * len(shard)
+        inferred += r.mean_inferred * len(shard)
+        used.append(r.mean_fraction_used)
+        overruns += r.overruns
+    n = sum(len(s) for s in shards)
+    return {"steps": steps / n, "inferred": inferred / n, "used": max(used), "overruns": overruns}
+
+
 COLUMNS = [
-    "model", "params M", "seq len", "train GB", "vLLM GB", "fits 24 GB", "s/step (median task)",
-    "steps/task", "steps/task, 12 h filled", "DFS views/test", "inferred", "budget used",
+    "model", "params M", "seq len", "train GB", "vLLM GB", "fits 24 GB",
+    "s/step (median task)", "DFS views/test", "inference h/worker", "steps/task", "inferred",
+    "budget used",
+    f"steps/task at target {FILL_TARGET}", f"budget used at {FILL_TARGET}",
 ]  # fmt: skip
+SIMULATED = [c for c in COLUMNS if c.startswith(("steps/task", "inferred", "budget used"))]
 
 
-def model_row(name: str, tasks: Sequence[Task], *, runs: int = 3, seed: int = 0,
-              gpu_bytes: float = L4_MEMORY, fill_target: int = 4096) -> dict:  # fmt: skip
-    """One table row: memory, then (if it fits) the simulated 12 h on WORKERS workers, at
-    the default step target and at ``fill_target`` (what the budget could buy)."""
+def model_row(
+    name: str,
+    tasks: Sequence[Task],
+    *,
+    runs: int = 2,
+    seed: int = 0,
+    flags: dict | None = None,
+    gpu_bytes: float = L4_MEMORY,
+    fill_target: int = FILL_TARGET,
+    label: str | None = None,
+) -> dict:
+    """One table row: memory, then (if it fits) the simulated 12 h at the default step
+    target and at ``fill_target``. ``flags``: run settings over the defaults (RunConfig
+    fields); ``gpu_bytes``: the memory of one GPU."""
     cand = REGISTRY[name]
-    cfg = run_config(name)
+    flags = flags or {}
+    cfg = run_config(name, **flags)
     seq = cfg.model.max_seq_len
     tokens = [S._tokens(t, cfg) for t in tasks]
-    med = tasks[int(np.argsort(tokens)[len(tokens) // 2])]
+    med = tasks[int(np.argsort(tokens, kind="stable")[len(tokens) // 2])]
     med_n = S._tokens(med, cfg)
-    med_answer = min(schedule.answer_tokens(med, cfg), med_n / 2)
-    worst_answer = min(max(schedule.answer_tokens(t, cfg) for t in tasks), seq / 2)
-    mem = train_memory(cand, cfg, seq, worst_answer)
+    # The longest step: a full-length sequence whose answer is a 30 x 30 grid.
+    mem = train_memory(cand, cfg, seq, min(MAX_ANSWER, seq / 2))
     vllm = infer_memory(cand, cfg, seq)
     fits = mem["total"] <= gpu_bytes and vllm <= cfg.infer.gpu_memory_utilization * gpu_bytes
+    shards = _shards(tasks, cfg.workers, cfg.model.format)
+    infer_s = [sum(infer_seconds(cand, cfg, t, S._tokens(t, cfg)) for t in s) for s in shards]
     row = {
-        "model": name,
+        "model": label or ", ".join([name, *map(_flag, flags.items())]),
         "params M": config_params(cand.config) / 1e6,
         "seq len": seq,
         "train GB": mem["total"] / 1e9,
         "vLLM GB": vllm / 1e9,
         "fits 24 GB": fits,
-        "s/step (median task)": step_seconds(cand, cfg, med_n, med_answer),
+        "s/step (median task)": step_seconds(
+            cand, cfg, med_n, min(schedule.answer_tokens(med, cfg), med_n / 2)
+        ),
         "DFS views/test": cfg.infer.views if cfg.infer.sampling == "dfs" else 0,
-        "memory": mem,
+        "inference h/worker": max(infer_s) / 3600,
+        "name": name,
+        "flags": flags,
         "target": cfg.ttt.ttt_steps,
+        "memory": mem,
+        "overruns": None,
+        **dict.fromkeys(SIMULATED),
     }
     if not fits:
-        return {**row, "steps/task": None, "steps/task, 12 h filled": None,
-                "inferred": None, "budget used": None, "overruns": None}  # fmt: skip
-    sim = simulate_shards(name, tasks, cfg, runs=runs, seed=seed)
-    fill = simulate_shards(name, tasks, run_config(name, ttt_steps=fill_target), runs=1, seed=seed)
-    return {**row, "steps/task": sim["steps"], "steps/task, 12 h filled": fill["steps"],
-            "inferred": sim["inferred"], "budget used": sim["used"], "overruns": sim["overruns"],
-            "fill used": fill["used"], "infer share": sim["infer share"]}  # fmt: skip
+        return row
+    sim = simulate_shards(cand, tasks, cfg, runs=runs, seed=seed)
+    fill_cfg = run_config(name, **{**flags, "ttt_steps": fill_target})
+    fill = simulate_shards(cand, tasks, fill_cfg, runs=1, seed=seed)
+    row.update(
+        {
+            "steps/task": sim["steps"],
+            "inferred": sim["inferred"],
+            "budget used": sim["used"],
+            COLUMNS[-2]: fill["steps"],
+            COLUMNS[-1]: fill["used"],
+            "overruns": sim["overruns"] + fill["overruns"],
+        }
+    )
+    return row
 
 
-def simulate_shards(name: str, tasks: Sequence[Task], cfg: C.RunConfig, *, runs: int, seed: int):
-    """One ``simulate`` per worker's shard, each with the whole budget (workers run side by
-    side); the run ends when its slowest worker does."""
-    cand = REGISTRY[name]
-    shards = [s for s in pipeline.shard_tasks(list(tasks), cfg.workers, cfg.model.format,
-                                             cfg.ttt.ttt_steps) if s]  # fmt: skip
-    steps = inferred = infer_s = 0.0
-    used, overruns = [], 0
-    for k, shard in enumerate(shards):
-        costs = true_costs(cand, cfg, shard)
-        r = S.simulate(shard, cfg, costs, runs=runs, seed=seed + k)
-        steps += r.mean_steps * len(shard)
-        inferred += r.mean_inferred * len(shard)
-        infer_s += costs.gen_per_token * sum(S._raw_workload([t], cfg) for t in shard)
-        used.append(r.mean_fraction_used)
-        overruns += r.overruns
-    n = len(tasks)
-    return {"steps": steps / n, "inferred": inferred / n, "used": max(used),
-            "overruns": overruns, "infer share": infer_s / len(shards) / cfg.budget.budget_seconds()}  # fmt: skip
+def _flag(item: tuple[str, object]) -> str:
+    key, value = item
+    flag = "--" + key.replace("_", "-")
+    return flag if value is True else f"{flag} {value}"
+
+
+# What a model that does not fit tries next, cheapest first: the bf16 adapter costs nothing
+# (ttt_speed.md: a little faster, losses within 0.02 nats); checkpointing a second forward.
+FALLBACKS = [{"lora_dtype": "bfloat16"}, {"lora_dtype": "bfloat16", "gradient_checkpointing": True}]
+
+
+def model_groups() -> list[list[str]]:
+    """The registry's hub models (not the bundled test models), those with the same
+    architecture and sequence length together: their rows would be identical."""
+    keys = (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "vocab_size",
+        "model_type",
+        "tie_word_embeddings",
+    )
+    groups: dict[tuple, list[str]] = {}
+    for name, c in REGISTRY.items():
+        if c.hub_id.startswith("arc-ttft/"):
+            continue
+        key = (*(c.config.get(k) for k in keys), c.default_seq_len, tuple(c.lora_targets))
+        groups.setdefault(key, []).append(name)
+    return list(groups.values())
+
+
+def rows_for(group: list[str], tasks: Sequence[Task], **kw) -> list[dict]:
+    """The group's row with the defaults; when it does not fit, a second row with the
+    first of FALLBACKS that fits (or the last)."""
+    label = group[0] + (f" (also {', '.join(group[1:])})" if len(group) > 1 else "")
+    rows = [model_row(group[0], tasks, label=label, **kw)]
+    if rows[0]["fits 24 GB"]:
+        return rows
+    for flags in FALLBACKS:
+        row = model_row(group[0], tasks, flags=flags, **kw)
+        if row["fits 24 GB"]:
+            break
+    return [*rows, row]
 
 
 def _fmt(v, col: str) -> str:
@@ -321,24 +424,369 @@ def _fmt(v, col: str) -> str:
         return "-"
     if isinstance(v, bool):
         return "yes" if v else "**no**"
-    if col in ("inferred", "budget used"):
+    if col == "params M":
+        return f"{v:,.0f}"
+    if col.startswith(("inferred", "budget used", "inference h")):
         return f"{v:.3f}"
-    if col in ("train GB", "vLLM GB"):
+    if col.startswith("steps/task") or col.endswith("GB"):
         return f"{v:.1f}"
-    if col == "s/step (median task)":
+    if col.startswith("s/step"):
         return f"{v:.2f}"
-    if col.startswith("steps/task") or col == "params M":
-        return f"{v:.1f}" if col != "params M" else f"{v:,.0f}"
     return str(v)
 
 
 def table(rows: Sequence[dict]) -> str:
-    head = "| " + " | ".join(COLUMNS) + " |"
-    sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(_fmt(r[c], c) for c in COLUMNS) + " |" for r in rows]
-    return "\n".join([head, sep, *body])
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_fmt(r[c], c) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
 
 
-def registry_models() -> list[str]:
-    """The hub models of the registry (not the bundled test models)."""
-    return [n for n, c in REGISTRY.items() if not c.hub_id.startswith("arc-ttft/")]
+# ------------------------------------------------------------------------------------------
+# The page
+# ------------------------------------------------------------------------------------------
+
+
+def page(rows: Sequence[dict], tasks: Sequence[Task], runs: int, seed: int, took: float) -> str:
+    cfg = run_config("Qwen3-4B")
+    inf = cfg.infer
+    tokens = [S._tokens(t, run_config("Qwen2-0.5B")) for t in tasks]
+    answers = [schedule.answer_tokens(t, cfg) for t in tasks]
+    over = sum(r["overruns"] or 0 for r in rows)
+    text = PAGE.format(
+        command="python scripts/bench_kaggle_4xl4.py"
+        + ("" if (runs, seed) == (2, 0) else f" --runs {runs} --seed {seed}"),
+        table=table(rows),
+        findings=findings(rows, tasks),
+        runs=runs,
+        seed=seed,
+        took=took,
+        over=over,
+        n=len(tasks),
+        tests=sum(len(t.test) for t in tasks),
+        med_tok=np.median(tokens),
+        med_ans=np.median(answers),
+        views=inf.views,
+        rescore=inf.rescore,
+        sampling=inf.sampling,
+        scorer=inf.scorer,
+        backend=inf.backend,
+        min_prob=inf.min_prob,
+        steps=cfg.ttt.ttt_steps,
+        rank=cfg.ttt.lora_rank,
+        lora_dtype=cfg.ttt.lora_dtype,
+        probe=inf.probe_tasks,
+        margin=cfg.budget.margin_seconds() / 60,
+        act=ACT_BYTES,
+        share=matmul_share(),
+        gemm=GEMM_SHARE,
+        mfu=mfu(),
+        dfs=DFS_ANSWERS_PER_VIEW,
+        prior=schedule.DFS_PATHS,
+        cands=schedule.DFS_CANDIDATES,
+        host=HOST_S_PER_NODE * 1e3,
+        batch=DECODE_BATCH,
+        fill=FILL_TARGET,
+        overhead=STEP_OVERHEAD_S,
+        load=LOAD_FIXED_S,
+        disk=DISK_RATE / 1e9,
+        cuda=CUDA_CONTEXT / 1e9,
+        util=inf.gpu_memory_utilization,
+        extra=extra_flops(rows),
+        check=memory_check(),
+        low=1 - memory_check() / MEMORY_MD_GIB,
+        tight=tight_bytes() / 1e9,
+    )
+    return text
+
+
+def extra_flops(rows: Sequence[dict]) -> str:
+    """How much a step's head and attention add to 4 x params a token, lowest and highest
+    over the table's models at their sequence lengths (a median answer of 648 tokens)."""
+    shares = []
+    for name, seq in {(r["name"], r["seq len"]) for r in rows}:
+        cand = REGISTRY[name]
+        base = 4.0 * body_params(cand.config) * seq
+        shares.append((step_flops(cand, 16, seq, min(648, seq / 2)) / base - 1, name, seq))
+    (lo, a, n), (hi, b, m) = min(shares), max(shares)
+    return f"{lo:.0%} ({a} at {n}) to {hi:.0%} ({b} at {m}, mostly attention)"
+
+
+MEMORY_MD_GIB = (5.02 + 5.21) / 2  # memory.md: fp32 step, 1024 tokens, peak above the model
+
+
+def memory_check() -> float:
+    """memory.md's fp32 step (Qwen2-0.5B, LoRA r16 on all seven, 1024 tokens, 128 answer
+    tokens, full vocabulary) by this page's rule, GiB above the model: bf16 activations
+    doubled (in fp32 the adapter's inputs need no copy), fp32 logits, LoRA state."""
+    cand = REGISTRY["Qwen2-0.5B"]
+    d = _dims(cand.config)
+    act = 2 * ACT_BYTES * d["layers"] * (d["h"] + d["i"]) * 1024
+    return (act + 128 * d["vocab"] * 16 + 16.0 * lora_params(cand, 16)) / 2**30
+
+
+def tight_bytes() -> float:
+    """Estimates above this may not fit: 24 GB over how far the rule fell short of memory.md."""
+    return L4_MEMORY * memory_check() / MEMORY_MD_GIB
+
+
+def host_share(name: str, tasks: Sequence[Task]) -> float:
+    """The share of a model's inference estimate that is vLLM's host time per node."""
+    cand, cfg = REGISTRY[name], run_config(name)
+    total = nodes = 0.0
+    for t in tasks:
+        ctx, answer = S._tokens(t, cfg), schedule.answer_tokens(t, cfg)
+        nodes += (
+            len(t.test)
+            * cfg.infer.views
+            * min(DFS_ANSWERS_PER_VIEW * answer, cfg.infer.dfs_max_nodes)
+        )
+        total += infer_seconds(cand, cfg, t, ctx)
+    return nodes * HOST_S_PER_NODE / total
+
+
+def _span(values: Sequence[float], fmt: str) -> str:
+    lo, hi = fmt.format(min(values)), fmt.format(max(values))
+    return lo if lo == hi else f"{lo}-{hi}"
+
+
+def findings(rows: Sequence[dict], tasks: Sequence[Task]) -> str:
+    """What the table says, written from its rows."""
+
+    def names(rs) -> str:
+        return ", ".join(r["name"] for r in rs) or "none"
+
+    first = [r for r in rows if not r["flags"]]
+    later = [r for r in rows if r["flags"]]
+    fit = [r for r in first if r["fits 24 GB"]]
+    bf16, ckpt = ([r for r in later if r["flags"] == f and r["fits 24 GB"]] for f in FALLBACKS)
+    never = [r for r in later if not r["fits 24 GB"]]
+    tight = [r for r in rows if r["fits 24 GB"] and r["train GB"] > tight_bytes() / 1e9]
+    sim = [r for r in rows if r["steps/task"] is not None]
+    steps, used = [r["steps/task"] for r in sim], [r["budget used"] for r in sim]
+    inferred, inf = [r["inferred"] for r in sim], [r["inference h/worker"] for r in sim]
+    filled = [r[COLUMNS[-2]] for r in sim]
+    cut = [f"{r['name']} {r[COLUMNS[-2]]:.0f}" for r in sim if r[COLUMNS[-2]] < FILL_TARGET]
+    per_worker = len(tasks) / WORKERS
+    fit_text = (
+        f"- With the run's defaults (fp32 adapter, no gradient checkpointing) {len(fit)} of "
+        f"{len(first)} rows fit an L4 at their registry sequence length: {names(fit)}. The "
+        "largest avoidable term is peft's fp32 upcast of the adapter (an fp32 copy of each "
+        "adapted layer's input): with `--lora-dtype bfloat16` (`ttt_speed.md`: a little "
+        f"faster, losses within 0.02 nats) {names(bf16)} fit too; {names(ckpt)} also need "
+        "`--gradient-checkpointing` (1.3-1.4x the step time)"
+    )
+    if never:
+        fit_text += (
+            f"; {names(never)} fits neither way (its vLLM KV cache of 8 views at the full "
+            "length passes 0.85 x 24 GB: a shorter `--max-seq-len` or fewer views)"
+        )
+    tight_text = ", ".join(f"{r['name']} ({r['train GB']:.1f} GB)" for r in tight) or "none"
+    cut_text = f"; the budget binds for {', '.join(cut)} steps a task" if cut else ""
+    lines = [
+        fit_text + ".",
+        f"- Above {tight_bytes() / 1e9:.1f} GB the rule's shortfall against `memory.md` "
+        f"could take a step past 24 GB: {tight_text}. Until a GPU measures them, add "
+        "`--gradient-checkpointing` there: the 12 h easily pay its 1.3-1.4x step time (below).",
+        f"- {len(tasks)} tasks on {WORKERS} workers leave the planner more time than "
+        f"{sim[0]['target']} steps a task need: every configuration that fits trains "
+        f"{_span(steps, '{:.1f}')} steps a task, answers {_span(inferred, '{:.1%}')} of the "
+        f"tasks with their adapter and ends after {_span(used, '{:.0%}')} of the 12 h "
+        "(runs past the deadline: "
+        f"{sum(r['overruns'] for r in sim)}). At a target of {FILL_TARGET}, "
+        f"{sum(f >= FILL_TARGET for f in filled)} of {len(sim)} still train all "
+        f"{FILL_TARGET} steps{cut_text}. On 4 x L4 the step target, not the 12 h, binds.",
+        f"- Inference: {_span(inf, '{:.1f}')} h for the busiest worker, plus the "
+        f"probe's: `--probe-tasks` 16 is per worker, so the base model first answers 16 of "
+        f"a worker's ~{per_worker:.0f} tasks. The least certain term dominates it: vLLM's "
+        f"host time per DFS node, {host_share('SmolLM-135M-Instruct', tasks):.0%} of "
+        f"SmolLM-135M's estimate and {host_share('Qwen3-4B', tasks):.0%} of Qwen3-4B's "
+        "(then each node's KV read, its FLOPs or share of the weights' read, prefill and "
+        "re-scoring). It was measured on vLLM's CPU build with a 1.1M model, and the 4.1 "
+        "answers' worth a view at P = 0.02; the run's P = 0.1 walks fewer nodes.",
+    ]
+    return "\n".join(textwrap.fill(x, 90, subsequent_indent="  ") for x in lines)
+
+
+PAGE = """\
+# ARC Prize 2026 on 4 x L4, on paper: every registry model through the planner
+
+The seed's table for 2026 (Kaggle's GPU machine: 4 x NVIDIA L4, 24 GB each; a 12-hour
+run; a hidden test set of ARC-AGI-2 size). Nothing here ran on a GPU: costs come from the
+L4's datasheet, a stated MFU and ratios measured in this project; the run itself is the
+project's planner, `schedule.run_shard` (what `pipeline.run` runs), on a fake clock
+(`arc_ttft.research.simulate`), once per worker over its shard of the bundled
+{n}-task `arc2-eval` set ({tests} test inputs; `pipeline.shard_tasks` splits them over
+4 workers, one per L4, each with the whole 12 h since they run side by side).
+
+{table}
+
+Columns: "train GB" is one LoRA step on a full-length sequence (seq len tokens, a 30 x 30
+answer grid); "vLLM GB" the weights plus the KV cache of one test input's {views} views;
+"fits" needs train GB <= 24 and vLLM GB <= {util} x 24 (vLLM's `--gpu-memory-utilization`).
+"s/step" is one TTT step of the median task. "steps/task" (mean over tasks, target
+{steps}), "inferred" (share of tasks answered with their adapter) and "budget used" (the
+slowest worker's end over 12 h, mean over runs) come from the simulation; the last two
+columns rerun it with a step target of {fill}, to show what the 12 h could buy.
+A model that does not fit with the defaults gets a second row with the first of
+`--lora-dtype bfloat16`, then that plus `--gradient-checkpointing`, that fits. Models with
+the same architecture and sequence length share a row; "inference h/worker" is the
+estimate for the busiest worker's shard. Runs that ended after the deadline: {over}.
+
+## The run simulated (the defaults under `--profile kaggle-gpu`)
+
+`auto.resolve(cfg, auto.machine_for("kaggle-gpu"))` with `--workers 4`: backend
+{backend}, sampling {sampling} (`--min-prob` {min_prob}), scorer {scorer}, {views}
+views a test input walked by DFS, {rescore} scoring views, {steps} TTT steps a task
+(LoRA rank {rank} on the registry's targets, every attention and MLP projection; adapter
+dtype {lora_dtype}; no gradient checkpointing), probe of {probe} tasks per worker, 12 h budget with a {margin:.0f}-minute
+margin. Sequence length: the registry's `default_seq_len` (`arc-ttft models`). Tokens per
+task: the planner's own estimate (`pipeline.estimate_tokens`, Qwen2-style counting, used
+for every model), capped at the sequence length: median {med_tok:.0f} (`tokens.md`, real
+Qwen2 tokenizer: 2824). Answer tokens (`schedule.answer_tokens`, the largest plausible
+answer grid): median {med_ans:.0f}.
+
+## Costs, and how they become the planner's units
+
+GPU figures (NVIDIA L4 datasheet): BF16 tensor throughput 242 TFLOPS *with sparsity*,
+"one-half lower without", so **121 TFLOPS dense**; memory bandwidth **300 GB/s**; memory
+**24 GB**. MFU: **{mfu:.3f}** = {share:.3f} x {gemm:.3f}, where
+
+- {share:.3f} is measured here: the CPU TTT step of `benchmarks/ttt_speed.md` ("ours",
+  Qwen2-0.5B, 1024 tokens, 5.71 s) does its model FLOPs (counted as below) at {share:.3f}
+  of the rate that CPU's bf16 matmuls reach (~390 GFLOP/s, same page): what is not a
+  large matmul (attention kernels, element-wise ops, the optimizer) costs the rest.
+  Assumed to cost the same share of an L4 step;
+- {gemm:.3f} = 24 / 65: a T4, a 70 W card like the 72 W L4, sustains about 24 of its
+  65 fp16 TFLOPS on a large cuBLAS GEMM because of power capping (NVIDIA developer
+  forum). Assumed the same share for the L4; not measured on one.
+
+TTT step (`ttt_speed.flop_coefficients`' convention): frozen linear layers 4 x params a
+token (forward and input gradient, no weight gradient), LoRA weights 6 x, the output head
+4 x hidden x vocabulary at answer tokens only (`ttt.answer_loss`), causal attention
+12 x heads x head_dim a query-key pair (Gemma 3's sliding layers: 512 keys). With
+gradient checkpointing the forward runs twice: 6 x, 8 x, 16 x. Seconds = FLOPs / (MFU x
+121e12) + {overhead} s a step (optimizer, launches; assumed). The issue's "4 x params a
+token" is the first term (params without the embedding); at the rows' sequence lengths
+the head and attention add
+{extra}.
+
+Inference (vLLM, DFS): per test input and view, the prompt's prefill (compute-bound, 2 x
+params a token / (MFU x peak)), then the walk: **{dfs:.1f} answers' worth of nodes**, as
+arc-nano's lockstep walk measured (`benchmarks/dfs.md`: 524 nodes for 8 walks of 16
+tokens; the planner's prior `schedule.DFS_PATHS` is {prior}), at most `--dfs-max-nodes`.
+A node costs max(compute: 2 x (params + head) a token / (MFU x peak); the weights' bytes
+/ 300 GB/s shared by the {batch} walks of a round) + its own KV read (context x KV bytes
+a token / 300 GB/s) + {host:.2f} ms of vLLM host
+time (`dfs.md`: 629 nodes/s with 32 walks on vLLM's CPU build, arc-nano; an upper
+bound, as it includes that model's forward). Then re-scoring: {cands} candidates
+(`schedule.DFS_CANDIDATES`) under {rescore} views, each a prefill of the view's prompt
+and of the candidates' tokens.
+
+The planner's units (`simulate.TrueCosts`, read with `_raw_workload` and
+`true_costs_for`): the fake shard charges a TTT step of task t `step_per_token` x
+tokens(t), tokens(t) being the planner's estimate capped at max_seq_len, so
+`step_per_token` is seconds per training token of one step, not a per-token GPU cost:
+the script sets it to the shard's summed step seconds over its summed tokens (a step's
+fixed overhead and attention's quadratic part spread over the tokens; the shard's total
+is exact, a long task's step a little under, a short one's a little over). Inference of
+task t costs `gen_per_token` x `_raw_workload` = (prompts + 0.1 x re-scoring calls) x
+answer tokens, with prompts = tests x views x {prior} (the DFS prior) and re-scoring
+calls = tests x {rescore} x {cands}: one unit is neither a generated nor a walked token,
+so `gen_per_token` = the shard's summed inference seconds (above) over its summed units.
+The planner's prior is set to these true costs (`prior_factor` 1), the probe's
+base-model walks cost as much as the adapters' (`TrueCosts.probe_share` 1, its default),
+costs are jittered +-30% per step and per chunk, and model loads cost {load:.0f} s + the bf16 weights at
+{disk:.1f} GB/s (assumed), 2 s per trained task (simulate's default).
+
+Memory: weights 2 bytes a parameter; LoRA 16 bytes a LoRA parameter (fp32 weight,
+gradient, two AdamW moments); activations **{act:.1f} bytes a token, layer and unit of
+(hidden + intermediate) width**, from `ttt_speed.md`'s bf16 step (peak 2.94 GiB at 1024
+tokens, 4.59 GiB at 2048: 1.65 MiB a token over 24 x (896 + 4864)), plus, with the default
+fp32 adapter, an fp32 copy of each adapted layer's input (the upcast `ttt_speed.md`
+describes); with gradient checkpointing, each layer's bf16 input plus one layer's
+activations; logits at the answer positions, 14 bytes a vocabulary entry (bf16 logits,
+their fp32 copy, log-softmax, gradient); {cuda:.0f} GB for the CUDA context and
+workspaces (assumed). The activation figure is a CPU measurement (SDPA's flash kernel,
+eager MLP and RMSNorm): GPU kernels keep about the same tensors. Cross-check:
+`benchmarks/memory.md` measured 5.0-5.2 GiB above the model for an fp32 step at 1024
+tokens (LoRA on all seven projections, 128 answer tokens, full vocabulary); this rule
+gives {check:.1f} GiB for it (bf16 activations doubled, fp32 logits, LoRA state): it may
+be {low:.0%} low, so an estimate above {tight:.1f} GB is not a safe fit.
+
+## What it says
+
+{findings}
+
+## Reproduce
+
+```bash
+{command}
+```
+
+{runs} simulated runs per worker and row ({fill}-step column: 1), seed {seed}; {took:.0f} s
+of one CPU core for the page.
+
+## Sources
+
+- NVIDIA L4 Tensor Core GPU datasheet and product page
+  (https://www.nvidia.com/en-us/data-center/l4/): "BFLOAT16 Tensor Core 242 teraFLOPS*",
+  "* Shown with sparsity. Specifications are one-half lower without sparsity", GPU
+  memory 24 GB, bandwidth 300 GB/s, 72 W. Read through quotations of the page in
+  public repositories (the page itself was not in the search store); the project's
+  `research/ttt_speed.PEAK_TFLOPS` has the same 121 for the L4.
+- NVIDIA developer forum, "About GPU peak performance"
+  (https://forums.developer.nvidia.com/t/about-gpu-peak-performance/264462): a T4
+  measured ~24 TFLOPS fp16 on 4096^3 cuBLAS GEMMs against 65 peak, explained there by
+  power capping at ~70 W.
+- Qwen3-4B-Thinking-2507 model card (https://huggingface.co/Qwen/Qwen3-4B-Thinking-2507):
+  4.0B parameters, 36 layers, 32 query and 8 KV heads, "Context Length: 262,144
+  natively": its registry row is Qwen3-4B's architecture with that context. Its
+  rope_theta (5e6) is the one the 2507 Qwen3-4B configs carry in public copies; the
+  official config.json was not in the search store (a real download brings its own).
+- This project: `benchmarks/ttt_speed.md` (step time, matmul rate, peak memory),
+  `benchmarks/memory.md` (the fp32 step's memory, the cross-check),
+  `benchmarks/dfs.md` (DFS nodes per walk, vLLM lockstep nodes/s),
+  `benchmarks/tokens.md` (ARC-AGI-2 evaluation: median 2824 tokens, digits format),
+  `research/ttt_speed.flop_coefficients` (the FLOP count).
+
+## Left out
+
+Of the models named for ARC Prize 2025-26 teams, Qwen3-4B-Thinking-2507 got a registry row
+(Qwen3-4B's architecture, see Sources; it shares Qwen3-4B's table row). These did not:
+
+- **Qwen3.5 small sizes** (0.8B, 2B, 4B): the installed transformers (5.25.0) has the
+  architecture (`models/qwen3_5`, `Qwen3_5TextConfig`), but the published config.json of
+  the small sizes was not found (only the 27B's, in third-party code, and test fixtures
+  that quote parts of the 0.8B's), and the architecture is a hybrid: three of four layers
+  are Gated DeltaNet linear attention (`Qwen3_5GatedDeltaNet`: `linear_num_key_heads`,
+  `linear_conv_kernel_dim`, ...), the others softmax attention with a sigmoid output gate. `registry.config_params`, `scaled_down` and the LoRA targets
+  know only softmax-attention layers, so a row would need code, not data
+  (`tests/test_models.py` checks the arithmetic against the built model).
+- **Gemma 4 E2B**: transformers has it (`models/gemma4`), but its config.json was found
+  only as a third-party copy of `google/gemma-4-E2B-it`, and the model is multimodal
+  (`Gemma4ForConditionalGeneration`, audio and vision towers) with per-layer embeddings
+  (`hidden_size_per_layer_input`), KV shared across its last layers and 512-wide
+  global heads: again outside what `config_params` counts.
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=2, help="simulated runs per worker and row")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="benchmarks/kaggle-4xL4.md")
+    args = ap.parse_args()
+
+    t0 = time.monotonic()
+    tasks = load_tasks(TASK_SET).tasks
+    rows = []
+    for group in model_groups():
+        for row in rows_for(group, tasks, runs=args.runs, seed=args.seed):
+            print(" | ".join(_fmt(row[c], c) for c in COLUMNS), flush=True)
+            rows.append(row)
+    Path(args.out).write_text(page(rows, tasks, args.runs, args.seed, time.monotonic() - t0))
+    print(f"wrote {args.out} in {time.monotonic() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -37,6 +37,7 @@ PUBLISHED_M = {
     "Qwen3-0.6B": 600,
     "Qwen3-1.7B": 1700,
     "Qwen3-4B": 4000,
+    "Qwen3-4B-Thinking-2507": 4000,
     "Gemma-3-270M": 270,
     "Gemma-3-1B": 1000,
     "Llama-3.2-1B": 1240,
@@ -128,6 +129,18 @@ def test_scaled_down_entry_trains_only_lora(name):
     changed = {n for n, p in pm.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all("lora_" in n for n in changed)
     assert any("lora_B" in n for n in changed)
+
+
+def test_qwen3_4b_thinking_is_qwen3_4b_with_a_longer_context():
+    base, thinking = (models.REGISTRY[n] for n in ("Qwen3-4B", "Qwen3-4B-Thinking-2507"))
+    a, b = base.config, thinking.config
+    assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {
+        "max_position_embeddings",
+        "rope_theta",
+    }
+    assert (b["max_position_embeddings"], b["rope_theta"]) == (262144, 5e6)
+    assert thinking.max_context == 262144 and thinking.default_seq_len == base.default_seq_len
+    assert models.find_candidate("Qwen/Qwen3-4B-Thinking-2507") is thinking
 
 
 @pytest.mark.parametrize("name", sorted(models.REGISTRY))

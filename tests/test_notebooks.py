@@ -328,6 +328,9 @@ def test_submit_notebook_writes_a_valid_submission(submit_run):
     assert submission.validate_submission(sub, tasks) == []
     out = _stdout(nb)
     assert "challenges: arc1-eval" in out
+    # what runs, resolved: device, dtype, backend, sampling, scorer, scoring views, workers
+    assert "device: CPU, dtype: float32, backend: hf, sampling: greedy" in out
+    assert "scorer: " in out and "scoring views: " in out
     assert "score: " in out and "(" in out.split("score: ")[1]
     assert _pictures(nb) == 2
     assert (run_dir / "summary.md").exists() and (run_dir / "report.html").exists()
