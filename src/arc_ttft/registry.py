@@ -101,7 +101,10 @@ ARC_NANO_TTT: dict = {
     "ttt_steps": 64,
     "learning_rate": 1e-3,
 }
-BUNDLED_MODELS: dict[str, Path] = {"arc-nano": Path(__file__).parent / "data" / "arc-nano"}
+# arc-nano2: arc-nano continued by `arc-ttft finetune` on real-ARC-like data (its card).
+BUNDLED_MODELS: dict[str, Path] = {
+    name: Path(__file__).parent / "data" / name for name in ("arc-nano", "arc-nano2")
+}
 
 _DATA = Path(__file__).parent / "data" / "registry.json"
 # What a string ``config`` / ``run_defaults`` in registry.json stands for.
