@@ -21,7 +21,7 @@ def test_no_command_prints_help_and_fails(capsys):
 
 
 @pytest.mark.slow
-def test_dry_run_runs_arc_nano_with_its_registered_settings(tmp_path, capsys):
+def test_dry_run_runs_arc_nano2_on_real_tasks_with_its_registered_settings(tmp_path, capsys):
     import json
     import re
 
@@ -32,7 +32,9 @@ def test_dry_run_runs_arc_nano_with_its_registered_settings(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(r"score: \d\.\d{4} \([01]/1 tasks\)", lines[-1]), lines[-1]
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["model"]["model"] == "arc-nano" and cfg["model"]["format"] == "digits"
-    for key, value in models.REGISTRY["arc-nano"].run_defaults.items():
+    assert cfg["model"]["model"] == "arc-nano2" and cfg["model"]["format"] == "digits"
+    assert cfg["data"]["challenges"] == "arc1-simple"  # real tasks, held out of training
+    assert lines[0].startswith("device: CPU, dtype: float32, backend: hf")
+    for key, value in models.REGISTRY["arc-nano2"].run_defaults.items():
         section = next(s for s in cfg.values() if isinstance(s, dict) and key in s)
         assert section[key] == value, key

@@ -118,8 +118,14 @@ def _peaked_backend(seed: int) -> HFBackend:
     torch.manual_seed(seed)
     model = models.build_random_model(ModelConfig(model="tiny"), torch.float32, seed)
     tok = models._tiny_tokenizer()
+    peak_head(model, HFBackend(model, tok)._grid_ids(ALPHABET) + [tok.eos_token_id], tok)
+    return HFBackend(model, tok, batch_size=64)
+
+
+def peak_head(model, keep: list[int], tok) -> None:
+    """Replace the output head with one that puts most of the mass on ``keep`` (the grid
+    tokens and eos), spread differently in every context."""
     head = model.get_output_embeddings()
-    keep = HFBackend(model, tok)._grid_ids(ALPHABET) + [tok.eos_token_id]
     new = torch.nn.Linear(head.in_features, head.out_features, bias=True)
     with torch.no_grad():
         new.weight.normal_(0, 0.02)
@@ -130,7 +136,6 @@ def _peaked_backend(seed: int) -> HFBackend:
     model.lm_head = new
     model.config.tie_word_embeddings = False
     model.eval()
-    return HFBackend(model, tok, batch_size=64)
 
 
 def _brute_force(be: HFBackend, prompt: list[int], min_prob: float) -> dict[tuple, float]:

@@ -14,6 +14,7 @@ import math
 
 import pytest
 import torch
+from test_dfs import peak_head  # the head that makes a tree of many likely answers
 from transformers import AutoModelForCausalLM, DynamicCache
 
 from arc_ttft import models
@@ -52,18 +53,7 @@ def _backend(name: str) -> HFBackend:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(models.build_config(small), attn_implementation="sdpa")
     be = HFBackend(model, tok)
-    keep = be._grid_ids(ALPHABET) + [tok.eos_token_id]
-    head = model.get_output_embeddings()
-    new = torch.nn.Linear(head.in_features, head.out_features, bias=True)
-    with torch.no_grad():
-        new.weight.normal_(0, 0.02)
-        new.bias.fill_(-30.0)
-        new.weight[keep] = torch.randn(len(keep), head.in_features) * 0.1
-        new.bias[keep] = 0.0
-        new.bias[tok.eos_token_id] = 1.0  # short answers likely too: a tree of many depths
-    model.lm_head = new
-    model.config.tie_word_embeddings = False
-    model.eval()
+    peak_head(model, be._grid_ids(ALPHABET) + [tok.eos_token_id], tok)
     return be
 
 

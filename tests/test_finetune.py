@@ -174,6 +174,18 @@ def test_a_mix_with_arc2_train_drops_every_held_out_task_by_id_and_by_grids():
     assert len(mix.train) == len(arc2) - len(by_id) - len(by_grids)
 
 
+def test_the_card_records_the_generated_families_and_the_real_tasks_weight():
+    cfg = C.from_flat(
+        C.FinetuneConfig,
+        {"data": "generated:10,arc1-train", "generated_families": "all",
+         "generated_min_size": 2, "real_samples_per_task": 24},
+    )  # fmt: skip
+    result = F.FinetuneResult(Path("o"), None, None, 5, 5, 0.5, [0.5], "max_steps", 1.0, 3, 9, [])
+    card = F.model_card(cfg, result, "arc-ttft finetune ...")
+    assert "8 per task, 24 per task of a named set" in card
+    assert "families `all`, input sides 2-10, seed 0" in card
+
+
 def test_samples_are_ttt_samples(task_file):
     """The training sequences are TTT's own (same prompts, views and labels), with the
     test pair joining the train pairs."""

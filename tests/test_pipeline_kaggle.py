@@ -210,7 +210,7 @@ def _infer_with(monkeypatch, work, tasks, grids, base):
         return {t.id: [_answer(t, i, grids) for i in range(len(t.test))] for t in ts}
 
     monkeypatch.setattr(selection, "predict_tasks", fake)
-    work.infer(tasks, {}, 30.0, base=base)
+    work.infer(tasks, {} if base else {t.id: f"/adapters/{t.id}" for t in tasks}, 30.0, base)
 
 
 def test_an_empty_adapter_inference_keeps_the_probes_answers(tmp_path, monkeypatch):

@@ -302,10 +302,11 @@ class ShardWork:
             # An earlier real answer (the probe's, or an adapter's before a resume) fills
             # the gaps before any fallback: an empty inference must never erase it.
             earlier = [] if base else earlier_answers(self.out, t.id)
+            # who answered: the probe (base model), the task's adapter, or the base model
+            # when the task has no adapter (no TTT, or TTT skipped by the budget)
+            source = "probe" if base else "adapter" if adapters.get(t.id) else "base"
             sourced = [
-                s.sourced_attempts(
-                    t, i, earlier[i] if i < len(earlier) else (), "probe" if base else "adapter"
-                )
+                s.sourced_attempts(t, i, earlier[i] if i < len(earlier) else (), source)
                 for i, s in enumerate(sels)
             ]
             _write_json(

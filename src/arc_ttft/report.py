@@ -126,16 +126,20 @@ def write_outputs(
 
 
 def _answer_cell(ans: dict[str, Any], test: int, truth: Any) -> str:
-    """``3x3 ok (8)``: the first attempt's shape, whether it is right, its votes."""
+    """``3x3 ok (8; adapter)``: the first attempt's shape, whether an attempt is right
+    ("ok", or "ok 2nd" by the second attempt), its top votes and where it came from."""
     attempts, sels = ans.get("attempts", []), ans.get("selections", [])
     if test >= len(attempts):
         return "-"
-    first = attempts[test]["attempt_1"]
-    right = truth is not None and np.array_equal(np.asarray(first), np.asarray(truth))
+    pair = attempts[test]
+
+    def right(k: str) -> bool:
+        return truth is not None and np.array_equal(np.asarray(pair[k]), np.asarray(truth))
+
     votes = [c.get("count", 0) for c in sels[test].get("candidates", [])[:3]] if sels else []
     source = (ans.get("sources") or [["?"]])[test][0]
-    mark = "**ok**" if right else "wrong"
-    return f"{_shape(first)} {mark} ({'/'.join(map(str, votes)) or 'no candidate'}; {source})"
+    mark = "**ok**" if right("attempt_1") else "**ok 2nd**" if right("attempt_2") else "wrong"
+    return f"{_shape(pair['attempt_1'])} {mark} ({'/'.join(map(str, votes)) or 'no candidate'}; {source})"
 
 
 def compare_runs(base_dir: Path, ttt_dir: Path, tasks: list[Task]) -> str:
@@ -158,7 +162,7 @@ def compare_runs(base_dir: Path, ttt_dir: Path, tasks: list[Task]) -> str:
         loss = info.get("final_loss")
         for i, ex in enumerate(t.test):
             cells = [_answer_cell(b, i, ex.output), _answer_cell(a, i, ex.output)]
-            ok = ["**ok**" in c for c in cells]
+            ok = ["**ok" in c for c in cells]
             change = {(False, True): "gained", (True, False): "lost"}.get(tuple(ok), "")
             if change:
                 counts[change] += 1

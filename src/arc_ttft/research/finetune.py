@@ -587,14 +587,23 @@ def model_card(
         if result.holdout_ids
         else "no held-out tasks"
     )
+    per_task = f"{cfg.samples_per_task} per task"
+    if cfg.real_samples_per_task:
+        per_task += f", {cfg.real_samples_per_task} per task of a named set"
+    generated = ""
+    if any(item.startswith(GENERATED) for item in cfg.data):
+        generated = (
+            f" Generated tasks: families `{cfg.generated_families}`, input sides "
+            f"{cfg.generated_min_size}-{cfg.generated_max_size}, seed {cfg.seed}."
+        )
     return (
         f"# {title or f'{cfg.model.model} fine-tuned on ARC tasks'}\n\n"
         f"Trained by `arc-ttft finetune` (arc_ttft.research.finetune) from `{cfg.model.model}`: "
         f"{result.steps} steps ({result.stop_reason}), final loss {loss}, seed {cfg.seed}.\n\n"
         f"Command:\n\n    {command}\n\n"
         f"Data mix: `{','.join(cfg.data)}`: {result.n_train_tasks} tasks, "
-        f"{result.n_samples} samples ({cfg.samples_per_task} per task, views "
-        f"`{cfg.transforms}` x colours x pair order, loss on `{cfg.label_mode}`); {held}.\n\n"
+        f"{result.n_samples} samples ({per_task}, views `{cfg.transforms}` x colours x "
+        f"pair order, loss on `{cfg.label_mode}`); {held}.{generated}\n\n"
         f"Training: {how}; peak lr {cfg.learning_rate:g} ({cfg.lr_schedule}, "
         f"{cfg.warmup_steps} warm-up steps); batch {cfg.batch_size} x {cfg.grad_accum} "
         f"accumulation x {_world_size()} devices.\n\n"
