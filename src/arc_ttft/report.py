@@ -139,7 +139,8 @@ def _answer_cell(ans: dict[str, Any], test: int, truth: Any) -> str:
     votes = [c.get("count", 0) for c in sels[test].get("candidates", [])[:3]] if sels else []
     source = (ans.get("sources") or [["?"]])[test][0]
     mark = "**ok**" if right("attempt_1") else "**ok 2nd**" if right("attempt_2") else "wrong"
-    return f"{_shape(pair['attempt_1'])} {mark} ({'/'.join(map(str, votes)) or 'no candidate'}; {source})"
+    shown = "/".join(map(str, votes)) or "no candidate"
+    return f"{_shape(pair['attempt_1'])} {mark} ({shown}; {source})"
 
 
 def compare_runs(base_dir: Path, ttt_dir: Path, tasks: list[Task]) -> str:

@@ -405,10 +405,11 @@ def candidate_score(c: Candidate, scorer: str, m: int, vote_weight: float = 1.0)
       Matter of Perspective", 2025, plus this package's vote weight).
     - ``nvarc``: the number of distinct views whose search found it, minus its mean NLL
       under the m augmentations (NVARC, ARC Prize 2025 winning solution write-up).
-    - ``architects``: the sum over the views that found it of (3 - its best NLL there), plus the mean over
-      them of the sum over augmentations j of (3 - NLL_j) (the ARChitects, "The LLM
-      ARChitect: Solving ARC-AGI Is A Matter of Perspective", 2024). Here the m
-      augmentations are the same for every finding view, so that mean is the one sum.
+    - ``architects``: the sum over the views that found it of (3 - its best NLL there),
+      plus the mean over them of the sum over augmentations j of (3 - NLL_j) (the
+      ARChitects, "The LLM ARChitect: Solving ARC-AGI Is A Matter of Perspective", 2024).
+      Here the m augmentations are the same for every finding view, so that mean is the
+      one sum.
     """
     ll = c.rescore if c.rescore is not None else -math.inf
     if scorer == "poe":
