@@ -10,6 +10,7 @@ import pytest
 from arc_ttft import config as C
 from arc_ttft import pipeline, schedule
 from arc_ttft.research import simulate as S
+from arc_ttft.schedule import TASK_OVERRUN
 from arc_ttft.tasks import load_tasks
 
 
@@ -68,6 +69,21 @@ def test_an_underestimated_task_trains_fully_when_the_budget_is_ample():
     tight = S.true_costs_for(tasks, cfg, ttt_ratio=2.0, infer_share=0.1)
     r = S.simulate(tasks, cfg, tight, runs=4, seed=3, prior_factor=1 / 3.4)
     assert r.overruns == 0 and r.mean_inferred >= 0.95
+
+
+def test_the_cost_model_learns_within_the_first_task():
+    """A prior 3.4x too fast and a binding budget: priced on the prior, the other tasks'
+    plans looked cheap, so the first task trained all 64 steps (3.4x its plan) and the
+    rest paid for it. Learning from its first steps, the first task stops near its
+    share."""
+    tasks, cfg = _arc1_eval()[:20], _cfg(ttt_steps=64)
+    costs = S.true_costs_for(tasks, cfg, ttt_ratio=2.0, infer_share=0.05, jitter=0.0)
+    r = S.simulate(tasks, cfg, costs, runs=2, seed=3, prior_factor=1 / 3.4)
+    print(r.summary(), "first task:", r.mean_first_steps)
+    assert r.overruns == 0 and r.mean_inferred >= 0.95
+    rest = (r.mean_steps * r.tasks - r.mean_first_steps) / (r.tasks - 1)
+    assert r.mean_first_steps <= TASK_OVERRUN / 3.4 * 64 + 2  # the floor, not the plan
+    assert r.mean_first_steps < 1.5 * rest
 
 
 def test_the_reserve_covers_dfs_after_a_probe_of_short_walks(monkeypatch):

@@ -58,6 +58,8 @@ def test_the_real_subsets_are_what_they_say():
     bigger = [t for t in every if all(max(ex.input.shape + ex.output.shape) <= 10
                                       for ex in t.train + t.test)]  # fmt: skip
     assert [t.id for t in bigger] == [t.id for t in small]
+    halves = [{t.id for t in load_tasks(f"arc1-eval-small-{h}").tasks} for h in "ab"]
+    assert not halves[0] & halves[1] and halves[0] | halves[1] == {t.id for t in small}
 
 
 @pytest.mark.parametrize(
@@ -69,6 +71,8 @@ def test_the_real_subsets_are_what_they_say():
         ("arc2-eval", 120, "0934a4d8"),
         ("arc1-simple", 15, "0d3d703e"),
         ("arc1-eval-small", 77, "00576224"),
+        ("arc1-eval-small-a", 39, "00576224"),
+        ("arc1-eval-small-b", 38, "03560426"),
     ],
 )
 def test_bundled_sets_load_fast_with_every_solution(name, count, first):

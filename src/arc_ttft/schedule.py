@@ -24,6 +24,7 @@ Faults of a stage (a model that cannot load, an exception in a task) are logged 
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import traceback
@@ -359,10 +360,15 @@ def _train(cfg, ops, guard, cost, events, report, tokens, todo, infer_todo, adap
             adapters[task.id] = None
             continue
         step_s = cost.ttt_step_seconds(tokens[task.id])
-        planned = {tid: plan.steps.get(tid, 0) * cost.ttt_step_seconds(n) for tid, n in remaining}
-        spare = guard.remaining() - res - sum(planned.values())  # no other plan needs it
+        others = [(plan.steps[tid], n) for tid, n in remaining[1:] if plan.steps.get(tid, 0)]
+        free_seconds = functools.partial(_free_seconds, guard.remaining(), others, infer_todo, cfg)
         stop = _task_guard(
-            guard.step_guard(step_s, reserve_seconds=res), clock, planned[task.id], spare
+            guard.step_guard(step_s, reserve_seconds=res),
+            clock,
+            steps * step_s,
+            free_seconds,
+            cost,
+            tokens[task.id],
         )
         t1 = clock.now()
         try:
@@ -379,17 +385,43 @@ def _train(cfg, ops, guard, cost, events, report, tokens, todo, infer_todo, adap
     ops.close_trainer()
 
 
-def _task_guard(step_guard, clock, planned_seconds: float, spare_seconds: float = 0.0):
-    """The step guard, plus a stop once a task overruns its plan by more than the time no
-    other task's plan needs (``spare_seconds``), and never before ``TASK_OVERRUN`` times
-    its plan. The cost model learns only when a task ends, so a prior that is far too
-    optimistic (a loaded machine, a slower GPU) must not let one task eat the others'
-    time; with time to spare, an underestimated task still trains to its planned steps."""
-    allowed = max(TASK_OVERRUN * planned_seconds, planned_seconds + max(0.0, spare_seconds))
-    limit = clock.now() + allowed
+def _free_seconds(left, others, infer_todo, cfg, learned: B.CostModel) -> float:
+    """Of ``left`` seconds, what one task may take without touching the other tasks'
+    plans (``others``: (steps, tokens) pairs) or the inference reserve, priced by
+    ``learned``."""
+    need = sum(steps * learned.ttt_step_seconds(n) for steps, n in others)
+    return left - inference_reserve(infer_todo, cfg, learned) - need
+
+
+def _task_guard(step_guard, clock, planned_seconds, free_seconds, cost, tokens):
+    """The step guard, plus a stop once a task runs past the time no other task's plan
+    needs (``free_seconds(cost)``), and never before ``TASK_OVERRUN`` times its plan.
+
+    The cost model learns mid-task: after steps 2, 4, 8, ... a copy of ``cost`` takes the
+    speed measured so far and the free time is priced again. A prior far too optimistic
+    (a loaded machine, a slower GPU) makes every later task slower too, so it shrinks
+    what this task may take; with time to spare, an underestimated task still trains to
+    its planned steps (a cap on its plan alone cut 03560426 at 36 of 64 steps with
+    41,000 s left)."""
+    start = clock.now()
+    floor = TASK_OVERRUN * planned_seconds
+    limit = start + max(floor, free_seconds(cost))
+    done, learn_at, first = 0, 2, start
 
     def stop() -> bool:
-        return step_guard() or clock.now() > limit
+        nonlocal done, learn_at, limit, first
+        if step_guard():
+            return True
+        now = clock.now()
+        if done == 0:
+            first = now  # steps are timed from here: set-up before them is not a step
+        elif done >= learn_at:
+            learn_at *= 2
+            learned = copy.deepcopy(cost)
+            learned.observe_ttt(tokens, (now - first) / done, done)
+            limit = start + max(floor, free_seconds(learned))
+        done += 1
+        return now > limit
 
     return stop
 

@@ -106,6 +106,7 @@ class BundledSet:
     description: str
     ids: tuple[str, ...] | None = None  # only these tasks of the split(s)
     max_side: int | None = None  # only tasks whose every grid is at most this on a side
+    half: int | None = None  # 0 or 1: every other task of the set in sorted-id order
 
 
 # ARC-AGI-1 tasks whose every pair follows one simple rule (a dihedral transform, a
@@ -137,6 +138,19 @@ BUNDLED_SETS: dict[str, BundledSet] = {
         "ARC-AGI-1 evaluation tasks whose every grid is at most 10x10",
         max_side=10,
     ),
+    # The two halves of arc1-eval-small, for data-mix arms that train on one half and are
+    # scored on the other (benchmarks/learning.md).
+    **{
+        f"arc1-eval-small-{'ab'[h]}": BundledSet(
+            "arcagi_aa922be.json",
+            "eval",
+            (39, 38)[h],
+            f"arc1-eval-small, half {'ab'[h]} (every other task by sorted id)",
+            max_side=10,
+            half=h,
+        )
+        for h in (0, 1)
+    },
 }
 
 
@@ -514,6 +528,9 @@ def _bundled_raw(name: str, problems: list[Problem]) -> list[tuple[str, Any]]:
         raw = [(tid, t) for tid, t in raw if tid in s.ids]
     if s.max_side is not None:
         raw = [(tid, t) for tid, t in raw if _max_side(t) <= s.max_side]
+    if s.half is not None:
+        keep = set(sorted(tid for tid, _ in raw)[s.half :: 2])
+        raw = [(tid, t) for tid, t in raw if tid in keep]
     return raw
 
 

@@ -129,6 +129,7 @@ class SimulationResult:
     min_fraction_used: float
     max_fraction_used: float
     mean_steps: float  # TTT steps per task actually run
+    mean_first_steps: float  # steps of the first task trained (on the prior alone)
     mean_inferred: float  # share of tasks answered with their adapter
     mean_answered: float  # share of tasks with any model answer (adapter or probe)
     mean_faults: float  # fault events per run (hangs, refused backends, ...)
@@ -204,7 +205,7 @@ def simulate(
     score_rate = 0.1 * costs.gen_per_token  # as _raw_workload counts re-scoring
     total, margin = cfg.budget.budget_seconds(), cfg.budget.margin_seconds()
     rng = np.random.default_rng(seed)
-    used, steps, inferred, answered, faults = [], [], [], [], []
+    used, steps, first, inferred, answered, faults = [], [], [], [], [], []
     over = hard = 0
     worst = 0.0
     for _ in range(runs):
@@ -235,6 +236,7 @@ def simulate(
         worst = max(worst, end - (total - margin))
         used.append(end / total)
         steps.append(sum(report.trained.values()) / len(tasks))
+        first.append(next(iter(report.trained.values()), 0))  # in training order
         inferred.append(len(set(report.inferred)) / len(tasks))
         answered.append(len(set(report.inferred) | set(report.probed)) / len(tasks))
         faults.append(len(report.faults))
@@ -251,6 +253,7 @@ def simulate(
         min_fraction_used=float(u.min()),
         max_fraction_used=float(u.max()),
         mean_steps=float(np.mean(steps)),
+        mean_first_steps=float(np.mean(first)),
         mean_inferred=float(np.mean(inferred)),
         mean_answered=float(np.mean(answered)),
         mean_faults=float(np.mean(faults)),
