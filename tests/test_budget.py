@@ -84,6 +84,33 @@ def test_with_deadline_returns_raises_and_propagates():
         B.with_deadline(lambda: {}["x"], 5)
 
 
+def test_a_cancelled_call_ends_instead_of_being_abandoned():
+    """Issue 21 #7: a call past its deadline kept running (and holding its GPU memory)
+    while the backend was rebuilt beside it. With ``cancel`` it is told to stop and ends."""
+    import threading
+
+    cancel, release = threading.Event(), threading.Event()
+    seen = []
+
+    def cooperative():
+        while not cancel.wait(0.01):
+            pass
+        seen.append(threading.current_thread())
+        raise RuntimeError("cancelled")
+
+    n = len(B._ABANDONED)
+    with pytest.raises(B.DeadlineExceeded, match="cancelled"):
+        B.with_deadline(cooperative, 0.05, cancel, grace=5)
+    assert not seen[0].is_alive() and len(B._ABANDONED) == n
+    # One that ignores the event is abandoned after the grace, and counted as running.
+    with pytest.raises(B.DeadlineExceeded, match="did not finish"):
+        B.with_deadline(lambda: release.wait(30), 0.05, threading.Event(), grace=0.05)
+    assert len(B._ABANDONED) == n + 1 and B.abandoned_alive()
+    release.set()
+    B._ABANDONED[-1].join(5)
+    assert not B._ABANDONED[-1].is_alive()
+
+
 # ---------------------------------------------------------------------------------------
 # Cost model
 # ---------------------------------------------------------------------------------------

@@ -143,6 +143,42 @@ def test_text_is_cut_before_the_stop_token(backend):
     assert cut_at_stop(ids, [tok.eos_token_id])[-1] == tok.eos_token_id
 
 
+def test_a_cancel_stops_generation_dfs_and_scoring_at_the_next_step(backend):
+    """Issue 21 #7: a cancelled call stops at its next token (not after its whole
+    generation), so the thread ends and its memory can be freed."""
+    import threading
+
+    from arc_ttft.infer.base import Cancelled
+
+    prompt, stops = _ids(backend, PROMPTS[0]), stop_ids(backend.tokenizer)
+    forwards = []
+
+    def count_and_cancel(*_):
+        forwards.append(1)
+        if len(forwards) == 3:
+            backend.cancel.set()
+
+    hook = backend.base.register_forward_hook(count_and_cancel)
+    try:
+        for req in (
+            Request(prompt, max_new_tokens=40),  # greedy: no stop token, no alphabet
+            Request(prompt, max_new_tokens=40, min_prob=1e-9, stop_token_ids=stops),
+        ):
+            forwards.clear()
+            backend.cancel = threading.Event()
+            with pytest.raises(Cancelled):
+                backend.generate([req])
+            assert len(forwards) <= 4  # stopped at the next step, not 40 tokens later
+        backend.cancel = threading.Event()
+        backend.cancel.set()
+        with pytest.raises(Cancelled):
+            backend.score_many([(prompt, [1, 2], None), (prompt[:3], [1], None)])
+    finally:
+        hook.remove()
+        backend.cancel = None
+    assert backend.generate([Request(prompt, max_new_tokens=3)])[0][0].n_tokens <= 3
+
+
 def test_make_backend_hf(tiny_path):
     from arc_ttft.config import InferConfig
     from arc_ttft.infer import make_backend, pick_backend

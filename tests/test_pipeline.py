@@ -255,3 +255,28 @@ def test_shrunk_vocabulary_run(tmp_path):
         adapter = Path(pipeline.read_ttt(out, t.id)["adapter"], "adapter_config.json")
         assert json.loads(adapter.read_text())["base_model_name_or_path"] == folder
     assert C.load(C.RunConfig, out / "config.json").model.shrink_vocab  # as the user asked
+
+
+def test_a_worker_whose_call_was_abandoned_hands_its_tasks_to_a_fresh_one(tmp_path):
+    """Issue 21 #7: a call that ignored its cancel still holds the GPU's memory, so no
+    second engine is built beside it: the worker ends with WORKER_FRESH_EXIT and its
+    parent starts a fresh process for the unfinished tasks."""
+    import threading
+
+    from arc_ttft import budget as B
+    from arc_ttft.events import EventLog
+
+    cfg = _cfg(tmp_path)
+    out, tasks, events = Path(cfg.output), _tasks(cfg)[:2], EventLog()
+    assert pipeline.worker_exit(out, tasks, events) == 0
+    release = threading.Event()
+    with pytest.raises(B.DeadlineExceeded):
+        B.with_deadline(lambda: release.wait(30), 0.01, threading.Event(), grace=0.01)
+    try:
+        assert pipeline.worker_exit(out, tasks, events) == pipeline.WORKER_FRESH_EXIT
+        with pytest.raises(RuntimeError, match="fresh worker"):
+            pipeline.ShardWork(cfg, out, events, "cuda:0").load_backend()
+    finally:
+        release.set()
+        B._ABANDONED[-1].join(5)
+    assert pipeline.worker_exit(out, tasks, events) == 0

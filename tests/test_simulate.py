@@ -86,6 +86,33 @@ def test_the_cost_model_learns_within_the_first_task():
     assert r.mean_first_steps < 1.5 * rest
 
 
+@cache
+def _arc2_eval():
+    return tuple(load_tasks("arc2-eval").tasks)
+
+
+@pytest.mark.parametrize("n_tasks, hours, load_s", [(120, 12.0, 60.0), (30, 5 / 60, 5.0)])
+def test_arc2_sizes_every_task_gets_its_adapters_inference(monkeypatch, n_tasks, hours, load_s):
+    """Issue 21 #10 at ARC-AGI-2 sizes (prompts 700-9,300 tokens), with a truth the
+    planner does not share: inference per answer token grows with the prompt (x2 at 8k
+    tokens, more than a small model's KV reads add), and the probe's answers stop at a
+    third. Full TTT needs 2x the budget. The second case is the issue's run: 30 tasks in
+    5 minutes with the tiny model's loads, where a reserve kept at 1.1x while chunks start
+    only when 1.2x fits lost 2 to 8% of the tasks (0.92 to 0.97 over four seeds)."""
+    tasks, cfg = _arc2_eval()[:n_tasks], _cfg(budget_hours=hours, ttt_steps=64)
+    costs = S.true_costs_for(
+        tasks, cfg, ttt_ratio=2.0, infer_share=0.3, context_tokens=8000, probe_share=1 / 3,
+        load_seconds=load_s, write_seconds=load_s / 60,
+    )  # fmt: skip
+    r = S.simulate(tasks, cfg, costs, runs=8, seed=1)
+    print(r.summary())
+    assert r.overruns == 0 and r.mean_inferred >= 0.98 and r.mean_steps >= 8
+    # The test can fail: a reserve at half its price loses the last tasks' inference.
+    half = schedule.inference_reserve
+    monkeypatch.setattr(schedule, "inference_reserve", lambda *a, **k: 0.5 * half(*a, **k))
+    assert S.simulate(tasks, cfg, costs, runs=3, seed=0).mean_inferred < 0.95
+
+
 def test_the_reserve_covers_dfs_after_a_probe_of_short_walks(monkeypatch):
     """The probe's base model walks stop early; priced on them without their length, the
     reserve fell short of the adapters' whole walks (half the tasks lost inference)."""

@@ -195,7 +195,7 @@ def exit_code(code: int) -> int:
     running, flush the output and end the process here with ``code`` (``os._exit``), since
     a normal shutdown would abort under it. Only entry points call this (never a library
     caller: it would end the caller's process)."""
-    if any(th.is_alive() for th in _ABANDONED):
+    if abandoned_alive():
         import os
         import sys
 
@@ -208,11 +208,27 @@ def exit_code(code: int) -> int:
     return code
 
 
-def with_deadline(fn: Callable[[], T], seconds: float) -> T:
+# How long a cancelled call may take to reach its next token, DFS node or batch and end.
+CANCEL_GRACE_S = 5.0
+
+
+def abandoned_alive() -> bool:
+    """Whether a call ``with_deadline`` gave up on is still running (and holding memory)."""
+    return any(th.is_alive() for th in _ABANDONED)
+
+
+def with_deadline(
+    fn: Callable[[], T],
+    seconds: float,
+    cancel: threading.Event | None = None,
+    grace: float = CANCEL_GRACE_S,
+) -> T:
     """Run ``fn()`` and return its result, or raise DeadlineExceeded after ``seconds``.
 
-    ``fn`` runs in a daemon thread; on a timeout it is abandoned, not killed (Python cannot
-    kill a thread), so the caller should stop trusting whatever it was using.
+    ``fn`` runs in a daemon thread. On a timeout ``cancel`` is set (a backend stops at its
+    next token or batch: infer.base) and the call gets ``grace`` seconds to end, so that
+    it frees what it holds. One that still runs is abandoned, not killed (Python cannot
+    kill a thread): the caller should stop trusting whatever it was using.
     """
     box: dict[str, Any] = {}
 
@@ -225,6 +241,11 @@ def with_deadline(fn: Callable[[], T], seconds: float) -> T:
     th = threading.Thread(target=target, daemon=True, name="with_deadline")
     th.start()
     th.join(max(0.0, seconds))
+    if th.is_alive() and cancel is not None:
+        cancel.set()
+        th.join(max(0.0, grace))
+        if not th.is_alive():
+            raise DeadlineExceeded(f"call cancelled after {seconds:.1f} s (it has ended)")
     if th.is_alive():
         _ABANDONED.append(th)
         raise DeadlineExceeded(f"call did not finish within {seconds:.1f} s")
@@ -649,4 +670,5 @@ __all__ = [
     "must_stop",
     "plan_steps",
     "with_deadline",
+    "abandoned_alive",
 ]

@@ -28,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -268,6 +269,13 @@ class ShardWork:
     def load_backend(self) -> None:
         from arc_ttft import infer
 
+        if B.abandoned_alive() and self.device.startswith("cuda"):
+            # Its engine still holds the GPU's memory: a second one would not fit. The
+            # worker ends instead and a fresh process takes the rest (_worker_main).
+            raise RuntimeError(
+                "a call abandoned at its deadline still holds GPU memory; a fresh worker "
+                "takes the unfinished tasks"
+            )
         self.backend = infer.make_backend(self.cfg, device=self.device)
         # Warm up (vLLM builds its engine at the first call): the load's cost is measured
         # here, not charged to the first inference chunk, whose time scales the reserve.
@@ -286,6 +294,8 @@ class ShardWork:
         # to score the candidates; the timeout then only catches a hung engine.
         dfs_deadline = time.time() + DFS_SHARE_OF_TIMEOUT * timeout_s
         measured: dict[str, Any] = {}
+        cancel = threading.Event()  # set at the timeout: the backend stops and lets go
+        backend.cancel = cancel
         selections = B.with_deadline(
             lambda: selection.predict_tasks(
                 tasks, backend, backend.tokenizer, self.cfg.infer, self.cfg.model.format,
@@ -295,6 +305,7 @@ class ShardWork:
                 measured=measured,
             ),
             timeout_s,
+            cancel,
         )  # fmt: skip
         name = ANSWERS_BASE if base else ANSWERS
         for t in tasks:
@@ -600,7 +611,9 @@ def run(cfg: C.RunConfig, *, clock: B.Clock | None = None, progress: bool = True
 
         cfg = use_shrunk_vocab(cfg, events)
         n_workers = cfg.workers or max(1, torch.cuda.device_count())
-        if n_workers > 1 and len(tasks) > 1:
+        # On a GPU even one worker is a process of its own: one whose call was abandoned
+        # (holding GPU memory) is replaced by a fresh process that has all of it.
+        if (n_workers > 1 or torch.cuda.is_available()) and len(tasks) > 1:
             C.save(cfg, out / WORKER_CONFIG)  # resolved: the workers run exactly this
             shards = shard_tasks(tasks, n_workers, cfg.model.format, cfg.ttt.ttt_steps)
             faults += _run_workers(shards, cfg, out, guard, events, tasks)
@@ -668,6 +681,20 @@ def _worker_main(argv: list[str]) -> int:
     # CUDA_VISIBLE_DEVICES shows this worker one GPU; on CPU (tests) workers share the CPU.
     device = models.default_device()
     process_shard(tasks, cfg, out, guard, events, device=device, progress=False, worker=int(gpu))
+    return worker_exit(out, tasks, events)
+
+
+WORKER_FRESH_EXIT = 75  # EX_TEMPFAIL: unfinished tasks for a fresh worker
+
+
+def worker_exit(out: Path, tasks: list[Task], events: EventLog) -> int:
+    """A worker's exit code: ``WORKER_FRESH_EXIT`` when a call it abandoned is still
+    running (its memory is held until the process ends) and tasks are unfinished, so that
+    the parent starts a fresh worker for them; else 0."""
+    left = [t.id for t in tasks if read_answers(out, t.id, base_ok=False) is None]
+    if B.abandoned_alive() and left:
+        events.log("worker_exit", reason="abandoned call", unfinished=len(left))
+        return WORKER_FRESH_EXIT
     return 0
 
 

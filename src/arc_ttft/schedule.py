@@ -188,9 +188,12 @@ def inference_reserve(
     # The floor guards against an optimistic prior; it scales with the budget so that a
     # short run (the dry run, tests) is not all reserve.
     floor = min(60.0, 0.1 * cfg.budget.budget_seconds()) if include_load else 0.0
+    # The loop starts a chunk only when CHUNK_SAFETY x its estimate fits: the reserve
+    # keeps that much, or its last chunks fall back (4 of 30 ARC-AGI-2-sized tasks did).
     est = B.inference_reserve(
-        cost, n_prompts, out_tokens, n_scores, include_load=include_load, floor_seconds=floor
-    )
+        cost, n_prompts, out_tokens, n_scores, safety=CHUNK_SAFETY, include_load=include_load,
+        floor_seconds=floor,
+    )  # fmt: skip
     # Every chunk publishes the submission (B.inference_reserve counts one write).
     return est + (CHUNKS + 1) * cost.overhead("write")
 

@@ -11,6 +11,9 @@ Conventions both backends follow:
   cut before the first stop token.
 - ``adapter`` is a LoRA adapter folder (adapter_config.json + adapter_model.safetensors)
   or None for the base model.
+- ``cancel``: a ``threading.Event`` the caller may set on a backend (or None); once it is
+  set, the backend stops at its next token, DFS node or batch and raises ``Cancelled``,
+  so that a call past its deadline ends and frees what it holds instead of running on.
 """
 
 from __future__ import annotations
@@ -19,6 +22,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+
+class Cancelled(RuntimeError):
+    """The backend's ``cancel`` event was set: the call stopped before it finished."""
+
+
+def check_cancel(cancel: Any) -> None:
+    """Raise ``Cancelled`` when ``cancel`` (a threading.Event or None) is set."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("the caller's deadline passed: the call was cancelled")
+
 
 END_MARGIN_TOKENS = 8  # room for the end marker's tokens and a stray newline
 MAX_GRID_SIDE = 30

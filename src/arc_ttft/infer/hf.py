@@ -36,7 +36,14 @@ import torch
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
 from arc_ttft import encoding
-from arc_ttft.infer.base import Completion, Request, ScoreItem, cut_at_stop, decode_answer
+from arc_ttft.infer.base import (
+    Completion,
+    Request,
+    ScoreItem,
+    check_cancel,
+    cut_at_stop,
+    decode_answer,
+)
 from arc_ttft.infer.dfs import (
     DFSResult,
     grid_token_ids,
@@ -81,6 +88,7 @@ class HFBackend:
         # the last generate call's DFS walks, one per request (None: not a DFS request)
         self.dfs_results: list[DFSResult | None] = []
         self._grid_id_cache: dict[str, list[int]] = {}
+        self.cancel: Any = None  # a threading.Event: stop at the next token (infer.base)
 
     @classmethod
     def from_path(
@@ -173,10 +181,16 @@ class HFBackend:
             pad_token_id=self.pad_id,
             return_dict_in_generate=True,
         )
+        check_cancel(self.cancel)
         over = None
+        criteria = StoppingCriteriaList()
         if first.grid_alphabet:
             over = _AnswerOver(self._token_texts(), first.grid_alphabet, self.tokenizer.eos_token)
-            kwargs["stopping_criteria"] = StoppingCriteriaList([over])
+            criteria.append(over)
+        if self.cancel is not None:
+            criteria.append(_OnCancel(self.cancel))
+        if criteria:
+            kwargs["stopping_criteria"] = criteria
         if sample:
             kwargs.update(temperature=first.temperature, top_k=0, top_p=1.0)
         else:  # plain argmax: clear sampling knobs the model's generation_config may carry
@@ -188,6 +202,7 @@ class HFBackend:
             return out, rec
 
         out, rec = self._run(first.adapter, go)
+        check_cancel(self.cancel)  # generate stopped early for it: the answers are cut
         new = out.sequences[:, ids.shape[1] :]
         chosen = rec.result(new).cpu()  # (B*n, T): log-prob of each generated token
         new = new.cpu()
@@ -238,6 +253,7 @@ class HFBackend:
         cache = getattr(out, name)
         walk.push(logprob_map(out.logits[0, -1].float().log_softmax(-1), walk.allowed, index))
         while (tok := walk.next()) is not None:
+            check_cancel(self.cancel)
             # the cache must hold exactly prompt + prefix before tok
             crop_cache(cache, n_prompt + len(walk.prefix) - 1)
             step = torch.tensor([[tok]], dtype=torch.long, device=self.device)
@@ -308,6 +324,7 @@ class HFBackend:
     # -- scoring ----------------------------------------------------------------------
 
     def _score_batch(self, items: list[ScoreItem]) -> list[float]:
+        check_cancel(self.cancel)
         seqs = [list(p) + list(a) for p, a, _ in items]
         ids, mask = self._left_pad(seqs)
         width = ids.shape[1]
@@ -369,6 +386,7 @@ class HFBackend:
         is repeated for each batch of answers (right-padded: causal attention keeps the
         padding out of every real position). Re-scoring asks every candidate under the
         same view prompt, so this saves all but one prompt forward per view."""
+        check_cancel(self.cancel)
         name = self._cache_name()
         dev = self.device
         per_row = 4 * self._vocab_size()  # fp32 log-probs of one position
@@ -440,6 +458,17 @@ class HFBackend:
         self.model = None
         self.base = None
         self._adapters.clear()
+
+
+class _OnCancel(StoppingCriteria):
+    """Stops every sequence once the caller's cancel event is set."""
+
+    def __init__(self, cancel: Any):
+        self.cancel = cancel
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        stop = self.cancel.is_set()
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
 class _AnswerOver(StoppingCriteria):

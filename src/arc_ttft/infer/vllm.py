@@ -14,8 +14,10 @@ requests and adapter requests are submitted as two separate generate calls: a ba
 with no adapter at all takes vLLM's no-LoRA path and is always right.
 
 Timeouts: the engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` on CPU),
-so a hung call cannot be interrupted; ``budget.with_deadline`` abandons it and the caller must
-``close()`` the backend (which shuts the engine down) and fall back.
+so one generate call cannot be interrupted: ``cancel`` is checked between calls (DFS walks
+in lockstep make one call per token). A call that outlives its deadline is abandoned by
+``budget.with_deadline``; its worker process then ends and a fresh one, with all of the
+GPU's memory, takes the unfinished tasks (pipeline).
 
 ``merge_adapters`` (merge each adapter into the weights and run one engine per task) is
 not implemented: multi-LoRA serves the same outputs without a copy of the weights per task.
@@ -28,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from arc_ttft.infer.base import Completion, Request, ScoreItem, cut_at_stop
+from arc_ttft.infer.base import Completion, Request, ScoreItem, check_cancel, cut_at_stop
 from arc_ttft.infer.dfs import (
     DFSResult,
     grid_token_ids,
@@ -145,6 +147,7 @@ class VLLMBackend:
         self._lora_ids: dict[str, int] = {}  # resolved adapter path -> stable LoRA id
         self._grid_id_cache: dict[str, list[int]] = {}
         self.stats: dict[str, float] = {}
+        self.cancel: Any = None  # a threading.Event: stop before the next call (infer.base)
 
     # -- engine -----------------------------------------------------------------------
 
@@ -195,6 +198,7 @@ class VLLMBackend:
         """llm.generate with base and adapter requests in separate calls (see module doc)."""
         from vllm.inputs import TokensPrompt
 
+        check_cancel(self.cancel)
         self._ensure_engine({a for a in adapters if a is not None})
         outs: list[Any] = [None] * len(prompts)
         for want_base in (True, False):

@@ -37,6 +37,13 @@ class TrueCosts:
     # The probe's base-model answers (or DFS walks) stop at this share of the planned
     # length; adapters' run whole. Its chunks cost PER_PROMPT_SHARE + the rest x this.
     probe_share: float = 1.0
+    # Inference per answer token grows with the prompt (attention over a longer context,
+    # a longer prefill): x (1 + prompt tokens / context_tokens). The planner prices answer
+    # tokens only, so this truth is not its own formula. 0: no growth.
+    context_tokens: float = 0.0
+
+    def context_factor(self, tokens: float) -> float:
+        return 1.0 + tokens / self.context_tokens if self.context_tokens > 0 else 1.0
 
 
 @dataclass
@@ -88,7 +95,10 @@ class FakeShard:
             raise B.DeadlineExceeded(f"simulated hang after {timeout_s:.0f} s")
         share = self.costs.probe_share if base else 1.0
         truth = sum(
-            self.costs.gen_per_token * _raw_workload([t], self.cfg, base) * self._jit()
+            self.costs.gen_per_token
+            * _raw_workload([t], self.cfg, base)
+            * self.costs.context_factor(self.tokens[t.id])
+            * self._jit()
             for t in tasks
         ) * (B.PER_PROMPT_SHARE + (1 - B.PER_PROMPT_SHARE) * share)
         if truth > timeout_s:
@@ -159,7 +169,8 @@ def true_costs_for(
     ``ttt_ratio`` x the budget, and inference of every task ``infer_share`` of it."""
     total = cfg.budget.budget_seconds()
     tokens = sum(_tokens(t, cfg) for t in tasks)
-    work = _raw_workload(list(tasks), cfg)
+    grow = TrueCosts(0.0, 0.0, context_tokens=kw.get("context_tokens", 0.0)).context_factor
+    work = sum(_raw_workload([t], cfg) * grow(_tokens(t, cfg)) for t in tasks)
     return TrueCosts(
         step_per_token=ttt_ratio * total / (max(1, cfg.ttt.ttt_steps) * tokens),
         gen_per_token=infer_share * total / work,
