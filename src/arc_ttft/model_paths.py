@@ -17,10 +17,12 @@ Nothing touches the network with ``HF_HUB_OFFLINE=1``. No torch at import time.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from arc_ttft.registry import BUNDLED_MODELS, REGISTRY, Candidate, find_candidate
+from arc_ttft.rope import rope_changes
 from arc_ttft.tiny import ensure_tiny_model
 
 KAGGLE_INPUT = "/kaggle/input"
@@ -248,3 +250,69 @@ def resolve_model_path(
         "or run once online (HF_HUB_OFFLINE unset) to fill the hub cache"
     )
     raise ModelNotFoundError(name_or_path, looked, fix)
+
+
+# ---------------------------------------------------------------------------------------
+# What the resolved models look like: the registry listing, RoPE overrides for vLLM
+# ---------------------------------------------------------------------------------------
+
+
+def registry_table(where: bool = False) -> str:
+    """The registry as an aligned text table; ``where`` adds the local folder (no download)."""
+    head = ["name", "hub id", "params M", "max context", "default seq len"]
+    rows = []
+    for c in REGISTRY.values():
+        row = [c.name, c.hub_id, f"{c.params_m:.1f}", str(c.max_context), str(c.default_seq_len)]
+        if where:
+            try:
+                row.append(str(resolve_model_path(c.name, download=False)))
+            except ModelNotFoundError:
+                row.append("-")
+        rows.append(row)
+    if where:
+        head.append("local folder")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    right = {2, 3, 4}
+
+    def fmt(r: list[str]) -> str:
+        cells = [
+            v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))
+        ]
+        return "  ".join(cells).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt(head), sep, *map(fmt, rows)])
+
+
+def _architecture(name_or_path: str) -> dict:
+    """config.json of a folder, else the registry's config, else the resolved model's."""
+    folder = Path(name_or_path).expanduser()
+    if not (folder / "config.json").is_file():
+        cand = find_candidate(name_or_path)
+        if cand is not None:
+            return dict(cand.config)
+        folder = resolve_model_path(name_or_path, download=False)
+    return json.loads((folder / "config.json").read_text())
+
+
+def rope_overrides(model_cfg, model_path: str | Path | None = None) -> dict | None:
+    """``hf_overrides`` for vLLM's ``LLM(...)`` that apply ``model_cfg.rope_scaling`` to
+    the model in ``model_path`` (default: ``model_cfg.model``); None when there is nothing
+    to add (no scaling asked, or the folder's config.json carries it already).
+
+    Named for the transformers that runs in this process (vLLM's): ``rope_parameters``
+    on 5.x, a flat ``rope_scaling`` on 4.x. Raises ValueError like ``rope_changes``.
+    """
+    spec = getattr(model_cfg, "rope_scaling", None)
+    if not spec:
+        return None
+    changes = rope_changes(_architecture(str(model_path or model_cfg.model)), spec)
+    if not changes:
+        return None
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return changes
+    rope = changes.pop("rope_parameters")
+    flat = rope.get("full_attention", rope)  # 4.x Gemma 3 scales its global layers from this
+    return {"rope_scaling": {k: v for k, v in flat.items() if k != "rope_theta"}, **changes}

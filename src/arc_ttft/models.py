@@ -36,7 +36,9 @@ from arc_ttft.model_paths import (
     hub_cache_dir,
     kaggle_inputs_seen,
     kaggle_model_folders,
+    registry_table,
     resolve_model_path,
+    rope_overrides,
 )
 from arc_ttft.registry import (
     ARC_NANO_CONFIG,
@@ -51,7 +53,6 @@ from arc_ttft.registry import (
     build_config,
     config_params,
     find_candidate,
-    registry_table,
     scaled_down,
 )
 from arc_ttft.rope import (
@@ -60,7 +61,6 @@ from arc_ttft.rope import (
     context_length,
     parse_rope_scaling,
     rope_changes,
-    rope_overrides,
 )
 from arc_ttft.tiny import (
     CHAT_TEMPLATE,

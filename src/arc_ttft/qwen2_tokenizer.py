@@ -190,11 +190,11 @@ def qwen2_tokenizer_folder(eos: str = "<|endoftext|>", cache_dir: str | Path | N
     ``qwen2-tokenizer-im_end`` (instruct models'). None when it is not cached and
     dashscope is not installed. The cache is ``$ARC_TTFT_CACHE`` (default
     ~/.cache/arc-ttft), so a prebuilt folder can travel to an offline machine."""
-    from arc_ttft import models
+    from arc_ttft.tiny import cache_root
 
     if eos not in QWEN2_EOS:
         raise ValueError(f"qwen2_tokenizer: eos {eos!r} must be one of {', '.join(QWEN2_EOS)}")
-    root = models.cache_root(cache_dir)
+    root = cache_root(cache_dir)
     final = root / f"qwen2-tokenizer-{QWEN2_EOS[eos]}"
     if (final / "tokenizer_config.json").is_file():
         return final
@@ -225,9 +225,9 @@ def qwen2_tokenizer_for(model: str, cache_dir: str | Path | None = None):
     or None (not such a model, or dashscope missing). For random-weight runs without the
     real tokenizer on disk; Qwen2.5's and Qwen3's extra special tokens (tools, vision,
     <think>) are absent, regular text tokenizes to the same ids (Qwen3 kept the vocabulary)."""
-    from arc_ttft import models
+    from arc_ttft.registry import find_candidate
 
-    cand = models.find_candidate(model)
+    cand = find_candidate(model)
     if cand is None or cand.name == "tiny" or cand.config.get("model_type") not in QWEN_TYPES:
         return None
     eos = "<|im_end|>" if cand.config.get("eos_token_id") == 151645 else "<|endoftext|>"

@@ -9,7 +9,7 @@ a model can be built with random weights (timing runs) and sized without any dow
 The bundled models' configs (tiny, arc-nano) stay here, with their reasons.
 ``find_candidate`` looks a name up (no torch here: ``config`` imports it), ``config_params``
 counts parameters, ``build_config`` makes a transformers config, ``scaled_down`` a
-few-layer copy, ``registry_table`` the ``arc-ttft models`` listing.
+few-layer copy (``model_paths.registry_table`` lists the registry).
 """
 
 from __future__ import annotations
@@ -270,32 +270,3 @@ def scaled_down(config: dict, layers: int = 2, hidden: int = 64, heads: int = 4)
     if small.get("sliding_window") and small["model_type"].startswith("gemma3"):
         small["sliding_window"] = 16  # shorter than test prompts: the window really cuts
     return small
-
-
-def registry_table(where: bool = False) -> str:
-    """The registry as an aligned text table; ``where`` adds the local folder (no download)."""
-    from arc_ttft.model_paths import ModelNotFoundError, resolve_model_path  # it imports this
-
-    head = ["name", "hub id", "params M", "max context", "default seq len"]
-    rows = []
-    for c in REGISTRY.values():
-        row = [c.name, c.hub_id, f"{c.params_m:.1f}", str(c.max_context), str(c.default_seq_len)]
-        if where:
-            try:
-                row.append(str(resolve_model_path(c.name, download=False)))
-            except ModelNotFoundError:
-                row.append("-")
-        rows.append(row)
-    if where:
-        head.append("local folder")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    right = {2, 3, 4}
-
-    def fmt(r: list[str]) -> str:
-        cells = [
-            v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))
-        ]
-        return "  ".join(cells).rstrip()
-
-    sep = "  ".join("-" * w for w in widths)
-    return "\n".join([fmt(head), sep, *map(fmt, rows)])

@@ -9,14 +9,12 @@ max_position_embeddings follows what vLLM derives its length limit from (vllm-cp
 vllm/config/model.py): YaRN and Gemma 3 carry the scaled length (transformers' YaRN
 check expects that too), linear keeps the original and vLLM multiplies by the factor.
 
-Plain dicts in, plain dicts out: no torch, and no package import at module level
-(``registry`` builds on ``rope_changes``; ``rope_overrides`` looks models up lazily).
+Plain dicts in, plain dicts out: no torch and no package import (``registry`` builds on
+``rope_changes``; ``model_paths.rope_overrides`` applies them to a model it finds).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 ROPE_KINDS = ("linear", "yarn")
@@ -112,40 +110,3 @@ def context_length(config) -> int:
     if _rope_type(current) == "linear" and d.get("model_type") not in _SCALED_MAX_POS:
         return int(length * float(current.get("factor") or 1))
     return length
-
-
-def _architecture(name_or_path: str) -> dict:
-    """config.json of a folder, else the registry's config, else the resolved model's."""
-    from arc_ttft.model_paths import resolve_model_path  # both import this module
-    from arc_ttft.registry import find_candidate
-
-    folder = Path(name_or_path).expanduser()
-    if not (folder / "config.json").is_file():
-        cand = find_candidate(name_or_path)
-        if cand is not None:
-            return dict(cand.config)
-        folder = resolve_model_path(name_or_path, download=False)
-    return json.loads((folder / "config.json").read_text())
-
-
-def rope_overrides(model_cfg, model_path: str | Path | None = None) -> dict | None:
-    """``hf_overrides`` for vLLM's ``LLM(...)`` that apply ``model_cfg.rope_scaling`` to
-    the model in ``model_path`` (default: ``model_cfg.model``); None when there is nothing
-    to add (no scaling asked, or the folder's config.json carries it already).
-
-    Named for the transformers that runs in this process (vLLM's): ``rope_parameters``
-    on 5.x, a flat ``rope_scaling`` on 4.x. Raises ValueError like ``rope_changes``.
-    """
-    spec = getattr(model_cfg, "rope_scaling", None)
-    if not spec:
-        return None
-    changes = rope_changes(_architecture(str(model_path or model_cfg.model)), spec)
-    if not changes:
-        return None
-    import transformers
-
-    if int(transformers.__version__.split(".")[0]) >= 5:
-        return changes
-    rope = changes.pop("rope_parameters")
-    flat = rope.get("full_attention", rope)  # 4.x Gemma 3 scales its global layers from this
-    return {"rope_scaling": {k: v for k, v in flat.items() if k != "rope_theta"}, **changes}
