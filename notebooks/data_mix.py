@@ -19,7 +19,7 @@
 # `arc-ttft finetune` trains a base model on a mix of ARC tasks in the prompts TTT and
 # inference use. Which mix? One model per mix, all scored on the same held-out share of
 # the evaluation set (`holdout_fraction`, seeded), without and with TTT, through
-# `arc-ttft run` (`finetune.data_mix_experiment`):
+# `arc-ttft run` (`research.data_mix.data_mix_experiment`):
 #
 # - **train**: the training set only;
 # - **eval**: the evaluation set (held-out tasks included: an upper reference);
@@ -38,7 +38,7 @@ from pathlib import Path
 
 from IPython.display import Image, Markdown, display
 
-from arc_ttft.research import finetune
+from arc_ttft.research import data_mix
 
 # %% tags=["parameters"]
 model = "tiny"  # registry name, hub id or folder
@@ -56,7 +56,7 @@ budget_minutes = 2.0  # per scoring run
 output = "runs/data-mix"
 
 # %%
-rows = finetune.data_mix_experiment(
+rows = data_mix.data_mix_experiment(
     output,
     train_set=train_set,
     eval_set=eval_set,
@@ -73,14 +73,14 @@ rows = finetune.data_mix_experiment(
     run_overrides={"views": views, "rescore": 0, "budget_minutes": budget_minutes},
     ttt_steps=ttt_steps,
 )
-display(Markdown(finetune.mix_table(rows)))
+display(Markdown(data_mix.mix_table(rows)))
 
 # %% [markdown]
 # Held-out tasks solved per mix; "held-out in training" says which models saw the tasks
 # they are scored on.
 
 # %%
-png = finetune.mix_plot(rows, Path(output) / "data_mix.png")
+png = data_mix.mix_plot(rows, Path(output) / "data_mix.png")
 display(Image(filename=str(png)))
 best = max(rows, key=lambda r: (r.solved_ttt, r.solved_base))
 print(f"held-out tasks: {rows[0].total}; mixes: {len(rows)}; most solved: {best.mix}")

@@ -6,7 +6,7 @@ For each registry model (models of one architecture and sequence length share a 
 memory at its default sequence length (does LoRA TTT fit an L4's 24 GB?), GPU costs from
 the L4 datasheet and a stated MFU, put into the planner's units (``simulate.TrueCosts``),
 then a simulated 12-hour run per worker (``simulate.simulate``: ``schedule.run_shard`` on a
-fake clock) over its shard (``pipeline.shard_tasks``) of the 120 ARC-AGI-2 evaluation
+fake clock) over its shard (``workers.shard_tasks``) of the 120 ARC-AGI-2 evaluation
 tasks. A model that does not fit with the defaults gets a second row with the cheapest
 of ``FALLBACKS`` that fits. The page says where every figure comes from.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arc_ttft import auto, pipeline, schedule
+from arc_ttft import auto, schedule
 from arc_ttft import config as C
 from arc_ttft.registry import REGISTRY, Candidate, config_params
 from arc_ttft.research import simulate as S
@@ -277,7 +277,7 @@ def _shards(tasks: Sequence[Task], workers: int, fmt: str) -> list[list[Task]]:
     # The split does not depend on the step count (it scales every task's cost alike).
     key = (tuple(t.id for t in tasks), workers, fmt)
     if key not in _SHARDS:
-        _SHARDS[key] = [s for s in pipeline.shard_tasks(list(tasks), workers, fmt, 1) if s]
+        _SHARDS[key] = [s for s in workers.shard_tasks(list(tasks), workers, fmt, 1) if s]
     return _SHARDS[key]
 
 
@@ -615,7 +615,7 @@ run; a hidden test set of ARC-AGI-2 size). Nothing here ran on a GPU: costs come
 L4's datasheet, a stated MFU and ratios measured in this project; the run itself is the
 project's planner, `schedule.run_shard` (what `pipeline.run` runs), on a fake clock
 (`arc_ttft.research.simulate`), once per worker over its shard of the bundled
-{n}-task `arc2-eval` set ({tests} test inputs; `pipeline.shard_tasks` splits them over
+{n}-task `arc2-eval` set ({tests} test inputs; `workers.shard_tasks` splits them over
 4 workers, one per L4, each with the whole 12 h since they run side by side).
 
 {table}
@@ -640,7 +640,7 @@ views a test input walked by DFS, {rescore} scoring views, {steps} TTT steps a t
 (LoRA rank {rank} on the registry's targets, every attention and MLP projection; adapter
 dtype {lora_dtype}; no gradient checkpointing), probe of {probe} tasks per worker, 12 h budget with a {margin:.0f}-minute
 margin. Sequence length: the registry's `default_seq_len` (`arc-ttft models`). Tokens per
-task: the planner's own estimate (`pipeline.estimate_tokens`, Qwen2-style counting, used
+task: the planner's own estimate (`shard.estimate_tokens`, Qwen2-style counting, used
 for every model), capped at the sequence length: median {med_tok:.0f} (`tokens.md`, real
 Qwen2 tokenizer: 2824). Answer tokens (`schedule.answer_tokens`, the largest plausible
 answer grid): median {med_ans:.0f}.

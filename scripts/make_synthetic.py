@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from arc_ttft.research.synthetic import DEFAULT_FAMILIES, SPECS, generate, write_kaggle
+from arc_ttft.training.synthetic import DEFAULT_FAMILIES, SPECS, generate, write_kaggle
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Pretrain a small Qwen2 base model from scratch on generated ARC tasks (CPU friendly).
 
-A thin caller of ``arc_ttft.research.finetune``: a fresh Qwen2 (``make_model``: the tiny model's
+A thin caller of ``arc_ttft.training.finetune``: a fresh Qwen2 (``make_model``: the tiny model's
 tokenizer, head_dim 64, MLP 4x hidden, tied embeddings) is fully fine-tuned on
 ``generated:N`` tasks, so it sees exactly the prompts, views and tokenisation of TTT and
 inference. Loss on every output grid after the first (``label_mode=outputs``).
@@ -36,6 +36,7 @@ import torch
 from arc_ttft import config as C
 from arc_ttft import encoding
 from arc_ttft.models import TINY_CONFIG, build_config, ensure_tiny_model
+from arc_ttft.training.config import FinetuneConfig
 
 # (progress at which the stage starts, min_size, max_size); only the span is used now.
 CURRICULA: dict[str, list[tuple[float, int, int]]] = {
@@ -88,7 +89,7 @@ def size_range(curriculum: str) -> tuple[int, int]:
     return min(s[1] for s in stages), max(s[2] for s in stages)
 
 
-def finetune_config(args) -> C.FinetuneConfig:
+def finetune_config(args) -> FinetuneConfig:
     """The FinetuneConfig these flags ask for (a full fine-tune of a fresh model)."""
     lo, hi = size_range(args.curriculum)
     batch = args.batch_size or max(1, args.batch_tokens // TOKENS_PER_SEQUENCE)
@@ -115,12 +116,12 @@ def finetune_config(args) -> C.FinetuneConfig:
         "seed": args.seed,
         "output": args.out,
     }
-    return C.validate(C.from_flat(C.FinetuneConfig, flat))
+    return C.validate(C.from_flat(FinetuneConfig, flat))
 
 
 def train(args, log=print) -> dict:
     """Train from scratch through ``finetune.run``; returns a summary dict."""
-    from arc_ttft.research import finetune
+    from arc_ttft.training import finetune
 
     torch.set_num_threads(args.threads)
     cfg = finetune_config(args)

@@ -155,7 +155,7 @@ GEOMETRIC = ("rot90", "rot180", "rot270", "flip_h", "flip_v", "transpose", "anti
 
 def _rule_of(task: Task) -> set[str]:
     """The geometric families whose rule maps every train input to its output."""
-    from arc_ttft.research import synthetic
+    from arc_ttft.training import synthetic
 
     return {
         f
@@ -167,7 +167,7 @@ def _rule_of(task: Task) -> set[str]:
 
 
 def _geometric_task(family: str, seed: int) -> Task:
-    from arc_ttft.research import synthetic
+    from arc_ttft.training import synthetic
 
     raw = synthetic.make_task(family, seed, 3, 3, 5)
     return Task(

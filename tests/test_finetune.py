@@ -18,9 +18,10 @@ from safetensors.torch import load_file
 
 from arc_ttft import cli, ttt
 from arc_ttft import config as C
-from arc_ttft.research import finetune as F
-from arc_ttft.research import synthetic
 from arc_ttft.tasks import load_tasks
+from arc_ttft.training import finetune as F
+from arc_ttft.training import synthetic
+from arc_ttft.training.config import FinetuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,8 +55,8 @@ def _flat(task_file: Path, out: Path, **extra) -> dict:
     }
 
 
-def _cfg(task_file: Path, out: Path, **extra) -> C.FinetuneConfig:
-    return C.validate(C.from_flat(C.FinetuneConfig, _flat(task_file, out, **extra)))
+def _cfg(task_file: Path, out: Path, **extra) -> FinetuneConfig:
+    return C.validate(C.from_flat(FinetuneConfig, _flat(task_file, out, **extra)))
 
 
 def _args(flat: dict) -> list[str]:
@@ -96,7 +97,7 @@ def _assert_same_weights(a: Path, b: Path, atol: float) -> None:
 
 def test_config_lists_every_problem_with_its_field():
     cfg = C.from_flat(
-        C.FinetuneConfig,
+        FinetuneConfig,
         {"data": "generated:x,-holdout:nowhere,-x", "holdout_fraction": 0, "batch_size": 0,
          "int4": True, "full": True, "checkpoint_minutes": -1},
     )  # fmt: skip
@@ -112,15 +113,15 @@ def test_lora_fields_are_shared_with_ttt_and_checked_alike():
     checks, finetune's own defaults, and ttt_config hands every one of them to TTT."""
     shared = [f.name for f in dataclasses.fields(C.LoraTraining)]
     bad = {"lora_rank": 0, "warmup_steps": -1, "learning_rate": 0, "lora_dropout": 1.0}
-    for cls in (C.TTTConfig, C.FinetuneConfig):
+    for cls in (C.TTTConfig, FinetuneConfig):
         assert all(name in C.flat_fields(cls) for name in shared)
         found = C.problems(C.from_flat(cls, bad))
         assert sorted(p.split(":")[0] for p in found) == sorted(bad), found
-    ft = C.FinetuneConfig()
+    ft = FinetuneConfig()
     assert (ft.lora_rank, ft.lora_alpha, ft.warmup_steps) == (64, 64.0, 10)
     assert (C.TTTConfig().lora_rank, C.TTTConfig().warmup_steps) == (16, 2)
     mine = C.from_flat(
-        C.FinetuneConfig,
+        FinetuneConfig,
         {"lora_rank": 8, "lora_alpha": 3.0, "lora_dropout": 0.1, "use_rslora": True,
          "lora_targets": "q_proj", "gradient_checkpointing": True, "seed": 7},
     )  # fmt: skip
@@ -128,14 +129,14 @@ def test_lora_fields_are_shared_with_ttt_and_checked_alike():
     assert {n: getattr(ttt_cfg, n) for n in shared} == {n: getattr(mine, n) for n in shared}
     assert ttt_cfg.seed == 7
     # A full fine-tune needs no LoRA targets; a LoRA one does.
-    assert C.problems(C.from_flat(C.FinetuneConfig, {"full": True, "lora_targets": ""})) == []
-    assert "lora_targets" in C.problems(C.from_flat(C.FinetuneConfig, {"lora_targets": ""}))[0]
+    assert C.problems(C.from_flat(FinetuneConfig, {"full": True, "lora_targets": ""})) == []
+    assert "lora_targets" in C.problems(C.from_flat(FinetuneConfig, {"lora_targets": ""}))[0]
 
 
 def test_holdout_ids_leave_the_training_set():
     """arc1-train,arc1-eval,-holdout:arc1-eval at 0.1: train + 90% of eval, never the 10%."""
     cfg = C.from_flat(
-        C.FinetuneConfig,
+        FinetuneConfig,
         {"data": "arc1-train,arc1-eval,-holdout:arc1-eval", "holdout_fraction": 0.1},
     )
     mix = F.resolve_mix(cfg)
@@ -145,9 +146,9 @@ def test_holdout_ids_leave_the_training_set():
     assert not set(mix.holdout_ids) & set(train_ids)
     assert len(train_ids) == len(set(train_ids)) == 400 + 360
     assert F.resolve_mix(cfg).holdout_ids == mix.holdout_ids  # seeded
-    other = F.resolve_mix(C.from_flat(C.FinetuneConfig, {**C.to_flat(cfg), "seed": 1}))
+    other = F.resolve_mix(C.from_flat(FinetuneConfig, {**C.to_flat(cfg), "seed": 1}))
     assert other.holdout_ids != mix.holdout_ids
-    gen = F.resolve_mix(C.from_flat(C.FinetuneConfig, {"data": "generated:5"}))
+    gen = F.resolve_mix(C.from_flat(FinetuneConfig, {"data": "generated:5"}))
     assert [t.id for t in gen.train] == list(synthetic.generate(5, 0)[0])
     assert all(ex.output is not None for t in gen.train for ex in t.test)
 
@@ -156,7 +157,7 @@ def test_a_mix_with_arc2_train_drops_every_held_out_task_by_id_and_by_grids():
     """ARC-AGI-2's training set holds the held-out ARC-AGI-1 tasks under their ids, and a
     near-copy under another id."""
     cfg = C.from_flat(
-        C.FinetuneConfig,
+        FinetuneConfig,
         {"data": "arc2-train,-holdout:arc1-simple,-holdout:arc1-eval-small"},
     )
     mix = F.resolve_mix(cfg)
@@ -176,7 +177,7 @@ def test_a_mix_with_arc2_train_drops_every_held_out_task_by_id_and_by_grids():
 
 def test_the_card_records_the_generated_families_and_the_real_tasks_weight():
     cfg = C.from_flat(
-        C.FinetuneConfig,
+        FinetuneConfig,
         {"data": "generated:10,arc1-train", "generated_families": "all",
          "generated_min_size": 2, "real_samples_per_task": 24},
     )  # fmt: skip
@@ -222,7 +223,7 @@ def test_output_folder(straight, task_file):
         "10 steps" in card and "seed 0" in card and f"final loss {straight.final_loss:.4f}" in card
     )
     assert "arc-ttft finetune --model tiny" in card and "--holdout-fraction 0.5" in card
-    cfg = C.load(C.FinetuneConfig, out / "config.json")
+    cfg = C.load(FinetuneConfig, out / "config.json")
     assert (cfg.max_steps, cfg.lora_rank, cfg.data) == (
         10,
         8,

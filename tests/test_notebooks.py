@@ -16,6 +16,7 @@ import pytest
 from arc_ttft import config as C
 from arc_ttft import kaggle, submission
 from arc_ttft.tasks import load_tasks
+from arc_ttft.training.config import FinetuneConfig
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PAIRS = ["submit", "explore", "data_mix"]
@@ -93,7 +94,7 @@ def test_explore_parameters():
 
 def test_data_mix_parameters_are_config_fields():
     params = _parameters("data_mix")
-    fields = set(C.flat_fields(C.FinetuneConfig)) | set(C.flat_fields(C.RunConfig))
+    fields = set(C.flat_fields(FinetuneConfig)) | set(C.flat_fields(C.RunConfig))
     assert set(params) - {"train_set", "eval_set", "output"} <= fields
     assert params["model"]["default"] == '"tiny"'  # CI runs the tiny offline model
 

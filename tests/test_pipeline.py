@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from arc_ttft import config as C
-from arc_ttft import pipeline, submission, ttt, vocab
+from arc_ttft import pipeline, results, shard, submission, ttt, vocab, workers
 from arc_ttft.events import read_events
 from arc_ttft.tasks import load_tasks, select_tasks
 
@@ -67,8 +67,8 @@ def test_run_writes_every_output(tmp_path):
     # one demonstration is longer than max_seq_len (skipped, not trained truncated).
     trained = 0
     for t in tasks:
-        assert pipeline.read_answers(out, t.id) is not None
-        ttt = pipeline.read_ttt(out, t.id)
+        assert results.read_answers(out, t.id) is not None
+        ttt = results.read_ttt(out, t.id)
         if ttt["stop_reason"] == "too_long":
             assert ttt["adapter"] is None
             continue
@@ -96,11 +96,11 @@ def test_fault_in_one_task_leaves_the_others(tmp_path, monkeypatch):
     faults = [e for e in events if e["stage"] == "fault"]
     assert faults and faults[0]["task"] == bad and "injected" in faults[0]["error"]
     # The faulty task falls back to the base model; the others keep their adapters.
-    assert pipeline.read_ttt(out, bad)["adapter"] is None
+    assert results.read_ttt(out, bad)["adapter"] is None
     for t in tasks:
-        assert pipeline.read_answers(out, t.id) is not None
+        assert results.read_answers(out, t.id) is not None
         if t.id != bad:
-            assert pipeline.read_ttt(out, t.id)["adapter"]
+            assert results.read_ttt(out, t.id)["adapter"]
 
 
 def test_short_budget_with_slow_steps_ends_on_time(tmp_path, monkeypatch):
@@ -176,7 +176,7 @@ def test_resume_reuses_answers(tmp_path):
 
 def test_shard_tasks_balances_cost():
     tasks = load_tasks("arc1-eval").tasks[:40]
-    shards = pipeline.shard_tasks(tasks, 2, "digits", 10)
+    shards = workers.shard_tasks(tasks, 2, "digits", 10)
     assert sorted(t.id for s in shards for t in s) == sorted(t.id for t in tasks)
     from arc_ttft import encoding
 
@@ -196,7 +196,7 @@ def test_bad_config_lists_every_problem(tmp_path):
 def test_two_workers_merge_into_one_submission(tmp_path):
     """The multi-GPU path (one process per GPU, sharded, merged) with two CPU workers, on
     generated tasks arc-nano answers (so a merged answer is told apart from a fallback)."""
-    from arc_ttft.research import synthetic
+    from arc_ttft.training import synthetic
 
     challenges, _ = synthetic.write_kaggle(
         *synthetic.generate(4, seed=123, families=["flip_h", "rot180"], max_size=5),
@@ -219,7 +219,7 @@ def test_two_workers_merge_into_one_submission(tmp_path):
     sub = json.loads((out / "submission.json").read_text())
     fallback = submission.build_submission(tasks, {})
     for t in tasks:
-        answers = pipeline.read_answers(out, t.id, base_ok=False)
+        answers = results.read_answers(out, t.id, base_ok=False)
         assert answers is not None
         assert sub[t.id] == [{"attempt_1": a.tolist(), "attempt_2": b.tolist()} for a, b in answers]
     assert any(sub[t.id] != fallback[t.id] for t in tasks)
@@ -230,7 +230,7 @@ def test_shared_adapter_mode(tmp_path):
     pipeline.run(cfg, progress=False)
     out = Path(cfg.output)
     _valid(out / "submission.json", _tasks(cfg))
-    adapters = {pipeline.read_ttt(out, t.id)["adapter"] for t in _tasks(cfg)}
+    adapters = {results.read_ttt(out, t.id)["adapter"] for t in _tasks(cfg)}
     assert adapters == {str(out / "adapters" / "shared")}
 
 
@@ -252,7 +252,7 @@ def test_shrunk_vocabulary_run(tmp_path):
     assert kept < vocab.read_map(folder).old_size
     # ...and every adapter was trained on it (peft records its base).
     for t in _tasks(cfg):
-        adapter = Path(pipeline.read_ttt(out, t.id)["adapter"], "adapter_config.json")
+        adapter = Path(results.read_ttt(out, t.id)["adapter"], "adapter_config.json")
         assert json.loads(adapter.read_text())["base_model_name_or_path"] == folder
     assert C.load(C.RunConfig, out / "config.json").model.shrink_vocab  # as the user asked
 
@@ -268,15 +268,15 @@ def test_a_worker_whose_call_was_abandoned_hands_its_tasks_to_a_fresh_one(tmp_pa
 
     cfg = _cfg(tmp_path)
     out, tasks, events = Path(cfg.output), _tasks(cfg)[:2], EventLog()
-    assert pipeline.worker_exit(out, tasks, events) == 0
+    assert workers.worker_exit(out, tasks, events) == 0
     release = threading.Event()
     with pytest.raises(B.DeadlineExceeded):
         B.with_deadline(lambda: release.wait(30), 0.01, threading.Event(), grace=0.01)
     try:
-        assert pipeline.worker_exit(out, tasks, events) == pipeline.WORKER_FRESH_EXIT
+        assert workers.worker_exit(out, tasks, events) == workers.WORKER_FRESH_EXIT
         with pytest.raises(RuntimeError, match="fresh worker"):
-            pipeline.ShardWork(cfg, out, events, "cuda:0").load_backend()
+            shard.ShardWork(cfg, out, events, "cuda:0").load_backend()
     finally:
         release.set()
         B._ABANDONED[-1].join(5)
-    assert pipeline.worker_exit(out, tasks, events) == 0
+    assert workers.worker_exit(out, tasks, events) == 0

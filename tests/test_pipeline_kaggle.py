@@ -18,7 +18,18 @@ import pytest
 import test_pipeline  # the small run and checks of the pipeline tests
 
 from arc_ttft import budget as B
-from arc_ttft import cli, infer, models, pipeline, schedule, selection, submission
+from arc_ttft import (
+    cli,
+    infer,
+    models,
+    pipeline,
+    results,
+    schedule,
+    selection,
+    shard,
+    submission,
+    workers,
+)
 from arc_ttft import config as C
 from arc_ttft.events import EventLog, read_events
 from arc_ttft.tasks import load_tasks, select_tasks
@@ -44,11 +55,11 @@ def test_a_worker_never_writes_the_submission(tmp_path):
     out = Path(cfg.output)
     out.mkdir(parents=True)
     tasks = _tasks(cfg)
-    pipeline.write_submission_now(out, tasks)
+    results.write_submission_now(out, tasks)
     guard = B.Budget(B.Clock(), 300.0)
-    pipeline.process_shard(tasks[:1], cfg, out, guard, EventLog(), progress=False, worker=0)
+    shard.process_shard(tasks[:1], cfg, out, guard, EventLog(), progress=False, worker=0)
     _valid(out / "submission.json", tasks)  # still every task of the run
-    assert pipeline.read_answers(out, tasks[0].id, base_ok=False) is not None
+    assert results.read_answers(out, tasks[0].id, base_ok=False) is not None
 
 
 def test_two_workers_keep_their_shared_adapters_and_the_shrunk_vocabulary(tmp_path):
@@ -69,7 +80,7 @@ def test_two_workers_keep_their_shared_adapters_and_the_shrunk_vocabulary(tmp_pa
     tasks = _tasks(cfg)
     _valid(out / "submission.json", tasks)
     assert res.faults == []
-    adapters = {pipeline.read_ttt(out, t.id)["adapter"] for t in tasks}
+    adapters = {results.read_ttt(out, t.id)["adapter"] for t in tasks}
     assert len(adapters) == 2 and all(Path(a, "adapter_config.json").is_file() for a in adapters)
     full = len(models.load_tokenizer(C.ModelConfig(model="tiny")))
     loads = [
@@ -86,8 +97,8 @@ def test_a_fresh_run_ignores_answers_left_by_an_earlier_run(tmp_path, monkeypatc
     tasks = _tasks(cfg)
     stale = [[7, 7], [7, 7]]
     for t in tasks:
-        pipeline._write_json(
-            pipeline.task_dir(out, t.id) / "answers.json",
+        results.write_json(
+            results.task_dir(out, t.id) / "answers.json",
             {"attempts": [{"attempt_1": stale, "attempt_2": stale}] * len(t.test)},
         )
 
@@ -198,7 +209,7 @@ def test_a_hung_chunk_costs_one_chunk(tmp_path, monkeypatch):
     assert hung[0]["tasks"] == calls[1]
     backends = [e for e in events if e["stage"] == "load" and e["what"] == "backend"]
     assert len(backends) == 2  # rebuilt after the hang
-    answered = [t.id for t in _tasks(cfg) if pipeline.read_answers(out, t.id) is not None]
+    answered = [t.id for t in _tasks(cfg) if results.read_answers(out, t.id) is not None]
     assert sorted(answered) == sorted(i for c in calls if c != calls[1] for i in c)
     assert len(answered) == 6 - len(calls[1])
 
@@ -220,12 +231,12 @@ def test_an_empty_adapter_inference_keeps_the_probes_answers(tmp_path, monkeypat
     cfg = _cfg(tmp_path, max_tasks=2, views=2)
     out = Path(cfg.output)
     tasks = _tasks(cfg)
-    work = pipeline.ShardWork(cfg, out, EventLog(out / "run.jsonl"), "cpu", progress=False)
+    work = shard.ShardWork(cfg, out, EventLog(out / "run.jsonl"), "cpu", progress=False)
     work.backend = _FakeBackend()
     _infer_with(monkeypatch, work, tasks, [[[7]], [[8]]], base=True)  # the probe
     _infer_with(monkeypatch, work, tasks, [], base=False)  # the adapter: nothing
     for t in tasks:
-        assert [(a.tolist(), b.tolist()) for a, b in pipeline.read_answers(out, t.id)] == [
+        assert [(a.tolist(), b.tolist()) for a, b in results.read_answers(out, t.id)] == [
             ([[7]], [[8]])
         ] * len(t.test)
     empty = [e for e in read_events(out / "run.jsonl") if e["stage"] == "empty"]
@@ -234,10 +245,10 @@ def test_an_empty_adapter_inference_keeps_the_probes_answers(tmp_path, monkeypat
     # Both answered: the adapter's best first, then the probe's (merged, no fallback).
     _infer_with(monkeypatch, work, tasks, [[[5]]], base=False)
     for t in tasks:
-        data = json.loads((pipeline.task_dir(out, t.id) / pipeline.ANSWERS).read_text())
+        data = json.loads((results.task_dir(out, t.id) / results.ANSWERS).read_text())
         assert data["attempts"][0] == {"attempt_1": [[5]], "attempt_2": [[7]]}
         assert data["sources"][0] == ["adapter", "earlier"]
-    sub = pipeline.write_submission_now(out, tasks)
+    sub = results.write_submission_now(out, tasks)
     assert all(sub[t.id][0]["attempt_1"] == [[5]] for t in tasks)
 
 
@@ -280,8 +291,8 @@ def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace(tmp_path, monke
         procs[-1].stdout.readline()  # its handler is set
         return procs[-1]
 
-    monkeypatch.setattr(pipeline, "_spawn_worker", spawn)
-    monkeypatch.setattr(pipeline, "KILL_GRACE_S", 1.0)
+    monkeypatch.setattr(workers, "_spawn_worker", spawn)
+    monkeypatch.setattr(workers, "KILL_GRACE_S", 1.0)
     clock = B.FakeClock()
     guard = B.Budget(clock, 10.0)
     clock.advance(11.0)  # past the deadline
@@ -289,7 +300,7 @@ def test_a_worker_that_ignores_sigterm_is_killed_after_the_grace(tmp_path, monke
     tasks = _tasks(cfg)
     out = Path(cfg.output)
     t0 = time.monotonic()
-    faults = pipeline._run_workers([tasks[:1], tasks[1:]], cfg, out, guard, EventLog(), tasks)
+    faults = workers.run_workers([tasks[:1], tasks[1:]], cfg, out, guard, EventLog(), tasks)
     assert time.monotonic() - t0 < 20
     assert [p.returncode for p in procs] == [-signal.SIGKILL] * 2
     assert len([f for f in faults if "killed" in f]) == 2
@@ -400,7 +411,7 @@ def test_binding_budget_infers_every_task_first(tmp_path):
     took = time.monotonic() - t0
     out = Path(cfg.output)
     tasks = _tasks(cfg)
-    inferred = [t.id for t in tasks if pipeline.read_answers(out, t.id) is not None]
+    inferred = [t.id for t in tasks if results.read_answers(out, t.id) is not None]
     trained = [e for e in read_events(out / "run.jsonl") if e["stage"] == "ttt" and e.get("steps")]
     print(f"{len(inferred)}/40 inferred, {len(trained)} trained, {took:.0f} s of 240")
     assert took <= 240 - cfg.budget.margin_seconds() + 2
@@ -454,7 +465,7 @@ def test_a_killed_worker_is_replaced_and_the_submission_is_always_whole(tmp_path
     th.start()
     time.sleep(max(0.0, 45 - (time.monotonic() - t0)))
     workers = subprocess.run(
-        ["pgrep", "-f", f"arc_ttft.pipeline {out}"], capture_output=True, text=True
+        ["pgrep", "-f", f"arc_ttft.workers {out}"], capture_output=True, text=True
     ).stdout.split()
     assert workers, "no worker alive at 45 s"
     os.kill(int(workers[0]), signal.SIGKILL)
@@ -468,7 +479,7 @@ def test_a_killed_worker_is_replaced_and_the_submission_is_always_whole(tmp_path
     events = read_events(out / "run.jsonl")
     assert any(e["stage"] == "fault" and e.get("where") == "worker" for e in events)
     assert any(e["stage"] == "worker_restart" for e in events)
-    answered = [t.id for t in tasks if pipeline.read_answers(out, t.id) is not None]
+    answered = [t.id for t in tasks if results.read_answers(out, t.id) is not None]
     assert len(answered) == 7
 
 

@@ -1,5 +1,5 @@
 """scripts/pretrain_base.py: from-scratch pretraining on generated tasks through
-`arc_ttft.research.finetune`, evaluated with `arc-ttft run` (learning.run_arm)."""
+`arc_ttft.training.finetune`, evaluated with `arc-ttft run` (learning.run_arm)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from arc_ttft.research import finetune
+from arc_ttft.training import finetune
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pretrain_base.py"
 

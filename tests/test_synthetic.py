@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arc_ttft.research import synthetic
-from arc_ttft.research.synthetic import (
+from arc_ttft.training import synthetic
+from arc_ttft.training.synthetic import (
     ALL_FAMILIES,
     ARC_FAMILIES,
     DEFAULT_FAMILIES,

@@ -204,8 +204,8 @@ def test_dfs_equals_transformers_dfs(backends, tmp_path):
     from arc_ttft import augment, selection
     from arc_ttft.infer.hf import HFBackend
     from arc_ttft.infer.vllm import VLLMBackend
-    from arc_ttft.research import synthetic
     from arc_ttft.tasks import load_tasks
+    from arc_ttft.training import synthetic
 
     _, vl_tiny = backends
     vl_tiny.close()  # one engine at a time
@@ -271,13 +271,14 @@ def test_a_finetuned_model_serves_on_vllm(backends, tmp_path):
     from arc_ttft import config as C
     from arc_ttft.infer.hf import HFBackend
     from arc_ttft.infer.vllm import VLLMBackend
-    from arc_ttft.research import finetune, synthetic
+    from arc_ttft.training import finetune, synthetic
+    from arc_ttft.training.config import FinetuneConfig
 
     _, vl_tiny = backends
     vl_tiny.close()  # one engine at a time
     ch, sol = synthetic.generate(4, seed=3, min_size=2, max_size=3)
     challenges, _ = synthetic.write_kaggle(ch, sol, tmp_path, "gen")
-    cfg = C.validate(C.from_flat(C.FinetuneConfig, {
+    cfg = C.validate(C.from_flat(FinetuneConfig, {
         "model": "tiny", "data": [str(challenges)], "samples_per_task": 2, "max_seq_len": 512,
         "batch_size": 2, "max_steps": 3, "learning_rate": 1e-3, "lora_rank": 8,
         "checkpoint_minutes": None, "output": str(tmp_path / "ft"),
@@ -300,9 +301,10 @@ def test_the_gpu_defaults_run_end_to_end(tmp_path, monkeypatch):
     from pathlib import Path
 
     from arc_ttft import config as C
-    from arc_ttft import pipeline, submission
+    from arc_ttft import pipeline, results, submission
     from arc_ttft.events import read_events
-    from arc_ttft.research import synthetic
+    from arc_ttft.tasks import load_tasks
+    from arc_ttft.training import synthetic
 
     for k, v in vllm_env(str(tmp_path)).items():
         monkeypatch.setenv(k, v)  # the workers inherit them
@@ -321,7 +323,7 @@ def test_the_gpu_defaults_run_end_to_end(tmp_path, monkeypatch):
     )  # fmt: skip
     assert (saved.infer.rescore, saved.workers) == (8, 2)
     assert res.faults == []
-    tasks = pipeline.load_tasks(str(challenges)).tasks
+    tasks = load_tasks(str(challenges)).tasks
     sub = submission.read_submission(out / "submission.json")
     assert submission.validate_submission(sub, tasks) == []
     events = [e for w in (0, 1) for e in read_events(out / f"run.worker{w}.jsonl")]
@@ -330,10 +332,8 @@ def test_the_gpu_defaults_run_end_to_end(tmp_path, monkeypatch):
     assert infers and all(e["backend"] == "vllm" and e["sampling"] == "dfs" for e in infers)
     assert all(e["scorer"] == "architects" for e in infers)
     for t in tasks:  # every first attempt is a model's answer (the adapter's or the probe's)
-        d = pipeline.task_dir(out, t.id)
-        path = (
-            d / pipeline.ANSWERS if (d / pipeline.ANSWERS).exists() else d / pipeline.ANSWERS_BASE
-        )
+        d = results.task_dir(out, t.id)
+        path = d / results.ANSWERS if (d / results.ANSWERS).exists() else d / results.ANSWERS_BASE
         data = json.loads(path.read_text())
         assert data["sources"][0][0] != "fallback", (t.id, data["sources"])
     print(res.score_line())

@@ -3,7 +3,9 @@
 Thin: each subcommand builds a config from flags and calls one library function.
 Flags come from the config dataclasses (arc_ttft.config), so the CLI, the notebooks
 and the library share one set of names. A command is a function ``cmd_x(args) -> int``
-registered in ``COMMANDS`` with a function adding its flags.
+registered in ``COMMANDS`` with a function adding its flags. The measuring commands
+(``arc_ttft.research``) are reached by module name, as torchtune's CLI finds its recipes:
+the library, this module included, never imports research code.
 
 Over 500 lines: one thin function per subcommand (twelve of them), each only mapping flags
 to one library call and printing its contract lines.
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from arc_ttft import config as C
 from arc_ttft import submission as S
 from arc_ttft import tasks as T
+from arc_ttft.training.config import FinetuneConfig
 
 # name -> (help, add_flags(parser), run(args) -> exit code)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]] = {}
@@ -311,7 +314,7 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Rows per length and configuration, a table, then ``speedup: X.XXx tokens/s, memory:
     Y.YYx peak`` (ours over baseline at the longest length) last."""
-    from arc_ttft.research import ttt_speed
+    ttt_speed = importlib.import_module("arc_ttft.research.ttt_speed")  # a recipe: by name
 
     return ttt_speed.main_bench(C.validate(C.from_namespace(ttt_speed.TTTSpeedConfig, args)))
 
@@ -320,14 +323,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     "finetune",
     "Train a base model on a data mix of ARC tasks (TTT's prompts and views); write a model "
     "folder for `arc-ttft run --model`.",
-    lambda p: C.add_arguments(p, C.FinetuneConfig),
+    lambda p: C.add_arguments(p, FinetuneConfig),
 )
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Prints the data, then ``model: DIR`` (or ``adapter: DIR``) and a last line
     ``steps: N, final loss: X (stop)``. Data-parallel under torchrun."""
-    from arc_ttft.research import finetune
+    from arc_ttft.training import finetune
 
-    cfg = C.validate(C.from_namespace(C.FinetuneConfig, args))
+    cfg = C.validate(C.from_namespace(FinetuneConfig, args))
     result = finetune.run(cfg)
     if result.model_dir is None and result.adapter_dir is None:
         return 0  # a data-parallel rank other than 0: rank 0 reports
@@ -500,7 +503,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     _run_flags,
 )
 def cmd_recall(args: argparse.Namespace) -> int:
-    from arc_ttft.research import recall
+    recall = importlib.import_module("arc_ttft.research.recall")  # a recipe: by name
 
     given = {k: v for k, v in vars(args).items() if k in C.flat_fields(C.RunConfig)}
     cfg = C.validate(C.from_flat(C.RunConfig, {**recall.RECALL_DEFAULTS, **given}))

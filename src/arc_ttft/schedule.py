@@ -1,7 +1,7 @@
 """The shard schedule: what runs when, under the budget guard.
 
 One loop decides the order of work and asks the guard before each piece. The pipeline
-runs it with real operations (``pipeline.ShardWork``); the simulator (``research/simulate.py``)
+runs it with real operations (``shard.ShardWork``); the simulator (``research/simulate.py``)
 runs the very same loop with fake operations on a fake clock, so what the simulation
 proves holds for the pipeline.
 

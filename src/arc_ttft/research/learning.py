@@ -24,7 +24,7 @@ from typing import Any
 from arc_ttft import config as C
 from arc_ttft import pipeline
 from arc_ttft.events import read_events
-from arc_ttft.research import synthetic
+from arc_ttft.training import synthetic
 
 # Families the arc-nano base misses without TTT: where TTT has to earn its keep.
 HARD_FAMILIES = ("rot90", "rot180", "rot270", "transpose", "anti_transpose", "flip_v")

@@ -19,7 +19,7 @@ import numpy as np
 
 from arc_ttft import budget as B
 from arc_ttft import config as C
-from arc_ttft import pipeline, schedule
+from arc_ttft import schedule, shard
 from arc_ttft.events import EventLog
 from arc_ttft.tasks import Task
 
@@ -185,7 +185,7 @@ def _tokens(task: Task, cfg: C.RunConfig) -> float:
     """The pipeline's own training-token estimate of ``task`` (cached)."""
     key = (task.id, cfg.model.format, cfg.model.max_seq_len)
     if key not in _TOKENS:
-        _TOKENS[key] = pipeline.estimate_tokens(task, *key[1:])
+        _TOKENS[key] = shard.estimate_tokens(task, *key[1:])
     return float(_TOKENS[key])
 
 

@@ -25,11 +25,8 @@ card: ``arc-ttft run --model OUTPUT/model``) or, with ``save_adapter``, ``adapte
 resolved FinetuneConfig), ``holdout.json``, ``train_tasks.json``, ``losses.csv``,
 ``summary.json`` and ``checkpoints/``.
 
-``data_mix_experiment`` fine-tunes once per mix and scores each model on the held-out
-tasks with and without TTT through ``pipeline.run`` (notebooks/data_mix.py).
-
-Over 500 lines: data mixes, the Trainer with its checkpoint/budget/DDP care, the model
-card and the data-mix experiment of one command.
+Over 500 lines: data mixes, the Trainer with its checkpoint/budget/DDP care and the
+model card of one command.
 """
 
 from __future__ import annotations
@@ -47,6 +44,7 @@ from typing import Any
 
 from arc_ttft import config as C
 from arc_ttft.tasks import Example, Task, grid, load_tasks
+from arc_ttft.training.config import FinetuneConfig
 
 HOLDOUT = "-holdout:"
 GENERATED = "generated:"
@@ -66,14 +64,14 @@ class MixData:
     source_of: dict[str, str] = field(default_factory=dict)  # task id -> mix item
 
 
-def load_source(item: str, cfg: C.FinetuneConfig) -> list[Task]:
+def load_source(item: str, cfg: FinetuneConfig) -> list[Task]:
     """The tasks of one mix item (no ``-holdout:`` prefix), test outputs filled where known.
 
     ``max_tasks_per_source`` keeps a seeded sample (in load order), the same one in every
     process and for the include and the holdout side of a mix.
     """
     if item.startswith(GENERATED):
-        from arc_ttft.research import synthetic
+        from arc_ttft.training import synthetic
 
         n = int(item[len(GENERATED) :])
         families = None if cfg.generated_families == "default" else cfg.generated_families
@@ -125,7 +123,7 @@ def copies_held(task: Task, held_grids: set[bytes]) -> bool:
     return shared >= 2 or (shared > 0 and 2 * shared >= len(keys))
 
 
-def resolve_mix(cfg: C.FinetuneConfig) -> MixData:
+def resolve_mix(cfg: FinetuneConfig) -> MixData:
     """Training tasks (first occurrence of an id wins) minus the held-out tasks: by id,
     and by grids, since sets copy each other's tasks (ARC-AGI-2's training set holds
     ARC-AGI-1 evaluation tasks, some under other ids)."""
@@ -159,7 +157,7 @@ def with_known_tests(task: Task) -> Task:
 
 def build_samples(
     tasks: list[Task],
-    cfg: C.FinetuneConfig,
+    cfg: FinetuneConfig,
     tokenizer,
     max_seq_len: int,
     source_of: dict[str, str] | None = None,
@@ -194,7 +192,7 @@ def build_samples(
 # ---------------------------------------------------------------------------------------
 
 
-def ttt_config(cfg: C.FinetuneConfig) -> C.TTTConfig:
+def ttt_config(cfg: FinetuneConfig) -> C.TTTConfig:
     """The TTTConfig whose LoRA fields ``ttt.prepare_peft_model`` reads."""
     shared = {f.name: getattr(cfg, f.name) for f in fields(C.LoraTraining)}
     return C.TTTConfig(**shared, seed=cfg.seed)
@@ -309,7 +307,7 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _load(cfg: C.FinetuneConfig, device: str):
+def _load(cfg: FinetuneConfig, device: str):
     """(model, tokenizer, source folder) for training, LoRA-wrapped unless ``full``."""
     import dataclasses
 
@@ -333,7 +331,7 @@ def _load(cfg: C.FinetuneConfig, device: str):
     return model, tok, mcfg
 
 
-def _precision(cfg: C.FinetuneConfig, device: str) -> dict[str, bool]:
+def _precision(cfg: FinetuneConfig, device: str) -> dict[str, bool]:
     import torch
 
     from arc_ttft import models
@@ -369,7 +367,7 @@ class FinetuneResult:
 
 
 def run(
-    cfg: C.FinetuneConfig,
+    cfg: FinetuneConfig,
     *,
     model=None,
     tokenizer=None,
@@ -503,7 +501,7 @@ def run(
     return result
 
 
-def _write_ids(out: Path, cfg: C.FinetuneConfig, mix: MixData) -> None:
+def _write_ids(out: Path, cfg: FinetuneConfig, mix: MixData) -> None:
     sets = [i[len(HOLDOUT) :] for i in cfg.data if i.startswith(HOLDOUT)]
     holdout = {
         "sets": sets,
@@ -521,7 +519,7 @@ def _write_ids(out: Path, cfg: C.FinetuneConfig, mix: MixData) -> None:
     (out / "train_tasks.json").write_text(json.dumps(train, indent=0) + "\n")
 
 
-def _merged(model, cfg: C.FinetuneConfig):
+def _merged(model, cfg: FinetuneConfig):
     """Plain weights to save: the model itself (full), or the LoRA merged into the base
     (a 4-bit base is first reloaded in its compute dtype: nf4 weights cannot take a merge)."""
     if cfg.full:
@@ -576,7 +574,7 @@ def _write_losses(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 def model_card(
-    cfg: C.FinetuneConfig, result: FinetuneResult, command: str, title: str | None = None
+    cfg: FinetuneConfig, result: FinetuneResult, command: str, title: str | None = None
 ) -> str:
     """README.md of the output: data mix, steps, seed, final loss and the exact command."""
     how = "full fine-tune" if cfg.full else f"LoRA rank {cfg.lora_rank}, alpha {cfg.lora_alpha:g}"
@@ -598,7 +596,7 @@ def model_card(
         )
     return (
         f"# {title or f'{cfg.model.model} fine-tuned on ARC tasks'}\n\n"
-        f"Trained by `arc-ttft finetune` (arc_ttft.research.finetune) from `{cfg.model.model}`: "
+        f"Trained by `arc-ttft finetune` (arc_ttft.training.finetune) from `{cfg.model.model}`: "
         f"{result.steps} steps ({result.stop_reason}), final loss {loss}, seed {cfg.seed}.\n\n"
         f"Command:\n\n    {command}\n\n"
         f"Data mix: `{','.join(cfg.data)}`: {result.n_train_tasks} tasks, "
@@ -610,142 +608,3 @@ def model_card(
         f"Prompt layout and tokenizer are the pipeline's (`arc_ttft.encoding.build_prompt`); "
         f"use it with `--format {cfg.model.format}`.\n"
     )
-
-
-# ---------------------------------------------------------------------------------------
-# The data-mix experiment (notebooks/data_mix.py)
-# ---------------------------------------------------------------------------------------
-
-
-def default_mixes(train_set: str, eval_set: str) -> dict[str, list[str]]:
-    """The four mixes: train; eval; train+eval; train + eval minus the held-out tasks.
-
-    Every mix holds out the same seeded share of ``eval_set`` (so every model is scored on
-    the same tasks); in ``eval`` and ``train+eval`` those tasks stay in training as well
-    (they are trained on what they are scored on: an upper reference), in
-    ``train+eval(n-1)`` they are removed.
-    """
-    return {
-        "train": [train_set],
-        "eval": [eval_set],
-        "train+eval": [train_set, eval_set],
-        "train+eval(n-1)": [train_set, eval_set, f"{HOLDOUT}{eval_set}"],
-    }
-
-
-@dataclass
-class MixRow:
-    """One mix's model, scored on the held-out tasks without and with TTT."""
-
-    mix: str
-    data: str
-    train_tasks: int
-    steps: int
-    final_loss: float | None
-    holdout_in_training: int  # held-out tasks this model trained on
-    solved_base: int
-    solved_ttt: int
-    total: int
-    model_dir: str
-
-
-def data_mix_experiment(
-    work_dir: str | Path,
-    *,
-    mixes: dict[str, list[str]] | None = None,
-    train_set: str = "arc1-train",
-    eval_set: str = "arc1-eval",
-    finetune_overrides: dict[str, Any] | None = None,
-    run_overrides: dict[str, Any] | None = None,
-    ttt_steps: int = 8,
-) -> list[MixRow]:
-    """Fine-tune once per mix (``finetune_overrides``: FinetuneConfig fields), then score
-    each model on the held-out ``eval_set`` tasks through ``pipeline.run`` with
-    ``ttt_steps=0`` and with ``ttt_steps`` (``run_overrides``: RunConfig fields)."""
-    from arc_ttft import pipeline
-
-    work = Path(work_dir)
-    mixes = mixes or default_mixes(train_set, eval_set)
-    base = {"holdout_fraction": 0.5, "checkpoint_minutes": None, **(finetune_overrides or {})}
-    # The held-out ids every mix is scored on: those of eval_set under the shared seed.
-    ref = C.from_flat(C.FinetuneConfig, {**base, "data": [eval_set, f"{HOLDOUT}{eval_set}"]})
-    held = resolve_mix(ref).holdout_ids
-    rows = []
-    for name, data in mixes.items():
-        ft = C.validate(
-            C.from_flat(C.FinetuneConfig, {**base, "data": data, "output": str(work / _slug(name))})
-        )
-        res = run(ft, progress=False)
-        trained = {t.id for t in resolve_mix(ft).train}
-        solved = {}
-        for arm, steps in (("base", 0), ("ttt", ttt_steps)):
-            flat = {
-                "backend": "hf",
-                "probe_tasks": 0,
-                "budget_minutes": 30.0,
-                **(run_overrides or {}),
-                "model": str(res.model_dir),
-                "format": ft.model.format,
-                "max_seq_len": ft.model.max_seq_len,
-                "challenges": eval_set,
-                "tasks": held,
-                "ttt_steps": steps,
-                "output": str(work / _slug(name) / f"run-{arm}"),
-            }
-            result = pipeline.run(C.validate(C.from_flat(C.RunConfig, flat)), progress=False)
-            solved[arm] = result.score.solved_tasks if result.score else 0
-            total = result.score.total if result.score else len(held)
-        rows.append(
-            MixRow(
-                mix=name,
-                data=",".join(data),
-                train_tasks=res.n_train_tasks,
-                steps=res.steps,
-                final_loss=None if res.final_loss is None else round(res.final_loss, 4),
-                holdout_in_training=len(trained & set(held)),
-                solved_base=solved["base"],
-                solved_ttt=solved["ttt"],
-                total=total,
-                model_dir=str(res.model_dir),
-            )
-        )
-    return rows
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
-
-
-def mix_table(rows: list[MixRow]) -> str:
-    """The experiment as a markdown table."""
-    head = ["mix", "data", "train tasks", "held-out in training", "steps", "final loss",
-            "solved (no TTT)", "solved (TTT)"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        loss = "-" if r.final_loss is None else f"{r.final_loss:.4f}"
-        cells = [r.mix, f"`{r.data}`", r.train_tasks, f"{r.holdout_in_training}/{r.total}",
-                 r.steps, loss, f"{r.solved_base}/{r.total}", f"{r.solved_ttt}/{r.total}"]  # fmt: skip
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines)
-
-
-def mix_plot(rows: list[MixRow], path: str | Path) -> Path:
-    """Held-out tasks solved per mix, without and with TTT (grouped bars), as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = list(range(len(rows)))
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar([i - 0.2 for i in x], [r.solved_base for r in rows], 0.4, label="no TTT")
-    ax.bar([i + 0.2 for i in x], [r.solved_ttt for r in rows], 0.4, label="TTT")
-    ax.set_xticks(x, [r.mix for r in rows])
-    ax.set_ylabel(f"held-out tasks solved (of {rows[0].total if rows else 0})")
-    ax.set_title("fine-tuning data mix")
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -1,0 +1,147 @@
+"""The seed's data-mix experiment (notebooks/data_mix.py): fine-tune once per mix with
+`arc-ttft finetune` (``training.finetune``), then score each model on the held-out
+tasks with and without TTT through ``pipeline.run``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from arc_ttft import config as C
+from arc_ttft import pipeline
+from arc_ttft.training.config import FinetuneConfig
+from arc_ttft.training.finetune import HOLDOUT, resolve_mix, run
+
+
+def default_mixes(train_set: str, eval_set: str) -> dict[str, list[str]]:
+    """The four mixes: train; eval; train+eval; train + eval minus the held-out tasks.
+
+    Every mix holds out the same seeded share of ``eval_set`` (so every model is scored on
+    the same tasks); in ``eval`` and ``train+eval`` those tasks stay in training as well
+    (they are trained on what they are scored on: an upper reference), in
+    ``train+eval(n-1)`` they are removed.
+    """
+    return {
+        "train": [train_set],
+        "eval": [eval_set],
+        "train+eval": [train_set, eval_set],
+        "train+eval(n-1)": [train_set, eval_set, f"{HOLDOUT}{eval_set}"],
+    }
+
+
+@dataclass
+class MixRow:
+    """One mix's model, scored on the held-out tasks without and with TTT."""
+
+    mix: str
+    data: str
+    train_tasks: int
+    steps: int
+    final_loss: float | None
+    holdout_in_training: int  # held-out tasks this model trained on
+    solved_base: int
+    solved_ttt: int
+    total: int
+    model_dir: str
+
+
+def data_mix_experiment(
+    work_dir: str | Path,
+    *,
+    mixes: dict[str, list[str]] | None = None,
+    train_set: str = "arc1-train",
+    eval_set: str = "arc1-eval",
+    finetune_overrides: dict[str, Any] | None = None,
+    run_overrides: dict[str, Any] | None = None,
+    ttt_steps: int = 8,
+) -> list[MixRow]:
+    """Fine-tune once per mix (``finetune_overrides``: FinetuneConfig fields), then score
+    each model on the held-out ``eval_set`` tasks through ``pipeline.run`` with
+    ``ttt_steps=0`` and with ``ttt_steps`` (``run_overrides``: RunConfig fields)."""
+    work = Path(work_dir)
+    mixes = mixes or default_mixes(train_set, eval_set)
+    base = {"holdout_fraction": 0.5, "checkpoint_minutes": None, **(finetune_overrides or {})}
+    # The held-out ids every mix is scored on: those of eval_set under the shared seed.
+    ref = C.from_flat(FinetuneConfig, {**base, "data": [eval_set, f"{HOLDOUT}{eval_set}"]})
+    held = resolve_mix(ref).holdout_ids
+    rows = []
+    for name, data in mixes.items():
+        ft = C.validate(
+            C.from_flat(FinetuneConfig, {**base, "data": data, "output": str(work / _slug(name))})
+        )
+        res = run(ft, progress=False)
+        trained = {t.id for t in resolve_mix(ft).train}
+        solved = {}
+        for arm, steps in (("base", 0), ("ttt", ttt_steps)):
+            flat = {
+                "backend": "hf",
+                "probe_tasks": 0,
+                "budget_minutes": 30.0,
+                **(run_overrides or {}),
+                "model": str(res.model_dir),
+                "format": ft.model.format,
+                "max_seq_len": ft.model.max_seq_len,
+                "challenges": eval_set,
+                "tasks": held,
+                "ttt_steps": steps,
+                "output": str(work / _slug(name) / f"run-{arm}"),
+            }
+            result = pipeline.run(C.validate(C.from_flat(C.RunConfig, flat)), progress=False)
+            solved[arm] = result.score.solved_tasks if result.score else 0
+            total = result.score.total if result.score else len(held)
+        rows.append(
+            MixRow(
+                mix=name,
+                data=",".join(data),
+                train_tasks=res.n_train_tasks,
+                steps=res.steps,
+                final_loss=None if res.final_loss is None else round(res.final_loss, 4),
+                holdout_in_training=len(trained & set(held)),
+                solved_base=solved["base"],
+                solved_ttt=solved["ttt"],
+                total=total,
+                model_dir=str(res.model_dir),
+            )
+        )
+    return rows
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+
+
+def mix_table(rows: list[MixRow]) -> str:
+    """The experiment as a markdown table."""
+    head = ["mix", "data", "train tasks", "held-out in training", "steps", "final loss",
+            "solved (no TTT)", "solved (TTT)"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        loss = "-" if r.final_loss is None else f"{r.final_loss:.4f}"
+        cells = [r.mix, f"`{r.data}`", r.train_tasks, f"{r.holdout_in_training}/{r.total}",
+                 r.steps, loss, f"{r.solved_base}/{r.total}", f"{r.solved_ttt}/{r.total}"]  # fmt: skip
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def mix_plot(rows: list[MixRow], path: str | Path) -> Path:
+    """Held-out tasks solved per mix, without and with TTT (grouped bars), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = list(range(len(rows)))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar([i - 0.2 for i in x], [r.solved_base for r in rows], 0.4, label="no TTT")
+    ax.bar([i + 0.2 for i in x], [r.solved_ttt for r in rows], 0.4, label="TTT")
+    ax.set_xticks(x, [r.mix for r in rows])
+    ax.set_ylabel(f"held-out tasks solved (of {rows[0].total if rows else 0})")
+    ax.set_title("fine-tuning data mix")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
