@@ -62,7 +62,7 @@ Set-up of every row (unless the row says otherwise):
 - the probe's answers as long as the adapters' (whole), except in the rows that say
   they stop early: their chunks then cost 15% + 85% x the share, and the backend reports
   the length written (under DFS: tokens walked per view), which the cost model measures
-  against (`schedule.answer_share`);
+  against (`costs.answer_share`);
 - "overruns": runs that ended after the deadline; "hard": after the full 12 h (Kaggle
   kills them). "inferred": share of tasks answered with their adapter; "answered": with
   any model answer (the probe's base answers count).

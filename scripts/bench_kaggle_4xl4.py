@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from arc_ttft import auto, schedule
+from arc_ttft import auto, costs
 from arc_ttft import config as C
 from arc_ttft.registry import REGISTRY, Candidate, config_params
 from arc_ttft.research import simulate as S
 from arc_ttft.tasks import Task, load_tasks
+from arc_ttft.workers import shard_tasks
 
 # --- NVIDIA L4 datasheet (the page cites it) -------------------------------------------------
 L4_BF16_FLOPS = 121e12  # dense: the sheet's 242 are "with sparsity", "one-half lower without"
@@ -44,7 +45,7 @@ ACT_BYTES = (4.59 - 2.94) * 2**30 / 1024 / (24 * (896 + 4864))
 # matmuls run at ~390 GFLOP/s: matmul_share() is its model FLOP rate over that rate.
 CPU_STEP = dict(seconds=5.71, tokens=1024, answer=227, vocab=114, matmul_flops=390e9)
 # dfs.md: arc-nano's lockstep DFS on vLLM expanded 524 nodes for 8 walks at L = 16 (4.1
-# answers' worth a view; the planner's prior, schedule.DFS_PATHS, is 3) ...
+# answers' worth a view; the planner's prior, costs.DFS_PATHS, is 3) ...
 DFS_ANSWERS_PER_VIEW = 524 / 8 / 16
 # ... at 629 nodes/s with 32 walks on the CPU build: vLLM's cost per walk-node, taken as its
 # host-side cost on a GPU too (an upper bound: it includes arc-nano's own forward).
@@ -227,10 +228,10 @@ def infer_seconds(cand: Candidate, cfg: C.RunConfig, task: Task, ctx: float) -> 
     """DFS in every view of every test input, then the candidates re-scored under the
     scoring views; each view's prompt (``ctx`` tokens) is prefilled once."""
     c = cand.config
-    answer = schedule.answer_tokens(task, cfg)
+    answer = costs.answer_tokens(task, cfg)
     nodes = min(DFS_ANSWERS_PER_VIEW * answer, cfg.infer.dfs_max_nodes)
     walk = prefill_seconds(c, ctx) + nodes * node_seconds(c, ctx + answer / 2)
-    score = prefill_seconds(c, ctx) + schedule.DFS_CANDIDATES * prefill_seconds(c, answer, ctx)
+    score = prefill_seconds(c, ctx) + costs.DFS_CANDIDATES * prefill_seconds(c, answer, ctx)
     return len(task.test) * (cfg.infer.views * walk + (cfg.infer.rescore or 0) * score)
 
 
@@ -247,7 +248,7 @@ def true_costs(cand: Candidate, cfg: C.RunConfig, shard: Sequence[Task]) -> S.Tr
     ``_raw_workload`` (prompts + 0.1 x scores, times answer tokens). Both are set to the
     shard's summed GPU seconds over its summed units, so the shard's totals are exact."""
     tokens = np.array([S._tokens(t, cfg) for t in shard])
-    answers = [min(schedule.answer_tokens(t, cfg), n / 2) for t, n in zip(shard, tokens)]
+    answers = [min(costs.answer_tokens(t, cfg), n / 2) for t, n in zip(shard, tokens)]
     steps = [step_seconds(cand, cfg, n, a) for n, a in zip(tokens, answers)]
     infer = [infer_seconds(cand, cfg, t, n) for t, n in zip(shard, tokens)]
     work = [S._raw_workload([t], cfg) for t in shard]
@@ -277,7 +278,7 @@ def _shards(tasks: Sequence[Task], workers: int, fmt: str) -> list[list[Task]]:
     # The split does not depend on the step count (it scales every task's cost alike).
     key = (tuple(t.id for t in tasks), workers, fmt)
     if key not in _SHARDS:
-        _SHARDS[key] = [s for s in workers.shard_tasks(list(tasks), workers, fmt, 1) if s]
+        _SHARDS[key] = [s for s in shard_tasks(list(tasks), workers, fmt, 1) if s]
     return _SHARDS[key]
 
 
@@ -343,7 +344,7 @@ def model_row(
         "vLLM GB": vllm / 1e9,
         "fits 24 GB": fits,
         "s/step (median task)": step_seconds(
-            cand, cfg, med_n, min(schedule.answer_tokens(med, cfg), med_n / 2)
+            cand, cfg, med_n, min(costs.answer_tokens(med, cfg), med_n / 2)
         ),
         "DFS views/test": cfg.infer.views if cfg.infer.sampling == "dfs" else 0,
         "inference h/worker": max(infer_s) / 3600,
@@ -450,7 +451,7 @@ def page(rows: Sequence[dict], tasks: Sequence[Task], runs: int, seed: int, took
     cfg = run_config("Qwen3-4B")
     inf = cfg.infer
     tokens = [S._tokens(t, run_config("Qwen2-0.5B")) for t in tasks]
-    answers = [schedule.answer_tokens(t, cfg) for t in tasks]
+    answers = [costs.answer_tokens(t, cfg) for t in tasks]
     over = sum(r["overruns"] or 0 for r in rows)
     text = PAGE.format(
         command="python scripts/bench_kaggle_4xl4.py"
@@ -481,8 +482,8 @@ def page(rows: Sequence[dict], tasks: Sequence[Task], runs: int, seed: int, took
         gemm=GEMM_SHARE,
         mfu=mfu(),
         dfs=DFS_ANSWERS_PER_VIEW,
-        prior=schedule.DFS_PATHS,
-        cands=schedule.DFS_CANDIDATES,
+        prior=costs.DFS_PATHS,
+        cands=costs.DFS_CANDIDATES,
         host=HOST_S_PER_NODE * 1e3,
         batch=DECODE_BATCH,
         fill=FILL_TARGET,
@@ -534,7 +535,7 @@ def host_share(name: str, tasks: Sequence[Task]) -> float:
     cand, cfg = REGISTRY[name], run_config(name)
     total = nodes = 0.0
     for t in tasks:
-        ctx, answer = S._tokens(t, cfg), schedule.answer_tokens(t, cfg)
+        ctx, answer = S._tokens(t, cfg), costs.answer_tokens(t, cfg)
         nodes += (
             len(t.test)
             * cfg.infer.views
@@ -642,7 +643,7 @@ dtype {lora_dtype}; no gradient checkpointing), probe of {probe} tasks per worke
 margin. Sequence length: the registry's `default_seq_len` (`arc-ttft models`). Tokens per
 task: the planner's own estimate (`shard.estimate_tokens`, Qwen2-style counting, used
 for every model), capped at the sequence length: median {med_tok:.0f} (`tokens.md`, real
-Qwen2 tokenizer: 2824). Answer tokens (`schedule.answer_tokens`, the largest plausible
+Qwen2 tokenizer: 2824). Answer tokens (`costs.answer_tokens`, the largest plausible
 answer grid): median {med_ans:.0f}.
 
 ## Costs, and how they become the planner's units
@@ -673,13 +674,13 @@ the head and attention add
 Inference (vLLM, DFS): per test input and view, the prompt's prefill (compute-bound, 2 x
 params a token / (MFU x peak)), then the walk: **{dfs:.1f} answers' worth of nodes**, as
 arc-nano's lockstep walk measured (`benchmarks/dfs.md`: 524 nodes for 8 walks of 16
-tokens; the planner's prior `schedule.DFS_PATHS` is {prior}), at most `--dfs-max-nodes`.
+tokens; the planner's prior `costs.DFS_PATHS` is {prior}), at most `--dfs-max-nodes`.
 A node costs max(compute: 2 x (params + head) a token / (MFU x peak); the weights' bytes
 / 300 GB/s shared by the {batch} walks of a round) + its own KV read (context x KV bytes
 a token / 300 GB/s) + {host:.2f} ms of vLLM host
 time (`dfs.md`: 629 nodes/s with 32 walks on vLLM's CPU build, arc-nano; an upper
 bound, as it includes that model's forward). Then re-scoring: {cands} candidates
-(`schedule.DFS_CANDIDATES`) under {rescore} views, each a prefill of the view's prompt
+(`costs.DFS_CANDIDATES`) under {rescore} views, each a prefill of the view's prompt
 and of the candidates' tokens.
 
 The planner's units (`simulate.TrueCosts`, read with `_raw_workload` and

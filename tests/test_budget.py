@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arc_ttft import budget as B
+from arc_ttft import config as C
+from arc_ttft import costs
 
 # ---------------------------------------------------------------------------------------
 # Clock and Budget
@@ -117,14 +119,14 @@ def test_a_cancelled_call_ends_instead_of_being_abandoned():
 
 
 def test_cost_model_prior_then_scale_then_fit():
-    cost = B.CostModel(step_a=1.0, step_b=0.01)
+    cost = costs.CostModel(step_a=1.0, step_b=0.01)
     assert cost.ttt_step_seconds(100) == pytest.approx(2.0)
     # One length measured 2x slower than the prior: the prior's shape, scaled.
     cost.observe_ttt(100, 4.0, steps=10)
     assert cost.speed_factor() == pytest.approx(2.0)
     assert cost.ttt_step_seconds(200) == pytest.approx(2 * (1 + 2))
     # Measurements over a range of lengths: the true line (0.5 + 0.003 t) is recovered.
-    cost = B.CostModel(step_a=1.0, step_b=0.01)
+    cost = costs.CostModel(step_a=1.0, step_b=0.01)
     for t in (300, 800, 1500, 3000):
         cost.observe_ttt(t, 0.5 + 0.003 * t, steps=8)
     a, b = cost.ttt_fit()
@@ -134,7 +136,7 @@ def test_cost_model_prior_then_scale_then_fit():
 
 def test_cost_model_fit_learns_through_noise_and_never_goes_negative():
     rng = np.random.default_rng(0)
-    cost = B.CostModel(step_a=0.0, step_b=1e-4)
+    cost = costs.CostModel(step_a=0.0, step_b=1e-4)
     for t in rng.integers(200, 5000, 200):
         cost.observe_ttt(float(t), 2e-3 * t * rng.uniform(0.7, 1.3), steps=16)
     a, b = cost.ttt_fit()
@@ -146,7 +148,7 @@ def test_cost_model_fit_learns_through_noise_and_never_goes_negative():
 
 
 def test_inference_learns_from_ttt_speed_then_from_measurements():
-    cost = B.CostModel(step_a=0.0, step_b=1e-3, gen_seconds_per_token=1e-3)
+    cost = costs.CostModel(step_a=0.0, step_b=1e-3, gen_seconds_per_token=1e-3)
     assert cost.inference_seconds(10, 100) == pytest.approx(1.0)
     cost.observe_ttt(1000, 2.0, steps=4)  # device 2x slower than the prior
     assert cost.inference_seconds(10, 100) == pytest.approx(2.0)
@@ -163,26 +165,26 @@ def test_answers_that_stopped_early_do_not_make_whole_ones_look_cheap():
     def truth(requests: int, tokens: float) -> float:  # 0.04 s a request + 3 ms a token
         return requests * (0.04 + 0.003 * tokens)
 
-    probe = B.CostModel(gen_seconds_per_token=1e-3)
+    probe = costs.CostModel(gen_seconds_per_token=1e-3)
     est = probe.inference_seconds(8, 100)  # 8 requests, answers of 100 tokens expected
     probe.observe_inference(est, truth(8, 30), answer_share=30 / 100)  # they stopped at 30
     assert probe.inference_seconds(40, 100) == pytest.approx(truth(40, 100), rel=0.2)
     # Counted at the expected length (no share), the same probe under-prices them 2.5x.
-    blind = B.CostModel(gen_seconds_per_token=1e-3)
+    blind = costs.CostModel(gen_seconds_per_token=1e-3)
     blind.observe_inference(est, truth(8, 30))
     assert blind.inference_seconds(40, 100) < 0.45 * truth(40, 100)
     # Answers that stopped at once count as a quarter of their length: priced between
     # what they cost and what whole ones would.
-    early = B.CostModel(gen_seconds_per_token=1e-3)
+    early = costs.CostModel(gen_seconds_per_token=1e-3)
     early.observe_inference(est, truth(8, 1), answer_share=1 / 100)
-    share = B.PER_PROMPT_SHARE + (1 - B.PER_PROMPT_SHARE) * B.MIN_ANSWER_SHARE
+    share = costs.PER_PROMPT_SHARE + (1 - costs.PER_PROMPT_SHARE) * costs.MIN_ANSWER_SHARE
     assert early.inference_seconds(40, 100) == pytest.approx(truth(40, 1) / share)
     assert truth(40, 1) < early.inference_seconds(40, 100) < truth(40, 100)
-    empty = B.CostModel(gen_seconds_per_token=1e-3)  # every answer ended at once
+    empty = costs.CostModel(gen_seconds_per_token=1e-3)  # every answer ended at once
     empty.observe_inference(est, truth(8, 1), answer_share=0.0)
     assert empty.inference_seconds(40, 100) == pytest.approx(early.inference_seconds(40, 100))
     # Answers longer than expected lower the rate per token instead of raising it.
-    long = B.CostModel(gen_seconds_per_token=1e-3)
+    long = costs.CostModel(gen_seconds_per_token=1e-3)
     long.observe_inference(est, truth(8, 200), answer_share=2.0)
     assert long.inference_seconds(40, 100) == pytest.approx(truth(40, 100), rel=0.2)
 
@@ -192,50 +194,61 @@ def test_dfs_is_priced_by_the_nodes_its_walks_took():
     model walks stop after a few nodes, and its chunks priced the adapters' whole walks
     several times too cheap."""
     from arc_ttft import config as C
-    from arc_ttft import schedule
     from arc_ttft.tasks import load_tasks
 
     tasks = load_tasks("arc1-eval").tasks[:4]
     cfg = C.from_flat(C.RunConfig, {"sampling": "dfs", "views": 2, "rescore": 0})
-    n_prompts, out_tokens, n_scores = schedule.inference_workload(tasks, cfg)
-    walk = schedule.DFS_PATHS * out_tokens  # the planner's tokens per view
-    views = n_prompts // schedule.DFS_PATHS
+    n_prompts, out_tokens, n_scores = costs.inference_workload(tasks, cfg)
+    walk = costs.DFS_PATHS * out_tokens  # the planner's tokens per view
+    views = n_prompts // costs.DFS_PATHS
 
     def truth(nodes_per_view: float) -> float:  # 2 ms a node + 50 ms a view
         return views * (0.05 + 0.002 * nodes_per_view)
 
-    probe = B.CostModel(gen_seconds_per_token=1e-4)
+    probe = costs.CostModel(gen_seconds_per_token=1e-4)
     est = probe.inference_seconds(n_prompts, out_tokens, n_scores)
-    share = schedule.answer_share(tasks, cfg, True, walk / 3)  # walks stopped at a third
+    share = costs.answer_share(tasks, cfg, True, walk / 3)  # walks stopped at a third
     assert share == pytest.approx(1 / 3)
     probe.observe_inference(est, truth(walk / 3), answer_share=share)
     full = probe.inference_seconds(n_prompts, out_tokens, n_scores)
     assert full >= 0.8 * truth(walk)  # the adapters' whole walks are about covered
-    blind = B.CostModel(gen_seconds_per_token=1e-4)  # no share, as before
+    blind = costs.CostModel(gen_seconds_per_token=1e-4)  # no share, as before
     blind.observe_inference(est, truth(walk / 3))
     assert blind.inference_seconds(n_prompts, out_tokens, n_scores) < 0.4 * truth(walk)
     greedy = C.from_flat(C.RunConfig, {"sampling": "greedy", "views": 2, "rescore": 0})
-    assert schedule.answer_share(tasks, greedy, True, out_tokens / 2) == pytest.approx(0.5)
+    assert costs.answer_share(tasks, greedy, True, out_tokens / 2) == pytest.approx(0.5)
 
 
-def test_inference_reserve_has_overheads_and_a_floor():
-    cost = B.CostModel(gen_seconds_per_token=1e-3, overheads={"load_infer": 30.0, "write": 2.0})
-    assert B.inference_reserve(cost, 1000, 100, safety=1.0) == pytest.approx(100 + 30 + 2)
-    no_load = B.inference_reserve(cost, 1000, 100, safety=1.0, include_load=False)
-    assert no_load == pytest.approx(102)
-    assert B.inference_reserve(cost, 1, 1, floor_seconds=60) == 60
+def test_inference_reserve_keeps_the_loops_safety_its_overheads_and_a_floor():
+    from arc_ttft.tasks import load_tasks
+
+    tasks = load_tasks("arc1-eval").tasks[:3]
+    cfg = C.validate(C.from_flat(C.RunConfig, {"budget_hours": 12, "rescore": 0}))
+    cost = costs.CostModel(gen_seconds_per_token=3e-2, overheads={"load_infer": 30.0, "write": 2.0})
+    work = costs.inference_seconds(tasks, cfg, cost)
+    writes = (costs.CHUNKS + 1) * 2.0  # every chunk publishes the submission
+    # A chunk starts only when CHUNK_SAFETY x its estimate fits: the reserve holds that much.
+    want = costs.CHUNK_SAFETY * work + writes
+    assert work > 60 and costs.inference_reserve(tasks, cfg, cost) == pytest.approx(want + 30)
+    assert costs.inference_reserve(tasks, cfg, cost, include_load=False) == pytest.approx(want)
     cost.observe_overhead("load_infer", 50.0)
-    assert B.inference_reserve(cost, 1000, 100, safety=1.0) == pytest.approx(152)
+    assert costs.inference_reserve(tasks, cfg, cost) == pytest.approx(want + 50)
+    # The floor: a tenth of a short budget, at most 60 s; nothing to infer, nothing kept.
+    cheap = costs.CostModel(gen_seconds_per_token=1e-9, overheads={"load_infer": 0.0, "write": 0.0})
+    assert costs.inference_reserve(tasks, cfg, cheap) == 60
+    short = C.validate(C.from_flat(C.RunConfig, {"budget_minutes": 2, "rescore": 0}))
+    assert costs.inference_reserve(tasks, short, cheap) == pytest.approx(12)
+    assert costs.inference_reserve([], cfg, cost) == 0
 
 
 def test_for_device_priors_are_sane():
     for dev, model in [("cpu", "tiny"), ("cuda:0", "tiny"), ("cuda:0", None), ("cpu", "x/y")]:
-        c = B.CostModel.for_device(dev, model)
+        c = costs.CostModel.for_device(dev, model)
         assert 0 < c.ttt_step_seconds(2048) < 200
         assert c.inference_seconds(8, 300) > 0
-    assert B.CostModel.for_device("cuda", None).ttt_step_seconds(2048) < B.CostModel.for_device(
-        "cpu", None
-    ).ttt_step_seconds(2048)
+    assert costs.CostModel.for_device("cuda", None).ttt_step_seconds(
+        2048
+    ) < costs.CostModel.for_device("cpu", None).ttt_step_seconds(2048)
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,7 +259,7 @@ def test_for_device_priors_are_sane():
 def _plan(remaining, tokens, target=32, reserve=0.0, min_steps=None):
     clock = B.FakeClock()
     b = B.Budget(clock, remaining, 0.0)
-    cost = B.CostModel(step_a=0.0, step_b=1e-3, task_overhead=1.0)  # 1 s/step at 1000 tokens
+    cost = costs.CostModel(step_a=0.0, step_b=1e-3, task_overhead=1.0)  # 1 s/step at 1000 tokens
     tasks = [(f"t{i}", n) for i, n in enumerate(tokens)]
     return B.plan_steps(tasks, b, cost, target, reserve, min_steps=min_steps)
 
@@ -299,7 +312,7 @@ def test_plan_edge_cases():
 def test_plan_never_exceeds_the_deadline(remaining, reserve, tokens, target, a, b, over):
     clock = B.FakeClock()
     bud = B.Budget(clock, remaining, 0.0)
-    cost = B.CostModel(step_a=a, step_b=b, task_overhead=over)
+    cost = costs.CostModel(step_a=a, step_b=b, task_overhead=over)
     plan = B.plan_steps([(f"t{i}", n) for i, n in enumerate(tokens)], bud, cost, target, reserve)
     steps = np.array(plan.step_counts)
     assert steps.min() >= 0 and steps.max() <= target
@@ -329,7 +342,7 @@ def test_replanning_after_each_task_fits_the_deadline_with_a_wrong_prior():
     """The pipeline's loop: plan, train (2x slower than the prior says), measure, re-plan."""
     clock = B.FakeClock()
     bud = B.Budget(clock, 3600, 0)
-    cost = B.CostModel(step_a=0.0, step_b=1e-3, task_overhead=0.0)  # truth: 2e-3
+    cost = costs.CostModel(step_a=0.0, step_b=1e-3, task_overhead=0.0)  # truth: 2e-3
     tokens = [500 + 100 * i for i in range(30)]
     reserve = 600.0
     for i, n in enumerate(tokens):

@@ -74,7 +74,7 @@ def test_the_planners_units_keep_the_shards_totals(bk, tasks):
     cand, cfg = REGISTRY[SMALL], bk.run_config(SMALL)
     costs = bk.true_costs(cand, cfg, tasks)
     tokens = np.array([S._tokens(t, cfg) for t in tasks])
-    answers = [min(bk.schedule.answer_tokens(t, cfg), n / 2) for t, n in zip(tasks, tokens)]
+    answers = [min(bk.costs.answer_tokens(t, cfg), n / 2) for t, n in zip(tasks, tokens)]
     steps = sum(bk.step_seconds(cand, cfg, n, a) for n, a in zip(tokens, answers))
     assert costs.step_per_token * tokens.sum() == pytest.approx(steps)
     infer = sum(bk.infer_seconds(cand, cfg, t, n) for t, n in zip(tasks, tokens))

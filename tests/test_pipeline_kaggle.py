@@ -20,6 +20,7 @@ import test_pipeline  # the small run and checks of the pipeline tests
 from arc_ttft import budget as B
 from arc_ttft import (
     cli,
+    costs,
     infer,
     models,
     pipeline,
@@ -314,7 +315,7 @@ def test_a_hung_model_load_ends_at_the_deadline():
 
     tasks = load_tasks("arc1-eval").tasks[:3]
     cfg = C.validate(C.from_flat(C.RunConfig, {"probe_tasks": 0, "ttt_steps": 2}))
-    costs = S.TrueCosts(step_per_token=1e-6, gen_per_token=1e-6)
+    truth = S.TrueCosts(step_per_token=1e-6, gen_per_token=1e-6)
     tokens = {t.id: 100.0 for t in tasks}
 
     class HungLoads(S.FakeShard):
@@ -324,9 +325,9 @@ def test_a_hung_model_load_ends_at_the_deadline():
         def load_backend(self):
             time.sleep(30)
 
-    ops = HungLoads(B.FakeClock(), cfg, costs, tokens, np.random.default_rng(0))
+    ops = HungLoads(B.FakeClock(), cfg, truth, tokens, np.random.default_rng(0))
     guard = B.Budget(B.Clock(), 3.0)
-    cost = B.CostModel()
+    cost = costs.CostModel()
     t0 = time.monotonic()
     report = schedule.run_shard(
         cfg, ops, guard, cost, EventLog(), tokens=tokens, ttt_todo=tasks, infer_todo=tasks,
@@ -346,20 +347,20 @@ def test_the_entry_points_exit_through_the_budget():
     meta = tomllib.loads((root.parents[1] / "pyproject.toml").read_text())
     assert meta["project"]["scripts"]["arc-ttft"] == "arc_ttft.cli:entry"
     assert "entry()" in (root / "__main__.py").read_text()
-    assert "B.exit_code(_worker_main(" in (root / "pipeline.py").read_text()
+    assert "B.exit_code(worker_main(" in (root / "workers.py").read_text()
 
 
 def test_chunks_follow_the_measured_cost():
     tasks = load_tasks("arc1-eval").tasks[:40]
     cfg = C.from_flat(C.RunConfig, {"views": 8})
     guard = B.Budget(B.FakeClock(), 3600.0)
-    cost = B.CostModel(gen_seconds_per_token=1e-3, score_seconds_per_token=1e-4)
+    cost = costs.CostModel(gen_seconds_per_token=1e-3, score_seconds_per_token=1e-4)
     assert schedule.next_chunk(tasks, cfg, cost, 1e9) == 1  # not measured yet: one task
     cost.observe_inference(10.0, 10.0)
     target = schedule.chunk_target(tasks, cfg, cost, guard)
     k = schedule.next_chunk(tasks, cfg, cost, target)
     assert 1 < k < len(tasks)
-    assert schedule.inference_seconds(tasks[:k], cfg, cost) <= target
+    assert costs.inference_seconds(tasks[:k], cfg, cost) <= target
     cost.observe_inference(10.0, 40.0)  # slower than thought: smaller chunks
     assert schedule.next_chunk(tasks, cfg, cost, target) < k
     assert schedule.chunk_timeout(100.0, cfg, guard) == 400.0  # a multiple of the estimate

@@ -8,6 +8,7 @@ from functools import cache
 import pytest
 
 from arc_ttft import config as C
+from arc_ttft import costs as K
 from arc_ttft import pipeline, schedule
 from arc_ttft.research import simulate as S
 from arc_ttft.schedule import TASK_OVERRUN
@@ -108,8 +109,8 @@ def test_arc2_sizes_every_task_gets_its_adapters_inference(monkeypatch, n_tasks,
     print(r.summary())
     assert r.overruns == 0 and r.mean_inferred >= 0.98 and r.mean_steps >= 8
     # The test can fail: a reserve at half its price loses the last tasks' inference.
-    half = schedule.inference_reserve
-    monkeypatch.setattr(schedule, "inference_reserve", lambda *a, **k: 0.5 * half(*a, **k))
+    half = K.inference_reserve
+    monkeypatch.setattr(K, "inference_reserve", lambda *a, **k: 0.5 * half(*a, **k))
     assert S.simulate(tasks, cfg, costs, runs=3, seed=0).mean_inferred < 0.95
 
 
@@ -166,12 +167,12 @@ def test_the_pipeline_runs_the_simulated_schedule(tmp_path, monkeypatch):
 
 def test_base_votes_double_the_planned_inference_of_fine_tuned_tasks():
     tasks = list(_arc1_eval()[:10])
-    plain = schedule.inference_workload(tasks, _cfg())
-    pooled = schedule.inference_workload(tasks, _cfg(base_votes=True))
+    plain = K.inference_workload(tasks, _cfg())
+    pooled = K.inference_workload(tasks, _cfg(base_votes=True))
     assert pooled[0] == 2 * plain[0] and pooled[1:] == plain[1:]
     # the probe asks the base model only, and without TTT there is nothing to pool
-    assert schedule.inference_workload(tasks, _cfg(base_votes=True), base=True) == plain
-    assert schedule.inference_workload(tasks, _cfg(base_votes=True, ttt_steps=0)) == plain
+    assert K.inference_workload(tasks, _cfg(base_votes=True), base=True) == plain
+    assert K.inference_workload(tasks, _cfg(base_votes=True, ttt_steps=0)) == plain
 
 
 def test_base_votes_stay_inside_the_budget():

@@ -1,24 +1,21 @@
-"""The time budget: deadline, measured costs, TTT step planning, reserves, guards.
+"""The time budget: the deadline, the guards, TTT step planning, timeouts on calls.
 
 Kaggle kills a run at 12 hours and a late submission scores zero, so every stage asks
 this module before it starts work:
 
 - ``Budget`` holds the deadline (start + total - safety margin) on a ``Clock`` (real, or
   ``FakeClock`` for tests and simulation).
-- ``CostModel`` predicts seconds per TTT step from the sequence length (a prior, then a
-  least-squares fit ``seconds ~ a + b * tokens`` over the measured steps) and inference
-  seconds (a prior, scaled by what was measured).
 - ``plan_steps`` gives every remaining task its TTT steps so that TTT of all of them plus
-  the inference reserve fits before the deadline; it is a pure function of the current
-  state, so the pipeline calls it again before every task with fresh measurements.
+  the inference reserve fits before the deadline, priced by the cost model
+  (``costs.CostModel``); it is a pure function of the current state, so the schedule
+  calls it again before every task with fresh measurements.
 - ``Budget.can_start`` / ``Budget.step_guard`` never let work start whose measured cost
   says it cannot finish before the deadline minus the reserve.
+- ``with_deadline`` bounds a call (a cancel event, then abandonment); ``exit_code`` ends a
+  process cleanly when an abandoned call still runs.
 
 The order of work (probe, TTT, inference chunks) is ``schedule.run_shard``'s; the fake-clock
 simulation of whole runs is ``research/simulate.py``.
-
-Over 500 lines: the guard, the cost model it learns and the planner that reads it are one
-contract (every figure a plan uses is the cost model's), kept in one file to read together.
 """
 
 from __future__ import annotations
@@ -255,245 +252,6 @@ def with_deadline(
 
 
 # ---------------------------------------------------------------------------------------
-# Cost model
-# ---------------------------------------------------------------------------------------
-
-
-# Share of a full-length answer's inference cost that does not grow with its length (the
-# prompt's prefill, the request's set-up). Measured with the tiny model on CPU: an answer
-# that stopped at once cost 0.06 s per request, whole grids about 0.35 s.
-PER_PROMPT_SHARE = 0.15
-# The shortest answers (over their estimated length) a measurement is counted at. Measured
-# on arc1-eval with the tiny model: the probe's answers stopped after 1.4 tokens, and
-# answers after a few TTT steps ran from 1.2 tokens to well past the estimate. Taken as
-# if whole, the probe left 45 s for 55 s of inference (7 of 40 tasks lost theirs); taken
-# at its 1.4 tokens, 190 s for 25 s (TTT starved).
-MIN_ANSWER_SHARE = 0.25
-
-
-@dataclass
-class CostModel:
-    """Seconds per TTT step and per inference, from a prior and then from measurements.
-
-    TTT: ``seconds/step = a + b * tokens``. Until measurements span a useful range of
-    lengths (max/min >= 1.5 over >= 3 tasks) the prior's shape is kept and only scaled by
-    the measured/predicted ratio; afterwards a weighted least-squares line is fitted over
-    every observed task (weight = its steps). Running sums keep each update O(1).
-
-    Inference: ``seconds = scale * (n_prompts * out_tokens * gen_seconds_per_token +
-    n_scores * out_tokens * score_seconds_per_token)``. Until inference is measured,
-    ``scale`` is the TTT speed factor (a device slower than assumed is slower at both);
-    afterwards the measured seconds over the unscaled estimates, pooled over every call.
-
-    Overheads (model loads, writing, per-task adapter work) start at prior values and are
-    replaced by the latest measurement.
-    """
-
-    step_a: float = 0.5
-    step_b: float = 1e-3
-    gen_seconds_per_token: float = 2e-3
-    score_seconds_per_token: float = 2e-4
-    task_overhead: float = 2.0
-    overheads: dict[str, float] = field(
-        default_factory=lambda: {"load_train": 60.0, "load_infer": 120.0, "write": 5.0}
-    )
-    # measurement state (running sums, weights = steps)
-    n_obs: int = 0
-    infer_scale: float | None = None
-    _infer_sums: list[float] = field(default_factory=lambda: [0.0, 0.0], repr=False)
-    _sums: list[float] = field(default_factory=lambda: [0.0] * 6, repr=False)
-    _xmin: float = math.inf
-    _xmax: float = 0.0
-    _fit: tuple[float, float] | None = field(default=None, repr=False)
-
-    @classmethod
-    def for_device(cls, device: Any = None, model: str | None = None) -> CostModel:
-        """A prior for a device ("cpu", "cuda:0", ...) and model name (registry or path).
-
-        Rough, deliberately on the slow side; measurements take over after the first task.
-        The per-token rates scale with the model's parameter count when it is a registry name.
-        """
-        dev = str(device or "cpu")
-        gpu = dev.startswith("cuda")
-        if model == "tiny":
-            return cls(
-                step_a=0.02 if gpu else 0.03,
-                step_b=5e-6 if gpu else 3e-5,
-                gen_seconds_per_token=5e-5 if gpu else 2e-4,
-                score_seconds_per_token=1e-5 if gpu else 2e-5,
-                task_overhead=0.2,
-                overheads={"load_train": 5.0, "load_infer": 5.0, "write": 1.0},
-            )
-        params_m = _params_m(model) or 500.0
-        if gpu:
-            # ~1 s/step at 2048 tokens for a 0.5B model on a T4, LoRA, fp16.
-            return cls(
-                step_a=0.3,
-                step_b=1e-6 * params_m,
-                gen_seconds_per_token=1.5e-6 * params_m,
-                score_seconds_per_token=2e-7 * params_m,
-            )
-        # CPU, measured here: 0.5B LoRA, 13.6 s/step at 1024 tokens, 35.5 s at 2048.
-        return cls(
-            step_a=1.0,
-            step_b=3.5e-5 * params_m,
-            gen_seconds_per_token=4e-5 * params_m,
-            score_seconds_per_token=5e-6 * params_m,
-            overheads={"load_train": 30.0, "load_infer": 30.0, "write": 5.0},
-        )
-
-    # --- TTT ---------------------------------------------------------------------------
-
-    def _prior(self, tokens):
-        return self.step_a + self.step_b * tokens
-
-    def speed_factor(self) -> float:
-        """Measured / prior seconds over all observed TTT steps (1.0 before any)."""
-        sw, _, sy, _, _, sp = self._sums
-        return sy / sp if sw > 0 and sp > 0 else 1.0
-
-    def ttt_fit(self) -> tuple[float, float]:
-        """The current (a, b) of ``seconds/step = a + b * tokens``."""
-        if self._fit is None:
-            self._fit = self._compute_fit()
-        return self._fit
-
-    def _compute_fit(self) -> tuple[float, float]:
-        scaled = (self.step_a * self.speed_factor(), self.step_b * self.speed_factor())
-        if self.n_obs < 3 or self._xmax < 1.5 * self._xmin:
-            return scaled
-        sw, sx, sy, sxx, sxy, _ = self._sums
-        det = sw * sxx - sx * sx
-        if det <= 0:
-            return scaled
-        b = (sw * sxy - sx * sy) / det
-        a = (sy - b * sx) / sw
-        if b <= 0:
-            return scaled
-        if a < 0:  # a negative intercept would make short tasks free: fit through 0
-            a, b = 0.0, sxy / sxx
-        return a, b
-
-    def ttt_step_seconds(self, tokens):
-        """Predicted seconds of one TTT step on ``tokens`` (a number or a numpy array)."""
-        a, b = self.ttt_fit()
-        return a + b * tokens
-
-    def observe_ttt(self, tokens: float, seconds_per_step: float, steps: int = 1) -> None:
-        """Record a task's measured mean step time (``steps`` weights it)."""
-        if steps <= 0 or not seconds_per_step > 0 or not tokens > 0:
-            return
-        w, x, y = float(steps), float(tokens), float(seconds_per_step)
-        s = self._sums
-        s[0] += w
-        s[1] += w * x
-        s[2] += w * y
-        s[3] += w * x * x
-        s[4] += w * x * y
-        s[5] += w * self._prior(x)
-        self._xmin = min(self._xmin, x)
-        self._xmax = max(self._xmax, x)
-        self.n_obs += 1
-        self._fit = None
-
-    # --- inference ---------------------------------------------------------------------
-
-    def _infer_scale(self) -> float:
-        return self.infer_scale if self.infer_scale is not None else self.speed_factor()
-
-    def inference_seconds(self, n_prompts: int, out_tokens: float, n_scores: int = 0) -> float:
-        """Predicted seconds to generate ``n_prompts`` answers of ``out_tokens`` tokens and
-        re-score ``n_scores`` candidates (no model load: see ``overhead``)."""
-        raw = (
-            n_prompts * out_tokens * self.gen_seconds_per_token
-            + n_scores * out_tokens * self.score_seconds_per_token
-        )
-        return raw * self._infer_scale()
-
-    def observe_inference(
-        self, estimated_seconds: float, actual_seconds: float, answer_share: float | None = None
-    ) -> None:
-        """Record an inference call: ``estimated_seconds`` must come from
-        ``inference_seconds`` with the current state (the pipeline computes it right before).
-        ``answer_share``: the answers' mean length over the length estimated for them. The
-        estimate is then taken at that length (all but ``PER_PROMPT_SHARE`` of an answer's
-        cost grows with it), so answers that stopped early do not make full ones look cheap.
-        Shares below ``MIN_ANSWER_SHARE`` count as that: answers that stopped at once (a
-        model that had not learnt the task) say little about how long the next ones get.
-        """
-        if answer_share is not None:  # 0: every answer ended at once
-            share = max(answer_share, MIN_ANSWER_SHARE)
-            estimated_seconds *= PER_PROMPT_SHARE + (1 - PER_PROMPT_SHARE) * share
-        if not estimated_seconds > 0 or actual_seconds < 0:
-            return
-        # Pooled over every call (sum of actual / sum of raw estimates): one noisy chunk
-        # must not swing the reserve that TTT leaves for all the others.
-        self._infer_sums[0] += actual_seconds
-        self._infer_sums[1] += estimated_seconds / self._infer_scale()
-        self.infer_scale = self._infer_sums[0] / self._infer_sums[1]
-
-    # --- overheads ---------------------------------------------------------------------
-
-    def overhead(self, name: str) -> float:
-        """Measured (or prior) seconds of a fixed cost: load_train, load_infer, write, ..."""
-        return self.overheads.get(name, 0.0)
-
-    def observe_overhead(self, name: str, seconds: float) -> None:
-        """Record a fixed cost; the latest measurement replaces the prior."""
-        if name == "ttt_task":
-            self.task_overhead = float(seconds)
-        else:
-            self.overheads[name] = float(seconds)
-
-    def to_dict(self) -> dict[str, Any]:
-        """What the event log records about the cost model."""
-        a, b = self.ttt_fit()
-        return {
-            "step_a": round(a, 6),
-            "step_b": round(b, 9),
-            "ttt_observations": self.n_obs,
-            "speed_factor": round(self.speed_factor(), 4),
-            "infer_scale": None if self.infer_scale is None else round(self.infer_scale, 4),
-            "task_overhead": round(self.task_overhead, 3),
-            "overheads": {k: round(v, 3) for k, v in self.overheads.items()},
-        }
-
-
-def _params_m(model: str | None) -> float | None:
-    """Parameters (millions) of a registry model, or None (unknown, or models missing)."""
-    if not model:
-        return None
-    try:
-        from arc_ttft import models
-
-        cand = models.find_candidate(model)
-    except Exception:  # noqa: BLE001 - a prior only; any failure means "unknown"
-        return None
-    return cand.params_m if cand is not None else None
-
-
-def inference_reserve(
-    cost: CostModel,
-    n_prompts: int,
-    out_tokens: float,
-    n_scores: int = 0,
-    *,
-    safety: float = 1.1,
-    include_load: bool = True,
-    floor_seconds: float = 60.0,
-) -> float:
-    """Seconds to keep free for inference: measured cost x safety + overheads, floored.
-
-    ``n_prompts`` = test inputs x views x samples; ``out_tokens`` = typical answer tokens.
-    Overheads: loading the inference backend (unless ``include_load=False``, once it is
-    loaded) and writing the submission.
-    """
-    est = safety * cost.inference_seconds(n_prompts, out_tokens, n_scores)
-    est += cost.overhead("write") + (cost.overhead("load_infer") if include_load else 0.0)
-    return max(floor_seconds, est)
-
-
-# ---------------------------------------------------------------------------------------
 # Planning
 # ---------------------------------------------------------------------------------------
 
@@ -578,7 +336,7 @@ class Plan:
 def plan_steps(
     tasks_remaining: Sequence[tuple[str, float]],
     budget: Budget,
-    cost: CostModel,
+    cost: Any,  # costs.CostModel (its ttt_step_seconds and task_overhead)
     target_steps: int,
     reserve_seconds: float = 0.0,
     *,
@@ -660,13 +418,11 @@ def plan_steps(
 __all__ = [
     "Budget",
     "Clock",
-    "CostModel",
     "DeadlineExceeded",
     "FakeClock",
     "Plan",
     "StepGuard",
     "default_min_steps",
-    "inference_reserve",
     "must_stop",
     "plan_steps",
     "with_deadline",

@@ -36,16 +36,14 @@ import numpy as np
 
 from arc_ttft import budget as B
 from arc_ttft import config as C
+from arc_ttft import costs
 from arc_ttft.events import EventLog
-from arc_ttft.infer.base import answer_shape
 from arc_ttft.tasks import Task
 
 TASK_OVERRUN = 2.0  # a task's training stops at this multiple of its planned seconds
 MAX_BACKEND_REBUILDS = 2  # after a hang; a backend that keeps hanging is given up
-CHUNKS = 8  # inference is split into about this many chunks (plus the measuring one)
 CHUNK_MIN_SECONDS = 5.0
 PROBE_SHARE = 0.05  # the probe may use at most this share of the time left
-CHUNK_SAFETY = 1.2  # a chunk starts only if 1.2x its estimate fits (its cost varies)
 HANG_FACTOR = 4.0  # a chunk is abandoned after this many times its estimate...
 HANG_FLOOR_SECONDS = 60.0  # ...but never sooner than this
 
@@ -102,119 +100,25 @@ class ShardReport:
 # ---------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8192)
-def _answer_grid(train: tuple, tests: tuple) -> tuple[int, int]:
-    """The largest ``answer_shape`` over a task's test inputs, from the grids' shapes only
-    (cached: the planner asks for every remaining task before every piece of work)."""
-    grid = lambda shape: None if shape is None else np.zeros(shape, np.int8)  # noqa: E731
-    examples = [(grid(i), grid(o)) for i, o in train]
-    shapes = [answer_shape(examples, grid(q)) for q in tests]
-    return max(s[0] for s in shapes), max(s[1] for s in shapes)
-
-
-def answer_tokens(task: Task, cfg: C.RunConfig) -> float:
-    """Tokens one answer of ``task`` may take: the grid of ``answer_shape`` (the largest
-    train output or test input, or what the task's size rule predicts), in digit rows,
-    H x (W + 1), plus the end marker: what a trained model's answers mostly are."""
-    train = tuple(
-        (ex.input.shape, None if ex.output is None else ex.output.shape) for ex in task.train
-    )
-    h, w = _answer_grid(train, tuple(x.input.shape for x in task.test))
-    n = h * (w + 1) + 2
-    return float(min(n, cfg.infer.max_new_tokens) if cfg.infer.max_new_tokens else n)
-
-
-DFS_PATHS = 3  # prior: answers' worth of one-token expansions per DFS view
-DFS_CANDIDATES = 4  # prior: distinct candidates per test input to score after DFS
-
-
-def inference_workload(
-    tasks: list[Task], cfg: C.RunConfig, base: bool = False
-) -> tuple[int, float, int]:
-    """(prompts, typical answer tokens, re-scoring calls) that inference of ``tasks`` needs
-    (``base``: the probe's, without adapters)."""
-    from arc_ttft.selection import request_fields, resolve_rescore, resolve_sampling, resolve_scorer
-
-    sampling = resolve_sampling(cfg.infer)
-    n_tests = sum(len(t.test) for t in tasks)
-    if sampling == "dfs":
-        # A walk expands the greedy path and the branches above min_prob: a prior of
-        # DFS_PATHS answers' worth of tokens per view; the probe measures the real cost.
-        n_prompts = n_tests * cfg.infer.views * DFS_PATHS
-        n_cands = DFS_CANDIDATES
-    else:
-        n_prompts = n_tests * cfg.infer.views * request_fields(cfg.infer, sampling)["n"]
-        n_cands = 2  # ~two distinct candidates per test input
-    if cfg.infer.base_votes and cfg.ttt.ttt_steps > 0 and not base:
-        n_prompts *= 2  # every view is asked with and without the adapter
-    scoring = resolve_scorer(cfg.infer, sampling) != "vote"
-    n_scores = n_tests * resolve_rescore(cfg.infer) * n_cands if scoring else 0
-    out_tokens = float(np.mean([answer_tokens(t, cfg) for t in tasks for _ in t.test]))
-    return n_prompts, out_tokens, n_scores
-
-
-def planned_per_request(tasks: list[Task], cfg: C.RunConfig, base: bool = False) -> float:
-    """Tokens the planner prices per request: an answer's length for greedy or sampling;
-    under DFS, ``DFS_PATHS`` answers' worth walked per view."""
-    from arc_ttft.selection import resolve_sampling
-
-    per_request = inference_workload(tasks, cfg, base)[1]
-    return per_request * (DFS_PATHS if resolve_sampling(cfg.infer) == "dfs" else 1)
-
-
-def answer_share(
-    tasks: list[Task], cfg: C.RunConfig, base: bool, written: float | None
-) -> float | None:
-    """What a chunk wrote per request (answer tokens; under DFS, the tokens its walks
-    took: the backend's nodes) over what the planner priced. The probe's base model stops
-    early either way, so its chunks must not make whole answers or walks look cheap."""
-    return None if written is None else written / planned_per_request(tasks, cfg, base)
-
-
-def inference_seconds(
-    tasks: list[Task], cfg: C.RunConfig, cost: B.CostModel, base: bool = False
+def chunk_target(
+    todo: list[Task], cfg: C.RunConfig, cost: costs.CostModel, guard: B.Budget
 ) -> float:
-    """Predicted seconds of inference of ``tasks`` on a loaded backend."""
-    return cost.inference_seconds(*inference_workload(tasks, cfg, base)) if tasks else 0.0
-
-
-def inference_reserve(
-    tasks: list[Task], cfg: C.RunConfig, cost: B.CostModel, include_load: bool = True
-) -> float:
-    """Seconds to keep for inference of ``tasks``, from the measured (or prior) costs."""
-    if not tasks:
-        return 0.0
-    n_prompts, out_tokens, n_scores = inference_workload(tasks, cfg)
-    # The floor guards against an optimistic prior; it scales with the budget so that a
-    # short run (the dry run, tests) is not all reserve.
-    floor = min(60.0, 0.1 * cfg.budget.budget_seconds()) if include_load else 0.0
-    # The loop starts a chunk only when CHUNK_SAFETY x its estimate fits: the reserve
-    # keeps that much, or its last chunks fall back (4 of 30 ARC-AGI-2-sized tasks did).
-    est = B.inference_reserve(
-        cost, n_prompts, out_tokens, n_scores, safety=CHUNK_SAFETY, include_load=include_load,
-        floor_seconds=floor,
-    )  # fmt: skip
-    # Every chunk publishes the submission (B.inference_reserve counts one write).
-    return est + (CHUNKS + 1) * cost.overhead("write")
-
-
-def chunk_target(todo: list[Task], cfg: C.RunConfig, cost: B.CostModel, guard: B.Budget) -> float:
-    """Seconds an inference chunk aims at: the work of ``todo`` split into ``CHUNKS``
+    """Seconds an inference chunk aims at: the work of ``todo`` split into ``costs.CHUNKS``
     equal chunks (big enough for the engine to batch, small enough that the submission
     improves as the run goes and that a hang or a refusal costs little), at most a
     quarter of the time left and half the hang timeout."""
-    share = inference_seconds(todo, cfg, cost) / CHUNKS
+    share = costs.inference_seconds(todo, cfg, cost) / costs.CHUNKS
     cap = min(0.25 * guard.remaining(), 0.5 * cfg.infer.infer_timeout_s)
     return max(CHUNK_MIN_SECONDS, min(share, cap))
 
 
-def next_chunk(todo: list[Task], cfg: C.RunConfig, cost: B.CostModel, target: float) -> int:
+def next_chunk(todo: list[Task], cfg: C.RunConfig, cost: costs.CostModel, target: float) -> int:
     """How many of ``todo`` (in order) the next inference chunk takes: one task until
     inference is measured (it measures), then as many as stay under ``target`` seconds."""
     if cost.infer_scale is None:
         return 1
     k = 1
-    while k < len(todo) and inference_seconds(todo[: k + 1], cfg, cost) <= target:
+    while k < len(todo) and costs.inference_seconds(todo[: k + 1], cfg, cost) <= target:
         k += 1
     return k
 
@@ -262,7 +166,7 @@ def run_shard(
     cfg: C.RunConfig,
     ops: ShardOps,
     guard: B.Budget,
-    cost: B.CostModel,
+    cost: costs.CostModel,
     events: EventLog,
     *,
     tokens: dict[str, float],
@@ -338,7 +242,7 @@ def _train(cfg, ops, guard, cost, events, report, tokens, todo, infer_todo, adap
         return
     cost.observe_overhead("load_train", clock.now() - t0)
     # Inference has not started: the reserve covers every task of the shard.
-    reserve = lambda: inference_reserve(infer_todo, cfg, cost)  # noqa: E731
+    reserve = lambda: costs.inference_reserve(infer_todo, cfg, cost)  # noqa: E731
 
     if cfg.ttt.adapter_mode == "shared":
         # One adapter for the whole shard; the step guard alone keeps it inside the budget.
@@ -388,12 +292,12 @@ def _train(cfg, ops, guard, cost, events, report, tokens, todo, infer_todo, adap
     ops.close_trainer()
 
 
-def _free_seconds(left, others, infer_todo, cfg, learned: B.CostModel) -> float:
+def _free_seconds(left, others, infer_todo, cfg, learned: costs.CostModel) -> float:
     """Of ``left`` seconds, what one task may take without touching the other tasks'
     plans (``others``: (steps, tokens) pairs) or the inference reserve, priced by
     ``learned``."""
     need = sum(steps * learned.ttt_step_seconds(n) for steps, n in others)
-    return left - inference_reserve(infer_todo, cfg, learned) - need
+    return left - costs.inference_reserve(infer_todo, cfg, learned) - need
 
 
 def _task_guard(step_guard, clock, planned_seconds, free_seconds, cost, tokens):
@@ -443,11 +347,11 @@ def _infer(
             # The probe is small: the rest of it goes as one chunk.
             target = math.inf if base else chunk_target(todo, cfg, cost, guard)
         k = next_chunk(todo, cfg, cost, target or 0.0)
-        part, est = todo[:k], inference_seconds(todo[:k], cfg, cost, base)
+        part, est = todo[:k], costs.inference_seconds(todo[:k], cfg, cost, base)
         # After the chunk: its publish and the run's last write (each may run slow too).
-        writes, safety = 2 * CHUNK_SAFETY * cost.overhead("write"), CHUNK_SAFETY
+        writes, safety = 2 * costs.CHUNK_SAFETY * cost.overhead("write"), costs.CHUNK_SAFETY
         if k > 1 and not guard.can_start(est, writes, safety):
-            part, est = todo[:1], inference_seconds(todo[:1], cfg, cost, base)  # one may fit
+            part, est = todo[:1], costs.inference_seconds(todo[:1], cfg, cost, base)  # one may fit
         todo = todo[len(part) :]
         if base and guard.clock.now() + safety * est > until:
             return done  # the probe has measured enough; it must not eat the run's time
@@ -478,7 +382,7 @@ def _infer(
             continue
         # Measured against the answers actually written: the base model's answers (the
         # probe) often stop early, and adapters' whole grids must not cost more than reserved.
-        share = answer_share(part, cfg, base, written)
+        share = costs.answer_share(part, cfg, base, written)
         cost.observe_inference(est, guard.clock.now() - t0, answer_share=share)
         done += [t.id for t in part]
         try:
@@ -493,8 +397,6 @@ __all__ = [
     "ShardReport",
     "TrainOutcome",
     "chunk_timeout",
-    "inference_reserve",
-    "inference_workload",
     "chunk_target",
     "next_chunk",
     "probe_order",

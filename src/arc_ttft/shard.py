@@ -15,7 +15,7 @@ from typing import Any
 
 from arc_ttft import budget as B
 from arc_ttft import config as C
-from arc_ttft import encoding, schedule
+from arc_ttft import costs, encoding, schedule
 from arc_ttft.events import EventLog
 from arc_ttft.results import (
     ANSWERS,
@@ -238,7 +238,7 @@ def process_shard(
     from arc_ttft import models
 
     dev = device or models.default_device()
-    cost = B.CostModel.for_device(dev, cfg.model.model)
+    cost = costs.CostModel.for_device(dev, cfg.model.model)
     work = ShardWork(cfg, out, events, dev, progress, worker, publish_fn)
     adapters: dict[str, str | None] = {}
     ttt_todo = []

@@ -20,6 +20,7 @@ import numpy as np
 from arc_ttft import budget as B
 from arc_ttft import config as C
 from arc_ttft import schedule, shard
+from arc_ttft.costs import PER_PROMPT_SHARE, CostModel, inference_workload, planned_per_request
 from arc_ttft.events import EventLog
 from arc_ttft.tasks import Task
 
@@ -100,7 +101,7 @@ class FakeShard:
             * self.costs.context_factor(self.tokens[t.id])
             * self._jit()
             for t in tasks
-        ) * (B.PER_PROMPT_SHARE + (1 - B.PER_PROMPT_SHARE) * share)
+        ) * (PER_PROMPT_SHARE + (1 - PER_PROMPT_SHARE) * share)
         if truth > timeout_s:
             self.clock.advance(timeout_s)
             raise B.DeadlineExceeded(f"simulated chunk took over {timeout_s:.0f} s")
@@ -109,7 +110,7 @@ class FakeShard:
         if share == 1.0:
             return None  # whole answers: what the planner priced
         # what the backend reports: tokens written (or walked, under DFS) per request
-        return share * schedule.planned_per_request(tasks, self.cfg, base)
+        return share * planned_per_request(tasks, self.cfg, base)
 
     def close_backend(self) -> None:
         pass
@@ -120,7 +121,7 @@ class FakeShard:
 
 def _raw_workload(tasks: list[Task], cfg: C.RunConfig, base: bool = False) -> float:
     """prompts x answer tokens (+ re-scoring at the same rate): the unit of inference cost."""
-    n_prompts, out_tokens, n_scores = schedule.inference_workload(tasks, cfg, base)
+    n_prompts, out_tokens, n_scores = inference_workload(tasks, cfg, base)
     return (n_prompts + 0.1 * n_scores) * out_tokens
 
 
@@ -222,7 +223,7 @@ def simulate(
     for _ in range(runs):
         clock = B.FakeClock()
         guard = B.Budget(clock, total, margin)
-        cost = B.CostModel(
+        cost = CostModel(
             step_a=0.0,
             step_b=costs.step_per_token * prior_factor,
             gen_seconds_per_token=costs.gen_per_token * ipf,
