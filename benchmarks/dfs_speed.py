@@ -57,7 +57,7 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
 
     from arc_ttft.infer import Request, stop_ids
     from arc_ttft.infer.dfs import grid_token_ids
-    from arc_ttft.research.harness import peak_memory_bytes, proc_status_kib
+    from arc_ttft.research.isolation import peak_memory_bytes, proc_status_kib
 
     be = _backend(args.model, args.backend)
     tok = be.tokenizer

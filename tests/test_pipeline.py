@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from arc_ttft import config as C
-from arc_ttft import pipeline, results, shard, submission, ttt, vocab, workers
+from arc_ttft import pipeline, results, shard, submission, ttt, workers
+from arc_ttft import shrunk_vocab as vocab
 from arc_ttft.events import read_events
 from arc_ttft.tasks import load_tasks, select_tasks
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from arc_ttft import encoding, models, qwen2_tokenizer, tasks, ttt, vocab
+from arc_ttft import encoding, models, qwen2_tokenizer, tasks, ttt
+from arc_ttft import shrunk_vocab as vocab
 from arc_ttft.config import ModelConfig, TTTConfig
 
 

@@ -72,8 +72,7 @@ def must_stop(now, limit, predicted, last_step, safety: float = 1.25):
     """True where a step started at ``now`` may not end before ``limit``.
 
     The step is assumed to take ``safety`` times the larger of the predicted and the last
-    measured step time. Works on floats and on numpy arrays (the simulation uses it
-    vectorised, the training loop through ``StepGuard``).
+    measured step time (``StepGuard`` asks it before every training step).
     """
     return now + safety * np.maximum(predicted, last_step) > limit
 

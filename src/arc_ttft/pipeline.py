@@ -61,7 +61,7 @@ class RunResult:
 
 
 def use_shrunk_vocab(cfg: C.RunConfig, events: EventLog) -> C.RunConfig:
-    """With ``shrink_vocab``, train and serve the shrunk copy of the model (vocab.py).
+    """With ``shrink_vocab``, train and serve the shrunk copy of the model (shrunk_vocab.py).
 
     Both stages must see the same folder: adapters trained on the shrunk model only fit it.
     The sequence length is resolved from the original name first (the registry knows it,
@@ -71,7 +71,8 @@ def use_shrunk_vocab(cfg: C.RunConfig, events: EventLog) -> C.RunConfig:
         return cfg
     import copy
 
-    from arc_ttft import models, vocab
+    from arc_ttft import models
+    from arc_ttft import shrunk_vocab as vocab
 
     folder = vocab.shrunk_folder(cfg.model)
     out = copy.deepcopy(cfg)

@@ -44,6 +44,7 @@ import numpy as np
 
 from arc_ttft import augment, encoding
 from arc_ttft.infer.base import Request, generation_cap, query_cap, stop_ids
+from arc_ttft.submission import fallback_attempts
 from arc_ttft.tasks import Task, to_list
 
 RESCORE_MAX_CANDIDATES = 8  # re-score only the best few by vote: cost grows with M x this
@@ -182,10 +183,6 @@ def _finite(x: float | None) -> float | None:
 
 
 def _fallbacks(task: Task, test_index: int) -> list[list[list[int]]]:
-    try:
-        from arc_ttft.submission import fallback_attempts
-    except ImportError:  # the submission module is optional here
-        return [to_list(task.test[test_index].input), [[0]]]
     return [to_list(g) for g in fallback_attempts(task, test_index)]
 
 

@@ -1,9 +1,8 @@
-"""The research commands, beside the pipeline and not part of a run.
+"""The measuring commands, beside the pipeline and not part of a run.
 
 ``arc-ttft candidates`` (``candidates``), ``arc-ttft lora-rank-sweep`` (``rank_sweep``),
-``arc-ttft bench ttt`` (``ttt_speed``), all measured in fresh processes by ``harness``;
-``arc-ttft recall`` (``recall``); ``arc-ttft finetune`` (``finetune``, the base trained on
-ARC before TTT); the accuracy harness (``learning``) on generated tasks (``synthetic``);
-the budget simulator (``simulate``). They call the pipeline's stages; no stage imports
-them.
+``arc-ttft bench ttt`` (``ttt_speed``), all measured in fresh processes by ``isolation``;
+``arc-ttft recall`` (``recall``); the accuracy harness (``learning``) on generated tasks;
+the data-mix experiment (``data_mix``); the budget simulator (``simulate``). They call
+the library; nothing outside this package imports them (the CLI finds them by name).
 """

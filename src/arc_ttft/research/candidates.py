@@ -8,7 +8,7 @@ carries the loss (an ARC answer grid is typically 10-30% of a prompt). Token val
 change the cost, so random ids time the step as well as real prompts do, and any model in
 the registry can be timed with ``random_weights`` without downloading anything.
 
-Each configuration runs in a fresh subprocess (``harness.run_isolated``): peak memory is
+Each configuration runs in a fresh subprocess (``isolation.run_isolated``): peak memory is
 then that process's own, and an out-of-memory crash or a hard kill becomes a row with its
 reason instead of ending the search. Writes NAME.md (``format_markdown``) and NAME.csv.
 ``int_list`` and ``write_csv`` are shared with ``rank_sweep``.
@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from arc_ttft.config import ConfigError, at_least, command_line, option
-from arc_ttft.research import harness
-from arc_ttft.research.harness import GIB
+from arc_ttft.research import isolation
+from arc_ttft.research.isolation import GIB
 
 # ---------------------------------------------------------------------------------------
 # Config
@@ -112,7 +112,7 @@ class CandidatesConfig:
 
 
 # ---------------------------------------------------------------------------------------
-# One configuration (runs in the child process: harness.run_isolated)
+# One configuration (runs in the child process: isolation.run_isolated)
 # ---------------------------------------------------------------------------------------
 
 
@@ -147,7 +147,7 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
     device = models.default_device() if device == "auto" else device
     on_cuda = device.startswith("cuda")
     out["device"] = device
-    rss0 = harness.proc_status_kib("VmRSS") or 0
+    rss0 = isolation.proc_status_kib("VmRSS") or 0
     isolated = bool(spec.get("isolated"))
     if on_cuda and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats(device)
@@ -164,7 +164,7 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
             model, _ = models.load_model(mcfg, device=device, for_training=True)
         except Exception as e:  # a missing model or a broken install is a row, not a crash
             kind = "oom" if models.is_oom(e) else "load_failed"
-            out.update(status=kind, reason=f"load: {type(e).__name__}: {harness.first_line(e)}")
+            out.update(status=kind, reason=f"load: {type(e).__name__}: {isolation.first_line(e)}")
             return out
         out["load_s"] = round(time.monotonic() - t0, 2)
         conf = model.config
@@ -204,10 +204,10 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
             if models.is_oom(e):
                 out.update(
                     status="oom",
-                    reason=f"out of memory at seq_len {seq_len}: {harness.first_line(e)}",
+                    reason=f"out of memory at seq_len {seq_len}: {isolation.first_line(e)}",
                 )
             else:
-                out.update(status="error", reason=f"{type(e).__name__}: {harness.first_line(e)}")
+                out.update(status="error", reason=f"{type(e).__name__}: {isolation.first_line(e)}")
             return out
         out.update(
             status="ok",
@@ -219,9 +219,9 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
         return out
     finally:
         if on_cuda and torch.cuda.is_available():
-            out["peak_mem_gib"] = round(harness.peak_memory_bytes(device) / GIB, 3)
+            out["peak_mem_gib"] = round(isolation.peak_memory_bytes(device) / GIB, 3)
         elif isolated:
-            out["peak_mem_gib"] = round(max(0, harness.peak_rss_kib() - rss0) * 1024 / GIB, 3)
+            out["peak_mem_gib"] = round(max(0, isolation.peak_rss_kib() - rss0) * 1024 / GIB, 3)
         # In-process on CPU the peak RSS is the whole session's: no honest figure.
         del model
 
@@ -234,7 +234,7 @@ def run_probe(spec: dict[str, Any], isolate: bool = True, timeout_s: float | Non
     """
     if not isolate:
         return measure_one(spec)
-    return harness.run_isolated(
+    return isolation.run_isolated(
         "arc_ttft.research.candidates:measure_one", {**spec, "isolated": True}, timeout_s
     )
 

@@ -129,13 +129,3 @@ def recall_from_config(cfg: C.RunConfig, progress: bool = True) -> RecallResult:
     loaded = load_tasks(cfg.data.challenges, cfg.data.solutions, skip_invalid=cfg.data.skip_invalid)
     tasks = select_tasks(loaded.tasks, cfg.data.tasks or None, cfg.data.max_tasks)
     return measure_recall(tasks, cfg, cfg.output, progress=progress)
-
-
-def small_tasks(tasks: list[Task], n: int, max_cells: int = 200) -> list[Task]:
-    """The first ``n`` tasks whose every grid has at most ``max_cells`` cells (fast on CPU)."""
-
-    def small(t: Task) -> bool:
-        grids = [g for ex in t.train + t.test for g in (ex.input, ex.output) if g is not None]
-        return all(g.size <= max_cells for g in grids)
-
-    return [t for t in tasks if small(t)][:n]

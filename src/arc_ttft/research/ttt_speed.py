@@ -2,7 +2,7 @@
 
 Two configurations train a fresh LoRA adapter on the same sequences, in the same order,
 for the same steps, on the same architecture with random weights (registry config: no
-download), each in a fresh subprocess (``harness.run_isolated``) so its peak memory is its
+download), each in a fresh subprocess (``isolation.run_isolated``) so its peak memory is its
 own:
 
 - ``baseline``, the way the 2024 reference solution fine-tuned: the full vocabulary,
@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from arc_ttft.config import ConfigError, at_least, option
-from arc_ttft.research import harness
-from arc_ttft.research.harness import GIB
+from arc_ttft.research import isolation
+from arc_ttft.research.isolation import GIB
 
 CONFIGS = ("baseline", "ours", "ours-fp32")
 
@@ -180,7 +180,7 @@ def _load_tokenizer(where: str):
 
 
 # ---------------------------------------------------------------------------------------
-# One configuration (runs in the child: harness.run_isolated)
+# One configuration (runs in the child: isolation.run_isolated)
 # ---------------------------------------------------------------------------------------
 
 
@@ -334,7 +334,8 @@ def _run_ours(spec, model_cfg, tokenizer, samples, vmap, device, dtype_name) -> 
     """Shrunk vocabulary, answer-only logits, packed pre-built batches, foreach AdamW."""
     import torch
 
-    from arc_ttft import models, ttt, vocab
+    from arc_ttft import models, ttt
+    from arc_ttft import shrunk_vocab as vocab
 
     dtype = getattr(torch, dtype_name)
     # Built directly in the target dtype: a full fp32 copy first would set the peak.
@@ -365,7 +366,7 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration in this process and return its figures (see module doc)."""
     import torch
 
-    from arc_ttft import vocab
+    from arc_ttft import shrunk_vocab as vocab
     from arc_ttft.config import ModelConfig
 
     device = spec["device"]
@@ -421,7 +422,7 @@ def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
         "answer_tok_per_cpu_s": sum(answer) / max(sum(cpu), 1e-9),
         "answer_tokens": sum(answer),
         "answer_tok_per_s": sum(answer) / seconds,
-        "peak_bytes": harness.peak_memory_bytes(device),
+        "peak_bytes": isolation.peak_memory_bytes(device),
         "losses": r["losses"],
         "restricted_losses": r["restricted_losses"],
         "total_s": time.perf_counter() - t0,
@@ -435,7 +436,7 @@ def run_one(spec: dict[str, Any], isolate: bool, timeout_s: float | None) -> dic
     result with status error/timeout and the reason."""
     if not isolate:
         return measure_one(spec)
-    r = harness.run_isolated("arc_ttft.research.ttt_speed:measure_one", spec, timeout_s)
+    r = isolation.run_isolated("arc_ttft.research.ttt_speed:measure_one", spec, timeout_s)
     return r if "config" in r else {"config": spec["config"], "seq_len": spec["seq_len"], **r}
 
 

@@ -315,7 +315,7 @@ def _load(cfg: FinetuneConfig, device: str):
 
     mcfg = cfg.model
     if mcfg.shrink_vocab:
-        from arc_ttft import vocab
+        from arc_ttft import shrunk_vocab as vocab
 
         folder = vocab.shrunk_folder(mcfg)
         mcfg = dataclasses.replace(
@@ -535,7 +535,7 @@ def _merged(model, cfg: FinetuneConfig):
     state = get_peft_model_state_dict(model)
     mcfg = dataclasses.replace(cfg.model, int4=False)
     if mcfg.shrink_vocab:
-        from arc_ttft import vocab
+        from arc_ttft import shrunk_vocab as vocab
 
         mcfg = dataclasses.replace(
             mcfg, model=str(vocab.shrunk_folder(cfg.model)), shrink_vocab=False

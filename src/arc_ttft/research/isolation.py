@@ -8,7 +8,7 @@ ending the run.
 
 A measurement is a function ``measure(spec: dict) -> dict`` in a module of this package.
 ``run_isolated("arc_ttft.MODULE:FUNCTION", spec)`` runs
-``python -m arc_ttft.research.harness arc_ttft.MODULE:FUNCTION JSON``; the child imports torch and
+``python -m arc_ttft.research.isolation arc_ttft.MODULE:FUNCTION JSON``; the child imports torch and
 the model code (they count as the baseline, before any ``memory_cap_gb`` in the spec
 caps the address space), calls the function and prints one ``HARNESS_RESULT {json}``
 line, which the parent reads back.
@@ -89,7 +89,7 @@ def run_isolated(target: str, spec: dict[str, Any], timeout_s: float | None = No
     A child that dies (killed by the kernel's OOM killer, a segfault) or runs past
     ``timeout_s`` comes back as a result with status oom / error / timeout and the reason.
     """
-    cmd = [sys.executable, "-m", "arc_ttft.research.harness", target, json.dumps(spec)]
+    cmd = [sys.executable, "-m", "arc_ttft.research.isolation", target, json.dumps(spec)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) == 2 and ":" in argv[0]:
         return _child_main(argv[0], argv[1])
     print(
-        "usage: python -m arc_ttft.research.harness arc_ttft.MODULE:FUNCTION JSON  (the benchmark "
+        "usage: python -m arc_ttft.research.isolation arc_ttft.MODULE:FUNCTION JSON  (the benchmark "
         "commands' own children: arc-ttft candidates, arc-ttft bench ttt)",
         file=sys.stderr,
     )
