@@ -663,7 +663,7 @@ GPU figures (NVIDIA L4 datasheet): BF16 tensor throughput 242 TFLOPS *with spars
 
 TTT step (`ttt_speed.flop_coefficients`' convention): frozen linear layers 4 x params a
 token (forward and input gradient, no weight gradient), LoRA weights 6 x, the output head
-4 x hidden x vocabulary at answer tokens only (`ttt.answer_loss`), causal attention
+4 x hidden x vocabulary at answer tokens only (`ttt_samples.answer_loss`), causal attention
 12 x heads x head_dim a query-key pair (Gemma 3's sliding layers: 512 keys). With
 gradient checkpointing the forward runs twice: 6 x, 8 x, 16 x. Seconds = FLOPs / (MFU x
 121e12) + {overhead} s a step (optimizer, launches; assumed). The issue's "4 x params a

@@ -51,7 +51,7 @@ def measure(kind: str, length: int, items: int, checkpointing: bool) -> dict:
     """Build the model, reset the peak counter, run one ``kind`` operation, return figures."""
     import torch
 
-    from arc_ttft import models, ttt
+    from arc_ttft import models, ttt, ttt_samples
     from arc_ttft.config import ModelConfig, TTTConfig
     from arc_ttft.infer.base import Request
     from arc_ttft.infer.hf import HFBackend
@@ -64,7 +64,7 @@ def measure(kind: str, length: int, items: int, checkpointing: bool) -> dict:
         cfg = TTTConfig(lora_rank=16, warmup_steps=0, gradient_checkpointing=checkpointing)
         model.config.use_cache = False
         model = ttt.prepare_peft_model(model, cfg)
-        samples = [ttt.Sample(ids[0] + ids[1], [ttt.IGNORE] * length + ids[1])]
+        samples = [ttt_samples.Sample(ids[0] + ids[1], [ttt_samples.IGNORE] * length + ids[1])]
         run = lambda: ttt.train_steps(model, samples, cfg, 1)  # noqa: E731
     else:
         model.eval()

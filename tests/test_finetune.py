@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from arc_ttft import cli, ttt
+from arc_ttft import cli, ttt, ttt_samples
 from arc_ttft import config as C
 from arc_ttft.tasks import load_tasks
 from arc_ttft.training import finetune as F
@@ -198,7 +198,7 @@ def test_samples_are_ttt_samples(task_file):
     got = F.build_samples([task], cfg, tok, 512)
     full = F.with_known_tests(task)
     assert len(full.train) == len(task.train) + 1
-    want = ttt.make_samples(full, "digits", tok, 6, cfg.seed + ttt._stable_hash(task.id), 512,
+    want = ttt_samples.make_samples(full, "digits", tok, 6, cfg.seed + ttt_samples.task_seed(task.id), 512,
                             "answer", transforms="dihedral")  # fmt: skip
     assert [s.input_ids for s in got] == [s.input_ids for s in want]
     assert [s.labels for s in got] == [s.labels for s in want]

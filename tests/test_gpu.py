@@ -17,7 +17,7 @@ import pytest
 import test_vllm as cpu_vllm  # prompts and request helpers of the CPU vLLM tests
 import torch
 
-from arc_ttft import models, tasks, ttt
+from arc_ttft import models, tasks, ttt, ttt_samples
 from arc_ttft.config import ModelConfig, TTTConfig
 
 pytestmark = [
@@ -52,7 +52,7 @@ def test_half_precision_ttt_loss_is_finite_and_falls(dtype):
     steps = 40
     cfg = TTTConfig(ttt_steps=steps, lora_rank=8, learning_rate=1e-3, ttt_views=1)
     pm = ttt.prepare_peft_model(model, cfg)
-    samples = ttt.make_samples(_flip_task(), "digits", tok, steps, seed=0, n_views=1)
+    samples = ttt_samples.make_samples(_flip_task(), "digits", tok, steps, seed=0, n_views=1)
     losses, reason, tokens, _ = ttt.train_steps(pm, samples, cfg, steps)
     assert reason == "max_steps" and len(losses) == steps and tokens > 0
     assert all(np.isfinite(losses)), losses

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from arc_ttft.research import learning, synthetic
+from arc_ttft.research import learning
+from arc_ttft.training import synthetic
 
 
 def test_per_family_counts_whole_tasks():

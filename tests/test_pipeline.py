@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from arc_ttft import config as C
-from arc_ttft import pipeline, results, shard, submission, ttt, workers
+from arc_ttft import pipeline, results, shard, submission, ttt, ttt_samples, workers
 from arc_ttft import shrunk_vocab as vocab
 from arc_ttft.events import read_events
 from arc_ttft.tasks import load_tasks, select_tasks
@@ -105,7 +105,7 @@ def test_fault_in_one_task_leaves_the_others(tmp_path, monkeypatch):
 
 
 def test_short_budget_with_slow_steps_ends_on_time(tmp_path, monkeypatch):
-    real = ttt.answer_loss
+    real = ttt_samples.answer_loss
 
     def slow(model, batch):
         time.sleep(0.5)

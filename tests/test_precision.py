@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from arc_ttft import models, ttt
+from arc_ttft import models, ttt, ttt_samples
 from arc_ttft.config import ModelConfig, TTTConfig
 from arc_ttft.tasks import Example, Task
 
@@ -23,7 +23,7 @@ def _task() -> Task:
 
 @pytest.fixture(scope="module")
 def samples():
-    return ttt.make_samples(_task(), "digits", models._tiny_tokenizer(), 4, seed=0)
+    return ttt_samples.make_samples(_task(), "digits", models._tiny_tokenizer(), 4, seed=0)
 
 
 def _peft(dtype, cfg):
@@ -40,7 +40,7 @@ def _lora(pm) -> dict[str, torch.Tensor]:
 def test_fp16_base_tracks_fp32_with_fp32_lora_and_a_scaler(samples, monkeypatch):
     cfg = TTTConfig(lora_rank=8, learning_rate=1e-3, warmup_steps=0)
     autocast = []
-    real = ttt.answer_loss
+    real = ttt_samples.answer_loss
 
     def spy(model, batch):
         autocast.append(torch.is_autocast_enabled("cpu"))
@@ -71,7 +71,7 @@ def test_an_overflowing_step_is_skipped_not_applied(samples, monkeypatch):
     cfg = TTTConfig(lora_rank=8, learning_rate=1e-3, warmup_steps=0)
     pm = _peft(torch.float16, cfg)
     calls = []
-    real = ttt.answer_loss
+    real = ttt_samples.answer_loss
 
     def overflow_at_step_1(model, batch):
         loss, n = real(model, batch)

@@ -12,8 +12,9 @@ import pytest
 
 from arc_ttft import config as C
 from arc_ttft import encoding, selection
-from arc_ttft.research import recall, synthetic
+from arc_ttft.research import recall
 from arc_ttft.tasks import load_tasks
+from arc_ttft.training import synthetic
 
 # Small enough for a test: ~25 tokens per grid pair, a few seconds of training per task.
 TEST_SETTINGS = {**recall.RECALL_DEFAULTS, "ttt_steps": 100, "views": 2, "max_seq_len": 512}
@@ -59,7 +60,7 @@ def test_demonstration_tasks_leave_one_out(tiny_tasks):
 def test_inference_asks_the_prompt_training_saw(tmp_path):
     """With pairs dropped to fit ``max_seq_len``, the prompt a demonstration is asked with
     (the test path) is token for token the prompt TTT trained that pair on."""
-    from arc_ttft import augment, models, ttt
+    from arc_ttft import augment, models, ttt_samples
     from arc_ttft.config import ModelConfig
 
     tok = models.load_tokenizer(ModelConfig(model="tiny"))
@@ -67,12 +68,12 @@ def test_inference_asks_the_prompt_training_saw(tmp_path):
         *synthetic.generate(1, seed=4, families=["flip_h"], min_size=3, max_size=8), tmp_path, "t"
     )
     task = load_tasks(str(ch), str(so)).tasks[0]
-    full = len(ttt.holdout_sample(task, 0, "digits", tok).input_ids)
+    full = len(ttt_samples.holdout_sample(task, 0, "digits", tok).input_ids)
     limit = full * 2 // 3  # forces drops in training and in inference
     cfg = C.InferConfig(views=1, rescore=0)
     dropped = 0
     for j, demo in enumerate(recall.demonstration_tasks(task)):
-        trained = ttt.holdout_sample(task, j, "digits", tok, limit)
+        trained = ttt_samples.holdout_sample(task, j, "digits", tok, limit)
         answer_start = next(i for i, x in enumerate(trained.labels) if x != -100)
         keyed, skipped = selection.build_requests(
             [demo], {demo.id: [augment.identity_view()]}, "digits", tok, {}, cfg, limit

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from arc_ttft import encoding, models, ttt
+from arc_ttft import encoding, models, ttt, ttt_samples
 from arc_ttft.config import ModelConfig, TTTConfig
 from arc_ttft.events import EventLog
 from arc_ttft.tasks import Example, Task
@@ -43,8 +43,8 @@ def peft_model(tiny):
 def test_labels_cover_exactly_the_answer(tiny):
     _, tok = tiny
     task = _task()
-    s = ttt.make_samples(task, "digits", tok, 1, seed=0)[0]
-    answer = [(i, t) for i, t in enumerate(s.labels) if t != ttt.IGNORE]
+    s = ttt_samples.make_samples(task, "digits", tok, 1, seed=0)[0]
+    answer = [(i, t) for i, t in enumerate(s.labels) if t != ttt_samples.IGNORE]
     first = answer[0][0]
     # Contiguous, at the end, equal to the input ids there.
     assert [i for i, _ in answer] == list(range(first, len(s.input_ids)))
@@ -84,12 +84,12 @@ def test_label_mode_outputs_adds_earlier_outputs(tiny):
     task = _task(n_train=4)  # three demonstrations per sample: two of them labelled
     render = encoding.get_format("digits").render
     # 8 samples: the identity view (4 queries, shuffled), then a random view.
-    plain = ttt.make_samples(task, "digits", tok, 8, seed=0)
-    outs = ttt.make_samples(task, "digits", tok, 8, seed=0, label_mode="outputs")
+    plain = ttt_samples.make_samples(task, "digits", tok, 8, seed=0)
+    outs = ttt_samples.make_samples(task, "digits", tok, 8, seed=0, label_mode="outputs")
     for a, b in zip(plain, outs):
         assert a.input_ids == b.input_ids
-        labelled_a = [i for i, t in enumerate(a.labels) if t != ttt.IGNORE]
-        labelled_b = [i for i, t in enumerate(b.labels) if t != ttt.IGNORE]
+        labelled_a = [i for i, t in enumerate(a.labels) if t != ttt_samples.IGNORE]
+        labelled_b = [i for i, t in enumerate(b.labels) if t != ttt_samples.IGNORE]
         assert labelled_a == _expected_labels(tok, a.input_ids, with_outputs=False)
         assert labelled_b == _expected_labels(tok, b.input_ids, with_outputs=True)
         assert all(b.labels[i] == b.input_ids[i] for i in labelled_b)
@@ -100,7 +100,7 @@ def test_label_mode_outputs_adds_earlier_outputs(tiny):
     for b in outs[:4]:
         runs: list[list[int]] = []
         for i, t in enumerate(b.labels):
-            if t == ttt.IGNORE:
+            if t == ttt_samples.IGNORE:
                 continue
             if runs and runs[-1][-1] == i - 1:
                 runs[-1].append(i)
@@ -117,19 +117,19 @@ def test_label_mode_outputs_adds_earlier_outputs(tiny):
 def test_samples_are_seeded_and_leave_one_out(tiny):
     _, tok = tiny
     task = _task()
-    a = ttt.make_samples(task, "digits", tok, 8, seed=3)
-    b = ttt.make_samples(task, "digits", tok, 8, seed=3)
+    a = ttt_samples.make_samples(task, "digits", tok, 8, seed=3)
+    b = ttt_samples.make_samples(task, "digits", tok, 8, seed=3)
     assert [s.input_ids for s in a] == [s.input_ids for s in b]
     assert len({tuple(s.input_ids) for s in a}) > 1
 
 
 def test_packed_loss_equals_unpacked(peft_model):
     pm, tok, _ = peft_model
-    samples = ttt.make_samples(_task(), "digits", tok, 3, seed=1)
+    samples = ttt_samples.make_samples(_task(), "digits", tok, 3, seed=1)
     pm.eval()
     with torch.no_grad():
-        packed, n = ttt.answer_loss(pm, ttt.pack(samples))
-        parts = [ttt.answer_loss(pm, ttt.pack([s])) for s in samples]
+        packed, n = ttt_samples.answer_loss(pm, ttt_samples.pack(samples))
+        parts = [ttt_samples.answer_loss(pm, ttt_samples.pack([s])) for s in samples]
     weighted = sum(loss.item() * k for loss, k in parts) / sum(k for _, k in parts)
     assert n == sum(k for _, k in parts)
     assert packed.item() == pytest.approx(weighted, rel=1e-4)
@@ -150,16 +150,16 @@ def test_equal_lengths_become_rows_with_the_same_loss(peft_model):
     pm, tok, _ = peft_model
     # Two passes over three pairs: the identity view, then a random one. A batch of three
     # consecutive samples (as train_steps takes them) spans both views.
-    samples = ttt.make_samples(_square_task(), "digits", tok, 6, seed=1)[2:5]
+    samples = ttt_samples.make_samples(_square_task(), "digits", tok, 6, seed=1)[2:5]
     n = len(samples[0].input_ids)
     assert {len(s.input_ids) for s in samples} == {n}
     assert len({tuple(s.input_ids) for s in samples}) == 3
-    batch = ttt.pack(samples)
+    batch = ttt_samples.pack(samples)
     assert batch["input_ids"].shape == (3, n) and "position_ids" not in batch
     pm.eval()
     with torch.no_grad():
-        rows, k = ttt.answer_loss(pm, batch)
-        parts = [ttt.answer_loss(pm, ttt.pack([s])) for s in samples]
+        rows, k = ttt_samples.answer_loss(pm, batch)
+        parts = [ttt_samples.answer_loss(pm, ttt_samples.pack([s])) for s in samples]
     assert k == sum(j for _, j in parts) == sum(s.n_answer for s in samples)
     weighted = sum(loss.item() * j for loss, j in parts) / k
     assert rows.item() == pytest.approx(weighted, rel=1e-4)
@@ -167,7 +167,7 @@ def test_equal_lengths_become_rows_with_the_same_loss(peft_model):
 
 def test_bf16_lora_with_master_weights_tracks_fp32(tiny):
     _, tok = tiny
-    samples = ttt.make_samples(_task(2), "digits", tok, 4, seed=0)
+    samples = ttt_samples.make_samples(_task(2), "digits", tok, 4, seed=0)
 
     def train(lora_dtype):
         model = models.build_random_model(ModelConfig(model="tiny"), torch.bfloat16, seed=3)
@@ -202,13 +202,13 @@ def test_ttt_lowers_answer_loss_and_saves(peft_model, tmp_path):
     assert events.events[-1]["stage"] == "ttt" and events.events[-1]["steps"] == 40
 
     # Reload into the same wrapper after a reset: logits come back exactly.
-    sample = ttt.pack(ttt.make_samples(task, "digits", tok, 1, seed=9))
+    sample = ttt_samples.pack(ttt_samples.make_samples(task, "digits", tok, 1, seed=9))
     with torch.no_grad():
-        trained = ttt.answer_loss(pm, sample)[0].item()
+        trained = ttt_samples.answer_loss(pm, sample)[0].item()
         ttt.reset_adapter(pm, seed=123)
-        fresh = ttt.answer_loss(pm, sample)[0].item()
+        fresh = ttt_samples.answer_loss(pm, sample)[0].item()
         ttt.load_adapter_weights(pm, tmp_path / task.id)
-        reloaded = ttt.answer_loss(pm, sample)[0].item()
+        reloaded = ttt_samples.answer_loss(pm, sample)[0].item()
     assert fresh != pytest.approx(trained, abs=1e-3)
     assert reloaded == pytest.approx(trained, rel=1e-5)
 
@@ -216,7 +216,7 @@ def test_ttt_lowers_answer_loss_and_saves(peft_model, tmp_path):
 def test_max_time_stops_within_one_step(peft_model):
     pm, tok, _ = peft_model
     cfg = TTTConfig(ttt_steps=10_000, lora_rank=8, ttt_max_seconds=1.0)
-    samples = ttt.make_samples(_task(), "digits", tok, 8, seed=0)
+    samples = ttt_samples.make_samples(_task(), "digits", tok, 8, seed=0)
     losses, reason, _, seconds = ttt.train_steps(pm, samples, cfg, cfg.ttt_steps, max_seconds=1.0)
     step = seconds / len(losses)
     assert reason == "max_time" and len(losses) < cfg.ttt_steps
@@ -227,7 +227,7 @@ def test_max_time_stops_within_one_step(peft_model):
 def test_should_stop_is_checked_every_step(peft_model):
     pm, tok, cfg = peft_model
     calls = []
-    samples = ttt.make_samples(_task(), "digits", tok, 4, seed=0)
+    samples = ttt_samples.make_samples(_task(), "digits", tok, 4, seed=0)
     losses, reason, _, _ = ttt.train_steps(
         pm, samples, cfg, 50, should_stop=lambda: calls.append(1) or len(calls) > 3
     )
@@ -307,10 +307,10 @@ def test_samples_longer_than_max_seq_len_are_skipped(peft_model, monkeypatch):
     pm, tok, _ = peft_model
     cfg = TTTConfig(ttt_steps=8, lora_rank=8, learning_rate=1e-3)
     task = _big_task("big")
-    lengths = [len(s.input_ids) for s in ttt.make_samples(task, "digits", tok, 8, 0, 200)]
+    lengths = [len(s.input_ids) for s in ttt_samples.make_samples(task, "digits", tok, 8, 0, 200)]
     assert any(n > 200 for n in lengths) and any(n <= 200 for n in lengths)
     seen = []
-    real = ttt.answer_loss
+    real = ttt_samples.answer_loss
     monkeypatch.setattr(
         ttt, "answer_loss", lambda m, b: seen.append(b["input_ids"].shape[1]) or real(m, b)
     )
@@ -357,6 +357,6 @@ def test_ttt_transforms_reach_the_training_views(peft_model, monkeypatch):
     cfg = TTTConfig(ttt_steps=2, lora_rank=4, ttt_transforms="none")
     ttt.train_task(pm, tok, _task(1), cfg, "digits", 2048)
     assert asked == ["none"] and {v.transform for v in made[-1]} == {0}
-    samples = ttt.make_samples(_task(1), "digits", tok, 12, seed=0, transforms="central")
+    samples = ttt_samples.make_samples(_task(1), "digits", tok, 12, seed=0, transforms="central")
     assert asked[-1] == "central" and len(samples) == 12
     assert {v.transform for v in made[-1]} <= {0, 2}

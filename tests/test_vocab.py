@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from arc_ttft import encoding, models, qwen2_tokenizer, tasks, ttt
+from arc_ttft import encoding, models, qwen2_tokenizer, tasks, ttt, ttt_samples
 from arc_ttft import shrunk_vocab as vocab
 from arc_ttft.config import ModelConfig, TTTConfig
 
@@ -141,7 +141,7 @@ def test_ttt_loss_runs_on_shrunk_model(shrunk):
     pairs = [rng.integers(0, 10, size=(3, 4)).astype(np.int8) for _ in range(3)]
     task = tasks.Task("flip", [tasks.Example(g, g[:, ::-1].copy()) for g in pairs], [])
     cfg = TTTConfig(ttt_steps=3, lora_rank=4, learning_rate=1e-3, lora_targets=["q_proj", "v_proj"])
-    samples = ttt.make_samples(task, "shaped", new, 3, seed=0)
+    samples = ttt_samples.make_samples(task, "shaped", new, 3, seed=0)
     assert all(max(s.input_ids) < len(new) for s in samples)
     pm = ttt.prepare_peft_model(model, cfg)
     losses, reason, tokens, _ = ttt.train_steps(pm, samples, cfg, 3)

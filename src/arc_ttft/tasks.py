@@ -138,18 +138,13 @@ BUNDLED_SETS: dict[str, BundledSet] = {
         "ARC-AGI-1 evaluation tasks whose every grid is at most 10x10",
         max_side=10,
     ),
-    # The two halves of arc1-eval-small, for data-mix arms that train on one half and are
-    # scored on the other (benchmarks/learning.md).
+    # The two halves of arc1-eval-small (every other task by sorted id), for data-mix arms
+    # that train on one half and are scored on the other (benchmarks/learning.md).
     **{
-        f"arc1-eval-small-{'ab'[h]}": BundledSet(
-            "arcagi_aa922be.json",
-            "eval",
-            (39, 38)[h],
-            f"arc1-eval-small, half {'ab'[h]} (every other task by sorted id)",
-            max_side=10,
-            half=h,
+        f"arc1-eval-small-{h}": BundledSet(
+            "arcagi_aa922be.json", "eval", n, f"arc1-eval-small, half {h}", max_side=10, half=i
         )
-        for h in (0, 1)
+        for i, (h, n) in enumerate((("a", 39), ("b", 38)))
     },
 }
 
@@ -639,11 +634,6 @@ def _merge_solutions(
     return kept
 
 
-def _missing_task_ids(tasks: list[Task], ids: Iterable[str]) -> list[str]:
-    have = {t.id for t in tasks}
-    return [i for i in ids if i not in have]
-
-
 def select_tasks(
     tasks: Iterable[Task], ids: list[str] | None = None, max_tasks: int | None = None
 ) -> list[Task]:
@@ -653,8 +643,7 @@ def select_tasks(
     """
     tasks = list(tasks)
     if ids:
-        missing = _missing_task_ids(tasks, ids)
-        if missing:
+        if missing := [i for i in ids if i not in {t.id for t in tasks}]:
             raise TaskValidationError(
                 [
                     Problem(i, "tasks", "not among the loaded tasks", "check the id and the source")

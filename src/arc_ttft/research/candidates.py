@@ -2,7 +2,7 @@
 
 ``run_candidates`` answers "which model, at which sequence length, can be fine-tuned on
 every test task inside the budget?". For each (model, seq_len) it runs the real TTT step
-(``ttt.answer_loss`` + AdamW on a fresh LoRA adapter, via ``ttt.train_steps``) on a
+(``ttt_samples.answer_loss`` + AdamW on a fresh LoRA adapter, via ``ttt.train_steps``) on a
 synthetic sequence of exactly ``seq_len`` random token ids whose last ``answer_fraction``
 carries the loss (an ARC answer grid is typically 10-30% of a prompt). Token values do not
 change the cost, so random ids time the step as well as real prompts do, and any model in
@@ -117,16 +117,16 @@ class CandidatesConfig:
 
 
 def synthetic_sample(seq_len: int, vocab_size: int, answer_fraction: float, seed: int):
-    """A ttt.Sample of exactly ``seq_len`` random token ids; the last share is the answer."""
+    """A ttt_samples.Sample of exactly ``seq_len`` random token ids; the last share is the answer."""
     import torch
 
-    from arc_ttft import ttt
+    from arc_ttft import ttt_samples
 
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab_size, (seq_len,), generator=g).tolist()
     n_answer = max(1, int(round(seq_len * answer_fraction)))
-    labels = [ttt.IGNORE] * (seq_len - n_answer) + ids[seq_len - n_answer :]
-    return ttt.Sample(ids, labels)
+    labels = [ttt_samples.IGNORE] * (seq_len - n_answer) + ids[seq_len - n_answer :]
+    return ttt_samples.Sample(ids, labels)
 
 
 def measure_one(spec: dict[str, Any]) -> dict[str, Any]:
@@ -516,7 +516,7 @@ def format_markdown(rows: list[Row], searches: list[SearchResult], cfg: Candidat
         f"Machine: {_machine()}.",
         "",
         f"Each configuration: {'a fresh subprocess; ' if cfg.isolate else ''}one untimed "
-        f"warm-up step, then {cfg.steps} timed steps of the real TTT step (ttt.answer_loss + "
+        f"warm-up step, then {cfg.steps} timed steps of the real TTT step (ttt_samples.answer_loss + "
         f"AdamW, LoRA rank {cfg.lora_rank} on all linear projections, batch 1) on a synthetic "
         f"sequence of exactly seq_len random token ids whose last "
         f"{cfg.answer_fraction:.0%} is the answer (the only tokens with loss and logits). "

@@ -104,7 +104,7 @@ def run_rank_sweep(cfg: RankSweepConfig, *, progress: bool = True, tasks=None) -
     """
     import torch
 
-    from arc_ttft import models, ttt
+    from arc_ttft import models, ttt, ttt_samples
     from arc_ttft.config import ModelConfig, TTTConfig, validate
 
     validate(cfg)
@@ -118,11 +118,12 @@ def run_rank_sweep(cfg: RankSweepConfig, *, progress: bool = True, tasks=None) -
     def val_loss(m, sample) -> float:
         m.eval()
         with torch.no_grad():
-            loss, _ = ttt.answer_loss(m, ttt.pack([sample], device))
+            loss, _ = ttt_samples.answer_loss(m, ttt_samples.pack([sample], device))
         return float(loss)
 
     holdouts = {
-        t.id: ttt.holdout_sample(t, len(t.train) - 1, cfg.format, tok, max_len) for t in task_list
+        t.id: ttt_samples.holdout_sample(t, len(t.train) - 1, cfg.format, tok, max_len)
+        for t in task_list
     }
     base_val = {t.id: val_loss(model, holdouts[t.id]) for t in task_list}
     per_task: list[dict[str, Any]] = []
@@ -139,7 +140,7 @@ def run_rank_sweep(cfg: RankSweepConfig, *, progress: bool = True, tasks=None) -
         for i, task in enumerate(task_list):
             seed = cfg.seed + i
             ttt.reset_adapter(pm, seed)
-            samples = ttt.make_samples(
+            samples = ttt_samples.make_samples(
                 task, cfg.format, tok, cfg.ttt_steps, seed, max_len, holdout=len(task.train) - 1
             )
             losses, _, _, seconds = ttt.train_steps(pm, samples, tcfg, cfg.ttt_steps)

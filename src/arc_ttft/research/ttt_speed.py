@@ -10,7 +10,7 @@ own:
   schedule, gradient clipping at 1.0) on a labels-masked dataset, so the model computes
   logits at every position over the whole vocabulary and HF's own loss;
 - ``ours``, this project's fastest configuration: the vocabulary shrunk to the prompt
-  tokens (``vocab.shrink``), answer-only logits (``ttt.answer_loss``), padding-free packed
+  tokens (``vocab.shrink``), answer-only logits (``ttt_samples.answer_loss``), padding-free packed
   batches built once before the first step, foreach AdamW, bf16 weights and a bf16
   adapter with fp32 master weights (``lora_dtype=bfloat16``); ``ours-fp32`` keeps
   everything fp32 to separate the effects.
@@ -127,16 +127,16 @@ def bench_samples(
     Prompts shorter than ``seq_len`` are skipped, longer ones keep their last ``seq_len``
     tokens. Cycles when fewer tasks are long enough.
     """
-    from arc_ttft import tasks, ttt
+    from arc_ttft import tasks, ttt_samples
 
     out = []
     for task in tasks.load_tasks(challenges).tasks:
         if len(task.train) < 2:
             continue
-        s = ttt.holdout_sample(task, len(task.train) - 1, fmt, tokenizer)
+        s = ttt_samples.holdout_sample(task, len(task.train) - 1, fmt, tokenizer)
         if len(s.input_ids) < seq_len or 2 * s.n_answer > seq_len:
             continue
-        out.append(ttt.Sample(s.input_ids[-seq_len:], s.labels[-seq_len:]))
+        out.append(ttt_samples.Sample(s.input_ids[-seq_len:], s.labels[-seq_len:]))
         if len(out) == n:
             return out
     if not out:
@@ -334,7 +334,7 @@ def _run_ours(spec, model_cfg, tokenizer, samples, vmap, device, dtype_name) -> 
     """Shrunk vocabulary, answer-only logits, packed pre-built batches, foreach AdamW."""
     import torch
 
-    from arc_ttft import models, ttt
+    from arc_ttft import models, ttt, ttt_samples
     from arc_ttft import shrunk_vocab as vocab
 
     dtype = getattr(torch, dtype_name)
@@ -345,7 +345,7 @@ def _run_ours(spec, model_cfg, tokenizer, samples, vmap, device, dtype_name) -> 
         raise RuntimeError("ours: the shrunk vocabulary differs from the baseline's kept ids")
     model = model.to(device)
     model.config.use_cache = False
-    mapped = [ttt.Sample(vmap.to_new(s.input_ids), [x if x < 0 else vmap.to_new([x])[0] for x in s.labels]) for s in samples]  # fmt: skip
+    mapped = [ttt_samples.Sample(vmap.to_new(s.input_ids), [x if x < 0 else vmap.to_new([x])[0] for x in s.labels]) for s in samples]  # fmt: skip
     # bf16 runs the adapter in bf16 too (fp32 master weights in the optimizer).
     lora = _lora(spec, spec["batch_size"], dtype_name if dtype_name == "bfloat16" else "float32")
     model = ttt.prepare_peft_model(model, lora)

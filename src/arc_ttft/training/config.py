@@ -73,7 +73,7 @@ class FinetuneConfig(LoraTraining):
     )
     samples_per_task: int = _f(
         8,
-        "Leave-one-out samples per task (ttt.make_samples: each under a random view: "
+        "Leave-one-out samples per task (ttt_samples.make_samples: each under a random view: "
         "dihedral x colour permutation x pair order); a task's test pairs with known "
         "outputs join its train pairs.",
     )

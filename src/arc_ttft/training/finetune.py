@@ -1,10 +1,10 @@
 """`arc-ttft finetune`: train a base model on ARC tasks before test-time fine-tuning.
 
 The model learns exactly what TTT and inference will show it: the samples are
-``ttt.make_samples`` (leave-one-out prompts from ``encoding.build_prompt``, each under a
-random view: dihedral x colour permutation x pair order), batched by ``ttt.pack``
+``ttt_samples.make_samples`` (leave-one-out prompts from ``encoding.build_prompt``, each under a
+random view: dihedral x colour permutation x pair order), batched by ``ttt_samples.pack``
 (equal lengths as rows, others packed into one row without padding) and scored by
-``ttt.answer_loss`` (logits only where the loss is).
+``ttt_samples.answer_loss`` (logits only where the loss is).
 
 Data mixes (``FinetuneConfig.data``): bundled sets, challenges files or folders and
 ``generated:N``, minus ``-holdout:SET`` (all of SET, or a seeded ``holdout_fraction``
@@ -162,23 +162,23 @@ def build_samples(
     max_seq_len: int,
     source_of: dict[str, str] | None = None,
 ) -> list:
-    """``samples_per_task`` leave-one-out samples per task (ttt.make_samples), or
+    """``samples_per_task`` leave-one-out samples per task (ttt_samples.make_samples), or
     ``real_samples_per_task`` for a task of a named source (``source_of``: id -> mix
     item), those over ``max_seq_len`` or without an answer token dropped."""
-    from arc_ttft import ttt
+    from arc_ttft import ttt_samples
 
     source_of = source_of or {}
     out = []
     for t in tasks:
         real = not source_of.get(t.id, GENERATED).startswith(GENERATED)
-        made = ttt.make_samples(
+        made = ttt_samples.make_samples(
             with_known_tests(t),
             cfg.model.format,
             tokenizer,
             cfg.real_samples_per_task
             if real and cfg.real_samples_per_task
             else cfg.samples_per_task,
-            cfg.seed + ttt._stable_hash(t.id),
+            cfg.seed + ttt_samples.task_seed(t.id),
             max_seq_len,
             cfg.label_mode,
             transforms=cfg.transforms,
@@ -253,14 +253,14 @@ def _make_clock(budget_s: float | None, checkpoint_s: float | None):
 def _make_trainer(model, args, dataset, collate, callbacks):
     from transformers import Trainer
 
-    from arc_ttft import ttt
+    from arc_ttft import ttt_samples
 
     class _AnswerTrainer(Trainer):
         # compute_loss divides by the answer tokens of the whole accumulated global batch
         loss_is_scaled_for_ga = True
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            mean, n = ttt.answer_loss(model, inputs)
+            mean, n = ttt_samples.answer_loss(model, inputs)
             if num_items_in_batch is None:  # Trainer did not count: fall back to batch means
                 return mean / self.args.gradient_accumulation_steps
             # DDP averages gradients over ranks; the sum over all ranks' tokens wants a sum.
@@ -285,9 +285,9 @@ class _Samples:
 
 
 def _collate(samples: list) -> dict:
-    from arc_ttft import ttt
+    from arc_ttft import ttt_samples
 
-    return ttt.pack(samples)
+    return ttt_samples.pack(samples)
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
