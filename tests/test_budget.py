@@ -39,10 +39,16 @@ def test_budget_rejects_bad_arguments_with_fix():
         B.FakeClock().advance(-1)
 
 
-def test_real_clock_is_monotonic():
+def test_the_real_clock_runs_at_wall_speed_and_the_budget_counts_on_it():
     c = B.Clock()
-    a = c.now()
-    assert c.now() >= a
+    t0, w0 = c.now(), time.time()
+    time.sleep(0.2)
+    dt, wall = c.now() - t0, time.time() - w0
+    assert 0.19 <= dt <= wall + 0.05  # seconds, not ticks; never ahead of the wall
+    # a budget started 100 s ago (the notebook's first cell) has 100 s less left
+    b = B.Budget(c, 1000, 10, start=c.now() - 100)
+    assert b.elapsed() == pytest.approx(100, abs=0.5)
+    assert b.remaining() == pytest.approx(1000 - 10 - 100, abs=0.5)
 
 
 def test_can_start_respects_reserve_and_safety():
@@ -241,14 +247,25 @@ def test_inference_reserve_keeps_the_loops_safety_its_overheads_and_a_floor():
     assert costs.inference_reserve([], cfg, cost) == 0
 
 
-def test_for_device_priors_are_sane():
-    for dev, model in [("cpu", "tiny"), ("cuda:0", "tiny"), ("cuda:0", None), ("cpu", "x/y")]:
-        c = costs.CostModel.for_device(dev, model)
-        assert 0 < c.ttt_step_seconds(2048) < 200
-        assert c.inference_seconds(8, 300) > 0
-    assert costs.CostModel.for_device("cuda", None).ttt_step_seconds(
-        2048
-    ) < costs.CostModel.for_device("cpu", None).ttt_step_seconds(2048)
+def test_device_priors_scale_with_the_model_and_the_device():
+    from arc_ttft.registry import find_candidate
+
+    prior = costs.CostModel.for_device
+    small, big = find_candidate("Qwen2.5-0.5B"), find_candidate("Qwen2.5-1.5B")
+    ratio = big.params_m / small.params_m
+    for dev in ("cpu", "cuda:0"):
+        s, b = prior(dev, small.name), prior(dev, big.name)
+        # the per-token rates grow with the parameter count, the fixed step cost does not
+        assert b.step_b / s.step_b == pytest.approx(ratio, rel=1e-6)
+        assert b.gen_seconds_per_token / s.gen_seconds_per_token == pytest.approx(ratio, rel=1e-6)
+        assert b.step_a == s.step_a
+        # an unknown model is priced as a 0.5B one; the tiny model is far cheaper
+        assert prior(dev, "x/y").step_b == pytest.approx(s.step_b * 500 / small.params_m)
+        assert prior(dev, "tiny").ttt_step_seconds(2048) < s.ttt_step_seconds(2048) / 10
+    for name in (small.name, big.name, "tiny"):
+        gpu, cpu = prior("cuda:0", name), prior("cpu", name)
+        assert gpu.ttt_step_seconds(2048) < cpu.ttt_step_seconds(2048)
+        assert gpu.inference_seconds(8, 300) < cpu.inference_seconds(8, 300)
 
 
 # ---------------------------------------------------------------------------------------

@@ -184,9 +184,17 @@ def test_make_backend_hf(tiny_path):
     from arc_ttft.infer import make_backend, pick_backend
 
     be = make_backend(InferConfig(backend="hf"), tiny_path, device="cpu")
-    assert be.name == "hf" and be.tokenizer is not None
+    ref = HFBackend.from_path(tiny_path)
+    stops = stop_ids(be.tokenizer)
+    prompt = _ids(be, PROMPTS[2])
+    got = be.generate([Request(prompt, max_new_tokens=10, stop_token_ids=stops)])[0][0]
+    want = ref.generate([Request(prompt, max_new_tokens=10, stop_token_ids=stops)])[0][0]
+    assert be.name == "hf" and got.token_ids == want.token_ids and got.logprob == want.logprob
     be.close()
+    assert be.model is None and be.base is None  # nothing left holding the weights
     assert pick_backend("hf") == "hf"
+    with pytest.raises(ValueError, match="unknown"):
+        pick_backend("onnx")
 
 
 def test_vllm_backend_sizes_engine_and_splits_base_requests(tiny_path, tmp_path, monkeypatch):

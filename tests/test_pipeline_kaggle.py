@@ -412,13 +412,18 @@ def test_binding_budget_infers_every_task_first(tmp_path):
     took = time.monotonic() - t0
     out = Path(cfg.output)
     tasks = _tasks(cfg)
-    inferred = [t.id for t in tasks if results.read_answers(out, t.id) is not None]
     trained = [e for e in read_events(out / "run.jsonl") if e["stage"] == "ttt" and e.get("steps")]
+    adapters = {e["task"] for e in trained}
+    # A task with an adapter counts only once its adapter answered: the probe's base
+    # answers do not stand in for it (20 of 24 used to be enough to pass).
+    inferred = [
+        t.id for t in tasks if results.read_answers(out, t.id, base_ok=t.id not in adapters)
+    ]
     print(f"{len(inferred)}/40 inferred, {len(trained)} trained, {took:.0f} s of 240")
     assert took <= 240 - cfg.budget.margin_seconds() + 2
     # The defect left 22 tasks without inference. The cost estimates behind the reserve
-    # come from one probe task on a shared CI machine, so leave them 10% of slack.
-    assert len(inferred) >= 36
+    # come from one probe task on a shared CI machine: 95%, as issue 21 asks.
+    assert len(inferred) >= 38
     # ...and the run still fine-tunes: it does not meet the promise by skipping TTT.
     assert len(trained) >= 10
 
