@@ -5,12 +5,17 @@
 # with and without TTT (scripts/eval_real_arc.sh).
 #   bash scripts/data_mix_arms.sh train ARM [OUT]   # ARM: gen, gen+train, gen+train+a, gen+train+b
 #   bash scripts/data_mix_arms.sh eval ARM [OUT]
+#   bash scripts/data_mix_arms.sh table - [OUT]      # the markdown table (benchmarks/learning.md)
 # gen, gen+train: scored on both halves (they train on neither); gen+train+a trains on
 # half a and is scored on half b, gen+train+b the reverse. arc1-simple is held out of
 # every arm. Training is step-bound (same steps, seed and learning rate in every arm);
 # run it alone on the machine (one thread) when timing matters.
 set -euo pipefail
 WHAT="$1"; ARM="$2"; OUT="${3:-runs/data-mix}"
+if [ "$WHAT" = table ]; then
+  # the starting model's own runs over all 77 tasks: scripts/eval_real_arc.sh arc-nano2 runs/eval-nano2
+  exec python -c "from arc_ttft.research import data_mix; print(data_mix.arms_table('$OUT', 'runs/eval-nano2'))"
+fi
 STEPS="${STEPS:-500}"
 HELD="-holdout:arc1-simple"
 case "$ARM" in

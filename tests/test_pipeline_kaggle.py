@@ -390,6 +390,9 @@ def test_the_budget_start_can_come_from_the_environment(monkeypatch):
     assert pipeline.start_time(cfg, clock) == pytest.approx(940.0, abs=1)
 
 
+N_BINDING = 40
+
+
 @pytest.mark.slow
 def test_binding_budget_infers_every_task_first(tmp_path):
     """The measured defect: with 4 minutes for 40 tasks and 200 TTT steps each, TTT ate
@@ -399,7 +402,7 @@ def test_binding_budget_infers_every_task_first(tmp_path):
             C.RunConfig,
             {
                 "challenges": "arc1-eval",
-                "max_tasks": 40,
+                "max_tasks": N_BINDING,
                 "model": "tiny",
                 "budget_minutes": 4,
                 "ttt_steps": 200,
@@ -419,13 +422,13 @@ def test_binding_budget_infers_every_task_first(tmp_path):
     inferred = [
         t.id for t in tasks if results.read_answers(out, t.id, base_ok=t.id not in adapters)
     ]
-    print(f"{len(inferred)}/40 inferred, {len(trained)} trained, {took:.0f} s of 240")
+    print(f"{len(inferred)}/{N_BINDING} inferred, {len(trained)} trained, {took:.0f} s of 240")
     assert took <= 240 - cfg.budget.margin_seconds() + 2
-    # The defect left 22 tasks without inference. The cost estimates behind the reserve
-    # come from one probe task on a shared CI machine: 95%, as issue 21 asks.
-    assert len(inferred) >= 38
+    # The defect left 22 of 40 tasks without inference. The cost estimates behind the
+    # reserve come from one probe task on a shared CI machine: 95%, as issue 21 asks.
+    assert len(inferred) >= 0.95 * N_BINDING
     # ...and the run still fine-tunes: it does not meet the promise by skipping TTT.
-    assert len(trained) >= 10
+    assert len(trained) >= N_BINDING // 4
 
 
 # ---------------------------------------------------------------------------------------

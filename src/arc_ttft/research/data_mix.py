@@ -145,3 +145,69 @@ def mix_plot(rows: list[MixRow], path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------------------------
+# The real-ARC arms (scripts/data_mix_arms.sh): a table from their folders
+# ---------------------------------------------------------------------------------------
+
+
+def half_scores(run_dir: str | Path, sets: tuple[str, ...]) -> dict[str, tuple[float, int, int]]:
+    """A run's submission scored on each bundled set in ``sets`` it answered: set ->
+    (score, solved tasks, tasks). A run over all 77 small evaluation tasks scores on each
+    half alike."""
+    import json
+
+    from arc_ttft.submission import score_submission
+    from arc_ttft.tasks import load_tasks
+
+    sub = json.loads((Path(run_dir) / "submission.json").read_text())
+    out = {}
+    for name in sets:
+        tasks = [t for t in load_tasks(name).tasks if t.id in sub]
+        if tasks:
+            r = score_submission({t.id: sub[t.id] for t in tasks}, tasks)
+            out[name] = (r.score, r.solved_tasks, r.total)
+    return out
+
+
+def arms_table(root: str | Path, base_runs: str | Path | None = None) -> str:
+    """Markdown: per arm (a folder of ``root`` with ``summary.json`` and ``eval/``) and per
+    held-out half it was scored on, the score without and with TTT; ``base_runs`` (a
+    folder with ``arc1-eval-small-ttt0`` and ``-ttt64`` runs of the arms' starting model
+    over all 77 tasks) adds the starting point."""
+    import json
+
+    halves = ("arc1-eval-small-a", "arc1-eval-small-b")
+
+    def score(run: Path, half: str) -> str:
+        got = half_scores(run, (half,)).get(half) if (run / "submission.json").exists() else None
+        return "-" if got is None else f"{got[0]:.4f} ({got[1]}/{got[2]})"
+
+    arms = []  # (name, data, steps, final loss, {half: (run without TTT, run with TTT)})
+    if base_runs is not None:
+        b = Path(base_runs)
+        both = (b / "arc1-eval-small-ttt0", b / "arc1-eval-small-ttt64")
+        arms.append(("arc-nano2 (start)", "-", "0", "-", {h: both for h in halves}))
+    for arm in sorted(Path(root).iterdir()):
+        if not (arm / "summary.json").exists():
+            continue
+        info = json.loads((arm / "summary.json").read_text())
+        data = json.loads((arm / "config.json").read_text())["data"]
+        loss = "-" if info.get("final_loss") is None else f"{info['final_loss']:.3f}"
+        ev = arm / "eval"
+        runs = {
+            h: (ev / f"{h}-ttt0", ev / f"{h}-ttt64") for h in halves if (ev / f"{h}-ttt0").exists()
+        }
+        arms.append((arm.name, f"`{','.join(data)}`", str(info["steps"]), loss, runs))
+    rows = [
+        "| arm | data | steps | final loss | scored on | no TTT | TTT |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, data, steps, loss, runs in arms:
+        for h, (no_ttt, ttt) in runs.items():
+            rows.append(
+                f"| {name} | {data} | {steps} | {loss} | {h[-1]} | {score(no_ttt, h)} | "
+                f"{score(ttt, h)} |"
+            )
+    return "\n".join(rows)
