@@ -124,24 +124,23 @@ class Selection:
         answer is never pushed out by a fallback."""
         got = [c.grid for c in self.candidates[:2]]
         sources = [source] * len(got)
-        for g in earlier:
-            if len(got) == 2:
-                break
-            if g not in got:
-                got.append(g)
-                sources.append("earlier")
+
+        def fill(grids, name: str) -> None:  # up to two distinct attempts, in order
+            for g in grids:
+                if len(got) < 2 and g not in got:
+                    got.append(g)
+                    sources.append(name)
+
+        fill(earlier, "earlier")
         if len(got) < 2:
             if task is None:
                 raise ValueError(
                     f"{self.task_id}: test {self.test_index}: fewer than two candidates; "
                     "pass the task so the fallback attempts can fill the gap"
                 )
-            for g in _fallbacks(task, self.test_index if test_index is None else test_index):
-                if len(got) == 2:
-                    break
-                if g not in got:
-                    got.append(g)
-                    sources.append("fallback")
+            fill(
+                _fallbacks(task, self.test_index if test_index is None else test_index), "fallback"
+            )
             while len(got) < 2:
                 got.append([[0]])
                 sources.append("fallback")
