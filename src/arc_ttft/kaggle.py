@@ -11,6 +11,9 @@ Nothing here ever touches the network: pip always runs with ``--no-index``.
 
 Everything is found relative to :data:`KAGGLE_ROOT` so that tests can point it at a fake
 folder.
+
+Over 500 lines: the notebook's start (finding files, the kernel's report, the wheels'
+fit and install) is one sequence with one fake-/kaggle test set; each step its section.
 """
 
 from __future__ import annotations
