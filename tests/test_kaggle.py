@@ -555,12 +555,16 @@ def test_build_wheels_bad_arguments(args, message):
     assert done.returncode == 2 and message in done.stderr
 
 
-def _fake_wheel(folder: Path, name: str, version: str, requires=(), tag="py3-none-any") -> Path:
-    """A metadata-only wheel: enough for pip to resolve, download and install it."""
+def _fake_wheel(
+    folder: Path, name: str, version: str, requires=(), tag="py3-none-any", python=None
+) -> Path:
+    """A metadata-only wheel: enough for pip to resolve, download and install it.
+    ``python``: its Requires-Python (transformers 5.24 says >=3.11)."""
     folder.mkdir(parents=True, exist_ok=True)
     dist = name.replace("-", "_")
     info = f"{dist}-{version}.dist-info"
     meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    meta += f"Requires-Python: {python}\n" if python else ""
     meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
     path = folder / f"{dist}-{version}-{tag}.whl"
     with zipfile.ZipFile(path, "w") as z:
@@ -573,7 +577,8 @@ def _fake_wheel(folder: Path, name: str, version: str, requires=(), tag="py3-non
 @pytest.fixture
 def fake_index(tmp_path):
     """A package index folder shaped like PyPI's: torch pulls CUDA libraries, numpy has a
-    wheel per Python, matplotlib only manylinux_2_28 ones."""
+    wheel per Python, matplotlib only manylinux_2_28 ones, and transformers needs a Python
+    newer than some kernels (>=3.12 here, as 5.24 needs 3.11 where Kaggle had 3.10)."""
     index = tmp_path / "index"
     _fake_wheel(index, "nvidia-cublas", "13.0", [], "py3-none-manylinux_2_27_x86_64")
     _fake_wheel(index, "peft", "0.17.0", ["torch>=1.13", "accelerate"])
@@ -583,8 +588,9 @@ def fake_index(tmp_path):
         _fake_wheel(index, "torch", "2.14.0", ["nvidia-cublas>=13"], plat)
         _fake_wheel(index, "numpy", "2.0.0", [], f"{py}-{py}-manylinux2014_x86_64")
         _fake_wheel(index, "matplotlib", "3.9.0", ["numpy"], plat)
+    _fake_wheel(index, "transformers", "5.24.0", ["numpy"], python=">=3.12")
     package = _fake_wheel(
-        tmp_path / "pkg", "arc-ttft", "0.1.0", ["torch>=2.6", "peft", "matplotlib"]
+        tmp_path / "pkg", "arc-ttft", "0.1.0", ["torch>=2.6", "peft", "matplotlib", "transformers"]
     )
     return index, package
 
@@ -600,7 +606,7 @@ def _offline_build(index: Path, package: Path, out: Path, *args: str):
 def test_build_wheels_leaves_torch_out_by_default(tmp_path, fake_index):
     index, package = fake_index
     names = _offline_build(index, package, tmp_path / "w")
-    assert names == ["accelerate", "arc_ttft", "matplotlib", "numpy", "peft"]
+    assert names == ["accelerate", "arc_ttft", "matplotlib", "numpy", "peft", "transformers"]
     assert list((tmp_path / "w").glob("numpy-*cp312*"))  # Kaggle's Python by default
     assert not list((tmp_path / "w").glob("numpy-*cp311*"))  # only the target's Python
     assert (tmp_path / "w" / "requirements.txt").read_text() == "arc-ttft\n"
@@ -614,6 +620,12 @@ def test_build_wheels_leaves_torch_out_by_default(tmp_path, fake_index):
     names = _offline_build(index, package, tmp_path / "t", "--with-torch")
     assert "torch" in names and "nvidia_cublas" in names
     assert kaggle.wheels_target(tmp_path / "t")["torch"] is None
+    # A dependency that needs a newer Python than the target fails the build, by name,
+    # instead of shipping a folder the kernel cannot install from.
+    env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(index)}
+    args = ("--package", str(package), "--no-vllm", "--python", "3.11", str(tmp_path / "o"))
+    done = _build_wheels(*args, env=env)
+    assert done.returncode != 0 and "transformers" in done.stdout + done.stderr
 
 
 @pytest.mark.slow
@@ -622,7 +634,8 @@ def test_offline_install_keeps_the_preinstalled_torch(tmp_path, fake_index):
     """On 'Kaggle' (a fresh venv with torch 2.11.0), the notebook's two steps: the package
     alone (--no-deps, as the notebook's first install), then the library's install from a
     folder holding torch 2.14: what the package lacks comes in, torch stays."""
-    index, package = fake_index
+    index, _ = fake_index  # its package needs transformers for Python >= 3.12: not this one's
+    package = _fake_wheel(tmp_path / "p", "arc-ttft", "0.1.0", ["torch>=2.6", "peft", "matplotlib"])
     _offline_build(index, package, tmp_path / "w", "--with-torch", "--python", RUNNING)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
