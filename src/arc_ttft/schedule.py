@@ -40,7 +40,7 @@ from arc_ttft import costs
 from arc_ttft.events import EventLog
 from arc_ttft.tasks import Task
 
-TASK_OVERRUN = 2.0  # a task's training stops at this multiple of its planned seconds
+TASK_OVERRUN = 2.0  # a task may always train to this multiple of its planned seconds
 MAX_BACKEND_REBUILDS = 2  # after a hang; a backend that keeps hanging is given up
 CHUNK_MIN_SECONDS = 5.0
 PROBE_SHARE = 0.05  # the probe may use at most this share of the time left
