@@ -390,7 +390,7 @@ def test_the_budget_start_can_come_from_the_environment(monkeypatch):
     assert pipeline.start_time(cfg, clock) == pytest.approx(940.0, abs=1)
 
 
-N_BINDING = 40
+N_BINDING = 20
 
 
 @pytest.mark.slow
@@ -404,7 +404,7 @@ def test_binding_budget_infers_every_task_first(tmp_path):
                 "challenges": "arc1-eval",
                 "max_tasks": N_BINDING,
                 "model": "tiny",
-                "budget_minutes": 4,
+                "budget_minutes": 2,  # the issue's 4 minutes for 40 tasks, halved
                 "ttt_steps": 200,
                 "output": str(tmp_path / "run"),
             },
@@ -422,8 +422,8 @@ def test_binding_budget_infers_every_task_first(tmp_path):
     inferred = [
         t.id for t in tasks if results.read_answers(out, t.id, base_ok=t.id not in adapters)
     ]
-    print(f"{len(inferred)}/{N_BINDING} inferred, {len(trained)} trained, {took:.0f} s of 240")
-    assert took <= 240 - cfg.budget.margin_seconds() + 2
+    print(f"{len(inferred)}/{N_BINDING} inferred, {len(trained)} trained, {took:.0f} s of 120")
+    assert took <= 120 - cfg.budget.margin_seconds() + 2
     # The defect left 22 of 40 tasks without inference. The cost estimates behind the
     # reserve come from one probe task on a shared CI machine: 95%, as issue 21 asks.
     assert len(inferred) >= 0.95 * N_BINDING
