@@ -5,12 +5,15 @@ tasks with and without TTT through ``pipeline.run``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from arc_ttft import config as C
 from arc_ttft import pipeline
+from arc_ttft.submission import score_submission
+from arc_ttft.tasks import load_tasks
 from arc_ttft.training.config import FinetuneConfig
 from arc_ttft.training.finetune import HOLDOUT, resolve_mix, run
 
@@ -156,11 +159,6 @@ def half_scores(run_dir: str | Path, sets: tuple[str, ...]) -> dict[str, tuple[f
     """A run's submission scored on each bundled set in ``sets`` it answered: set ->
     (score, solved tasks, tasks). A run over all 77 small evaluation tasks scores on each
     half alike."""
-    import json
-
-    from arc_ttft.submission import score_submission
-    from arc_ttft.tasks import load_tasks
-
     sub = json.loads((Path(run_dir) / "submission.json").read_text())
     out = {}
     for name in sets:
@@ -176,8 +174,6 @@ def arms_table(root: str | Path, base_runs: str | Path | None = None) -> str:
     held-out half it was scored on, the score without and with TTT; ``base_runs`` (a
     folder with ``arc1-eval-small-ttt0`` and ``-ttt64`` runs of the arms' starting model
     over all 77 tasks) adds the starting point."""
-    import json
-
     halves = ("arc1-eval-small-a", "arc1-eval-small-b")
 
     def score(run: Path, half: str) -> str:
