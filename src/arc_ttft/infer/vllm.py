@@ -17,7 +17,7 @@ Timeouts: the engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` 
 so one generate call cannot be interrupted: ``cancel`` is checked between calls (DFS walks
 in lockstep make one call per token). A call that outlives its deadline is abandoned by
 ``budget.with_deadline``; its worker process then ends and a fresh one, with all of the
-GPU's memory, takes the unfinished tasks (pipeline).
+GPU's memory, takes the unfinished tasks (workers).
 
 ``merge_adapters`` (merge each adapter into the weights and run one engine per task) is
 not implemented: multi-LoRA serves the same outputs without a copy of the weights per task.
