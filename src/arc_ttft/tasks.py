@@ -643,7 +643,8 @@ def select_tasks(
     """
     tasks = list(tasks)
     if ids:
-        if missing := [i for i in ids if i not in {t.id for t in tasks}]:
+        have = {t.id for t in tasks}
+        if missing := [i for i in ids if i not in have]:
             raise TaskValidationError(
                 [
                     Problem(i, "tasks", "not among the loaded tasks", "check the id and the source")

@@ -122,7 +122,7 @@ def run_workers(
             rc = s.proc.poll()
             if rc in (None, 0):
                 continue
-            left = [t for t in s.tasks if read_answers(out, t.id, base_ok=False) is None]
+            left = unfinished(out, s.tasks)
             events.log("fault", where="worker", gpu=s.gpu, returncode=rc, unfinished=len(left))
             faults.append(f"worker {s.gpu}: exit code {rc}, {len(left)} tasks unfinished")
             if left and s.restarts < MAX_WORKER_RESTARTS and guard.remaining() > 0:
@@ -176,6 +176,11 @@ def worker_main(argv: list[str]) -> int:
     return worker_exit(out, tasks, events)
 
 
+def unfinished(out: Path, tasks: list[Task]) -> list[Task]:
+    """The tasks without their adapters' answers on disk (the probe's do not count)."""
+    return [t for t in tasks if read_answers(out, t.id, base_ok=False) is None]
+
+
 WORKER_FRESH_EXIT = 75  # EX_TEMPFAIL: unfinished tasks for a fresh worker
 
 
@@ -183,7 +188,7 @@ def worker_exit(out: Path, tasks: list[Task], events: EventLog) -> int:
     """A worker's exit code: ``WORKER_FRESH_EXIT`` when a call it abandoned is still
     running (its memory is held until the process ends) and tasks are unfinished, so that
     the parent starts a fresh worker for them; else 0."""
-    left = [t.id for t in tasks if read_answers(out, t.id, base_ok=False) is None]
+    left = unfinished(out, tasks)
     if B.abandoned_alive() and left:
         events.log("worker_exit", reason="abandoned call", unfinished=len(left))
         return WORKER_FRESH_EXIT
