@@ -297,6 +297,12 @@ _research_command(
     "Train and validation loss (held-out train pair) per LoRA rank; CSV + plot.",
     "arc_ttft.research.rank_sweep", "RankSweepConfig", "run_rank_sweep", "table",
 )  # fmt: skip
+_research_command(
+    "sweep",
+    "Arms x seeds x shards of `arc-ttft run` as Ray tasks (here, or on a cluster with "
+    "--address); per-arm scores with a 95% interval over seeds.",
+    "arc_ttft.research.sweep", "SweepConfig", "run_sweep", "markdown",
+)  # fmt: skip
 
 
 def _bench_flags(p: argparse.ArgumentParser) -> None:
