@@ -19,7 +19,8 @@
 # `arc-ttft finetune` trains a base model on a mix of ARC tasks in the prompts TTT and
 # inference use. Which mix? One model per mix, all scored on the same held-out share of
 # the evaluation set (`holdout_fraction`, seeded), without and with TTT, through
-# `arc-ttft run` (`research.data_mix.data_mix_experiment`):
+# `arc-ttft run` (`research.data_mix.data_mix_experiment`), all as one `arc-ttft sweep` on
+# Ray, so a cluster of GPU machines (`address`) takes the mixes in parallel:
 #
 # - **train**: the training set only;
 # - **eval**: the evaluation set (held-out tasks included: an upper reference);
@@ -54,6 +55,7 @@ ttt_steps = 2  # TTT steps per held-out task in the "with TTT" runs
 views = 2
 budget_minutes = 2.0  # per scoring run
 output = "runs/data-mix"
+address = None  # a Ray cluster (auto, HOST:PORT, ray://HOST:10001); None: Ray starts here
 
 # %%
 rows = data_mix.data_mix_experiment(
@@ -72,6 +74,7 @@ rows = data_mix.data_mix_experiment(
     },
     run_overrides={"views": views, "rescore": 0, "budget_minutes": budget_minutes},
     ttt_steps=ttt_steps,
+    address=address,
 )
 display(Markdown(data_mix.mix_table(rows)))
 

@@ -5,7 +5,8 @@
     python scripts/bench_learning.py --max-size 7 --min-size 3 \
         --families flip_h,flip_v,transpose,rot180
 
-Each arm is one `arc-ttft run` (pipeline.run) on the same seeded set; its result is
+Each arm is `arc-ttft run` (pipeline.run) on the same seeded set, all arms one `arc-ttft
+sweep` on Ray (`--address` for a cluster, `--shards` jobs per arm); each arm's result is
 appended to benchmarks/learning.jsonl and the tables in benchmarks/learning.md are rebuilt
 from every record. Run it alone on the machine: it is CPU-bound.
 """
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-size", type=int, default=4)
     ap.add_argument("--families", default=None, help="comma separated (default: all)")
     ap.add_argument("--work", default="runs/learning", help="generated tasks and run outputs")
+    ap.add_argument("--shards", type=int, default=1, help="jobs per arm (the sweep's shards)")
+    ap.add_argument("--address", default=None, help="Ray cluster (default: Ray starts here)")
     ap.add_argument("--record", default="benchmarks/learning.jsonl")
     ap.add_argument("--markdown", default="benchmarks/learning.md")
     args = ap.parse_args(argv)
@@ -69,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
             arms.append((name, {**learning.ARMS[name], **extra}))
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    for name, overrides in arms:
-        result = learning.run_arm(name, overrides, held_out, args.work, base={"model": args.model})
+    results = learning.run_arms(
+        arms, held_out, args.work, {"model": args.model}, address=args.address, shards=args.shards
+    )
+    for result in results:
         result.command = command
         learning.append_record(result, args.record)
         print(result.line(), flush=True)

@@ -94,7 +94,13 @@ def test_explore_parameters():
 
 def test_data_mix_parameters_are_config_fields():
     params = _parameters("data_mix")
-    fields = set(C.flat_fields(FinetuneConfig)) | set(C.flat_fields(C.RunConfig))
+    from arc_ttft.research.sweep import SweepConfig
+
+    fields = (
+        set(C.flat_fields(FinetuneConfig))
+        | set(C.flat_fields(C.RunConfig))
+        | set(C.flat_fields(SweepConfig))  # address: the Ray cluster the mixes run on
+    )
     assert set(params) - {"train_set", "eval_set", "output"} <= fields
     assert params["model"]["default"] == '"tiny"'  # CI runs the tiny offline model
 
@@ -377,9 +383,19 @@ def test_data_mix_notebook_scores_every_mix(notebook_env):
     for mix in ("| train |", "| eval |", "| train+eval |", "| train+eval(n-1) |"):
         assert mix in tables
     assert "held-out tasks: 2; mixes: 4" in _stdout(nb)
-    held = json.loads((out / "train_eval_n-1_" / "holdout.json").read_text())["task_ids"]
-    trained = json.loads((out / "train_eval_n-1_" / "train_tasks.json").read_text())
+    # one sweep: a fine-tune per mix, two arms (without and with TTT) on each
+    (sweep,) = (out / "sweeps").iterdir()
+    fts = {
+        tuple(json.loads((d / "out" / "config.json").read_text())["data"]): d / "out"
+        for d in (sweep / "finetune").iterdir()
+    }
+    assert len(fts) == 4
+    n_1 = fts[("arc1-train", "arc1-eval", "-holdout:arc1-eval")]
+    held = json.loads((n_1 / "holdout.json").read_text())["task_ids"]
+    trained = json.loads((n_1 / "train_tasks.json").read_text())
     assert len(held) == 2 and not set(held) & {t["id"] for t in trained}
-    for mix in ("train", "eval", "train_eval", "train_eval_n-1_"):
-        sub = json.loads((out / mix / "run-ttt" / "submission.json").read_text())
+    arms = sorted((sweep / "arms").iterdir())
+    assert len(arms) == 8
+    for arm in arms:
+        sub = json.loads((arm / "s0" / "submission.json").read_text())
         assert sorted(sub) == held  # every model answered exactly the held-out tasks

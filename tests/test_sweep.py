@@ -345,3 +345,37 @@ def test_resume_after_the_head_is_killed_reruns_only_unfinished_jobs(tmp_path, r
     arms = {r["arm"]: r for r in records if r["event"] == "arm"}
     assert arms["broken"]["failed_jobs"] == 3 and arms["base"]["failed_jobs"] == 0
     assert "written:" in proc.stdout.splitlines()[-1]
+
+
+@pytest.mark.cluster
+def test_the_harness_runs_its_arms_through_sweep(tmp_path):
+    """scripts/bench_learning.py: two arms as one sweep, two shards each; the record, the
+    page and the last line as before."""
+    record, page = tmp_path / "learning.jsonl", tmp_path / "learning.md"
+    flags = "--model tiny --n-tasks 3 --max-size 3 --arms base,ttt --set views=2 --shards 2"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/bench_learning.py",
+            *flags.split(),
+            "--work",
+            str(tmp_path / "work"),
+            "--record",
+            str(record),
+            "--markdown",
+            str(page),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).parents[1],
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == f"wrote {page}"
+    assert [x.split(":")[0] for x in lines if x.startswith(("base:", "ttt:"))] == ["base", "ttt"]
+    rows = [json.loads(x) for x in record.read_text().splitlines()]
+    assert [r["total"] for r in rows] == [3, 3] and rows[1]["ttt_tasks"] == 3
+    assert rows[0]["ttt_tasks"] == 0
+    jobs = list((tmp_path / "work" / "sweeps").glob("*/jobs/*/s0/shard*/result.json"))
+    assert len(jobs) == 4

@@ -1,21 +1,21 @@
 """The seed's data-mix experiment (notebooks/data_mix.py): fine-tune once per mix with
 `arc-ttft finetune` (``training.finetune``), then score each model on the held-out
-tasks with and without TTT through ``pipeline.run``.
+tasks with and without TTT through ``pipeline.run``, all as one ``arc-ttft sweep``.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from arc_ttft import config as C
-from arc_ttft import pipeline
 from arc_ttft.submission import score_submission
 from arc_ttft.tasks import load_tasks
 from arc_ttft.training.config import FinetuneConfig
-from arc_ttft.training.finetune import HOLDOUT, resolve_mix, run
+from arc_ttft.training.finetune import HOLDOUT, resolve_mix
 
 
 def default_mixes(train_set: str, eval_set: str) -> dict[str, list[str]]:
@@ -59,60 +59,66 @@ def data_mix_experiment(
     finetune_overrides: dict[str, Any] | None = None,
     run_overrides: dict[str, Any] | None = None,
     ttt_steps: int = 8,
+    address: str | None = None,
 ) -> list[MixRow]:
     """Fine-tune once per mix (``finetune_overrides``: FinetuneConfig fields), then score
     each model on the held-out ``eval_set`` tasks through ``pipeline.run`` with
-    ``ttt_steps=0`` and with ``ttt_steps`` (``run_overrides``: RunConfig fields)."""
+    ``ttt_steps=0`` and with ``ttt_steps`` (``run_overrides``: RunConfig fields).
+
+    It runs as one ``arc-ttft sweep`` (Ray: here, or the cluster at ``address``): two arms
+    per mix, one without TTT and one with, sharing the mix's fine-tune."""
+    from arc_ttft.research import sweep
+
     work = Path(work_dir)
     mixes = mixes or default_mixes(train_set, eval_set)
     base = {"holdout_fraction": 0.5, "checkpoint_minutes": None, **(finetune_overrides or {})}
     # The held-out ids every mix is scored on: those of eval_set under the shared seed.
     ref = C.from_flat(FinetuneConfig, {**base, "data": [eval_set, f"{HOLDOUT}{eval_set}"]})
     held = resolve_mix(ref).holdout_ids
-    rows = []
-    for name, data in mixes.items():
-        ft = C.validate(
-            C.from_flat(FinetuneConfig, {**base, "data": data, "output": str(work / _slug(name))})
-        )
-        res = run(ft, progress=False)
-        trained = {t.id for t in resolve_mix(ft).train}
-        solved = {}
-        for arm, steps in (("base", 0), ("ttt", ttt_steps)):
-            flat = {
+    arms = {
+        f"{name} ttt{steps}": {"finetune": {"data": data}, "run": {"ttt_steps": steps}}
+        for name, data in mixes.items()
+        for steps in (0, ttt_steps)
+    }
+    spec = sweep.read_spec(
+        {
+            "name": "data mix",
+            "challenges": eval_set,
+            "tasks": held,
+            "finetune": base,
+            "run": {
                 "backend": "hf",
                 "probe_tasks": 0,
                 "budget_minutes": 30.0,
                 **(run_overrides or {}),
-                "model": str(res.model_dir),
-                "format": ft.model.format,
-                "max_seq_len": ft.model.max_seq_len,
-                "challenges": eval_set,
-                "tasks": held,
-                "ttt_steps": steps,
-                "output": str(work / _slug(name) / f"run-{arm}"),
-            }
-            result = pipeline.run(C.validate(C.from_flat(C.RunConfig, flat)), progress=False)
-            solved[arm] = result.score.solved_tasks if result.score else 0
-            total = result.score.total if result.score else len(held)
+            },  # fmt: skip
+            "arms": arms,
+        }
+    )
+    out = work / "sweeps" / time.strftime("%Y%m%d-%H%M%S")
+    done = sweep.sweep(spec, out, address=address, progress=False)
+    rows = []
+    for name, data in mixes.items():
+        base_run, ttt_run = (done.runs[(f"{name} ttt{s}", 0)] for s in (0, ttt_steps))
+        if base_run.failed_jobs or ttt_run.failed_jobs:
+            failed = base_run.failed_jobs + ttt_run.failed_jobs
+            raise RuntimeError(f"{name}: jobs failed: {', '.join(failed)} (see {out})")
+        ft = ttt_run.finetune
         rows.append(
             MixRow(
                 mix=name,
                 data=",".join(data),
-                train_tasks=res.n_train_tasks,
-                steps=res.steps,
-                final_loss=None if res.final_loss is None else round(res.final_loss, 4),
-                holdout_in_training=len(trained & set(held)),
-                solved_base=solved["base"],
-                solved_ttt=solved["ttt"],
-                total=total,
-                model_dir=str(res.model_dir),
+                train_tasks=ft["train_tasks"],
+                steps=ft["steps"],
+                final_loss=None if ft["final_loss"] is None else round(ft["final_loss"], 4),
+                holdout_in_training=len(ft["scored_in_training"]),
+                solved_base=base_run.score.solved_tasks if base_run.score else 0,
+                solved_ttt=ttt_run.score.solved_tasks if ttt_run.score else 0,
+                total=len(held),
+                model_dir=ft["model_dir"],
             )
         )
     return rows
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
 def mix_table(rows: list[MixRow]) -> str:

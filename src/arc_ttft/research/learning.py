@@ -8,7 +8,8 @@ families (rotations, transposes) is not averaged away.
 
 Arms are appended to a JSONL record, and ``write_markdown`` rebuilds the results part of
 ``benchmarks/learning.md`` from all of them, so every setting ever tried stays on the page.
-``scripts/bench_learning.py`` is the command line.
+``scripts/bench_learning.py`` is the command line; it runs its arms as one
+``arc-ttft sweep`` (``run_arms``), so a Ray cluster takes them as readily as this machine.
 """
 
 from __future__ import annotations
@@ -138,27 +139,80 @@ def run_arm(
     t0 = time.monotonic()
     result = pipeline.run(cfg, progress=False)
     seconds = time.monotonic() - t0
-    score = result.score  # the run scores its submission: the solutions are known
-    if score is None:
-        raise RuntimeError(f"{name}: the run has no score (fix: check {solutions})")
-    trained = [
-        e
+    losses = [
+        e["final_loss"]
         for e in read_events(result.output / "run.jsonl")
         if e["stage"] == "ttt" and e.get("steps") and e.get("final_loss") is not None
     ]
-    mean_loss = sum(e["final_loss"] for e in trained) / len(trained) if trained else None
+    return _arm_result(
+        name, overrides, held_out, cfg.model.model, result.score, seconds, losses, result.faults
+    )
+
+
+def run_arms(
+    arms: list[tuple[str, dict[str, Any]]],
+    held_out: HeldOutSet,
+    work_dir: str | Path,
+    base: dict[str, Any] | None = None,
+    *,
+    address: str | None = None,
+    shards: int = 1,
+) -> list[ArmResult]:
+    """Every arm as one ``arc-ttft sweep`` (Ray: here, or the cluster at ``address``),
+    each arm's tasks split into ``shards`` jobs; the same results as ``run_arm`` per arm."""
+    from arc_ttft.research import sweep
+
+    work = Path(work_dir)
+    challenges, solutions = held_out.write(work / "data")
+    shared = {**HARNESS_DEFAULTS, **(base or {})}
+    spec = sweep.read_spec(
+        {
+            "name": f"harness {held_out.name}",
+            "challenges": str(challenges),
+            "solutions": str(solutions),
+            "shards": shards,
+            "run": shared,
+            "arms": {name: {"run": overrides} for name, overrides in arms},
+        }
+    )
+    out = work / "sweeps" / time.strftime("%Y%m%d-%H%M%S")
+    done = sweep.sweep(spec, out, address=address)
+    results = []
+    for name, overrides in arms:
+        run = done.runs[(name, 0)]
+        if run.failed_jobs:
+            raise RuntimeError(f"{name}: jobs failed: {', '.join(run.failed_jobs)} (see {out})")
+        results.append(
+            _arm_result(
+                name,
+                overrides,
+                held_out,
+                str(shared["model"]),
+                run.score,
+                run.seconds,
+                run.ttt_losses,
+                run.faults,
+            )  # fmt: skip
+        )
+    return results
+
+
+def _arm_result(name, overrides, held_out, model, score, seconds, losses, faults) -> ArmResult:
+    if score is None:  # the held-out set carries its solutions: a run always has a score
+        raise RuntimeError(f"{name}: the run has no score (fix: check the held-out solutions)")
+    mean_loss = sum(losses) / len(losses) if losses else None
     return ArmResult(
         arm=name,
         overrides=overrides,
         held_out=held_out.name,
-        model=cfg.model.model,
+        model=model,
         solved=score.solved_tasks,
         total=score.total,
         per_family=per_family(score.per_task),
         seconds=round(seconds, 1),
-        ttt_tasks=len(trained),
+        ttt_tasks=len(losses),
         ttt_final_loss=None if mean_loss is None else round(mean_loss, 4),
-        faults=list(result.faults),
+        faults=list(faults),
         when=time.strftime("%Y-%m-%d %H:%M"),
         machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
     )

@@ -557,8 +557,10 @@ def _run_on_ray(
     ray = _import_ray()
     from tqdm.auto import tqdm
 
-    # log_to_driver off: each job's output is in its own job.log, not interleaved here
-    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    # "local": always a fresh Ray here, never a stale `ray start` cluster that Ray would
+    # otherwise find in its temp folder and wait for. log_to_driver off: each job's output
+    # is in its own job.log, not interleaved here.
+    ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
     try:
         task = ray.remote(run_job_process).options(
             num_cpus=spec.num_cpus,
