@@ -19,3 +19,7 @@ for _k, _v in {
     "MPLBACKEND": "Agg",
 }.items():
     os.environ.setdefault(_k, _v)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One worker per core (README: pytest -n 2): one thread each, or torch in two workers
+    # oversubscribes the cores. Set before torch is imported; subprocesses inherit it.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from arc_ttft import costs
 from arc_ttft.registry import REGISTRY, config_params
+from arc_ttft.research import l4_costs as L4
 from arc_ttft.research import simulate as S
 from arc_ttft.tasks import load_tasks
 
@@ -29,7 +31,7 @@ def bk():
 
 @pytest.fixture(scope="module")
 def tasks(bk):
-    return load_tasks(bk.TASK_SET).tasks[:8]
+    return load_tasks(L4.TASK_SET).tasks[:8]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def test_a_small_model_fits_and_its_numbers_are_consistent(bk, row):
     assert row["params M"] == pytest.approx(config_params(REGISTRY[SMALL].config) / 1e6)
     assert row["seq len"] == REGISTRY[SMALL].default_seq_len
     assert row["DFS views/test"] == 8  # the kaggle-gpu profile walks 8 views with DFS
-    assert row["s/step (median task)"] > bk.STEP_OVERHEAD_S
+    assert row["s/step (median task)"] > L4.STEP_OVERHEAD_S
     assert 0 < row["steps/task"] <= row["target"] == 32
     assert 0 < row[bk.COLUMNS[-2]] <= 64
     for col in ("inferred", "budget used", bk.COLUMNS[-1]):
@@ -72,30 +74,30 @@ def test_the_planners_units_keep_the_shards_totals(bk, tasks):
     """step_per_token x tokens summed over the shard = the summed GPU step times; the
     same for gen_per_token x _raw_workload and the inference estimate."""
     cand, cfg = REGISTRY[SMALL], bk.run_config(SMALL)
-    costs = bk.true_costs(cand, cfg, tasks)
+    true = L4.true_costs(cand, cfg, tasks)
     tokens = np.array([S._tokens(t, cfg) for t in tasks])
-    answers = [min(bk.costs.answer_tokens(t, cfg), n / 2) for t, n in zip(tasks, tokens)]
-    steps = sum(bk.step_seconds(cand, cfg, n, a) for n, a in zip(tokens, answers))
-    assert costs.step_per_token * tokens.sum() == pytest.approx(steps)
-    infer = sum(bk.infer_seconds(cand, cfg, t, n) for t, n in zip(tasks, tokens))
+    answers = [min(costs.answer_tokens(t, cfg), n / 2) for t, n in zip(tasks, tokens)]
+    steps = sum(L4.step_seconds(cand, cfg, n, a) for n, a in zip(tokens, answers))
+    assert true.step_per_token * tokens.sum() == pytest.approx(steps)
+    infer = sum(L4.infer_seconds(cand, cfg, t, n) for t, n in zip(tasks, tokens))
     work = sum(S._raw_workload([t], cfg) for t in tasks)
-    assert costs.gen_per_token * work == pytest.approx(infer)
+    assert true.gen_per_token * work == pytest.approx(infer)
 
 
 def test_flops_and_memory_follow_the_stated_rules(bk):
     cand = REGISTRY[SMALL]
     cfg = cand.config
     # 4 x params a token is the first term; the head and attention only add to it.
-    base = 4.0 * bk.body_params(cfg) * 1024
-    assert base < bk.step_flops(cand, 16, 1024, 100) < 2 * base
-    ck = bk.step_flops(cand, 16, 1024, 100, checkpointing=True)
-    assert 1.3 < ck / bk.step_flops(cand, 16, 1024, 100) < 1.5
-    assert bk.body_params(cfg) + bk.head_params(cfg) == config_params(cfg)  # tied: once
+    base = 4.0 * L4.body_params(cfg) * 1024
+    assert base < L4.step_flops(cand, 16, 1024, 100) < 2 * base
+    ck = L4.step_flops(cand, 16, 1024, 100, checkpointing=True)
+    assert 1.3 < ck / L4.step_flops(cand, 16, 1024, 100) < 1.5
+    assert L4.body_params(cfg) + L4.head_params(cfg) == config_params(cfg)  # tied: once
     phi3 = REGISTRY["Phi-3-mini-4k-instruct"].config  # untied, no biases
-    assert bk.body_params(phi3) + 2 * bk.head_params(phi3) == config_params(phi3)
-    assert 0.2 < bk.mfu() < 0.4
+    assert L4.body_params(phi3) + 2 * L4.head_params(phi3) == config_params(phi3)
+    assert 0.2 < L4.mfu() < 0.4
     small = bk.run_config(SMALL)
-    fp32 = bk.train_memory(cand, small, 2048, 500)
-    bf16 = bk.train_memory(cand, bk.run_config(SMALL, lora_dtype="bfloat16"), 2048, 500)
+    fp32 = L4.train_memory(cand, small, 2048, 500)
+    bf16 = L4.train_memory(cand, bk.run_config(SMALL, lora_dtype="bfloat16"), 2048, 500)
     ckpt = bk.run_config(SMALL, lora_dtype="bfloat16", gradient_checkpointing=True)
-    assert fp32["total"] > bf16["total"] > bk.train_memory(cand, ckpt, 2048, 500)["total"]
+    assert fp32["total"] > bf16["total"] > L4.train_memory(cand, ckpt, 2048, 500)["total"]

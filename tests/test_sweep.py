@@ -29,8 +29,9 @@ from arc_ttft.training import synthetic
 ray = pytest.importorskip("ray")  # requirements.txt installs it; the skip names the fix
 
 
-def _spec(tmp_path: Path, text: str) -> Path:
-    p = tmp_path / "spec.toml"
+def _spec(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / "spec.toml"
     p.write_text(text)
     return p
 
@@ -55,7 +56,7 @@ def test_a_bad_spec_is_refused_before_anything_starts_with_every_problem(tmp_pat
         'challenges = "arc1-simple"\n'
         '[arms.a]\nrun = { ttt_stepz = 3, model = "nope", output = "x" }\n'
         '[arms.b]\nrun = { views = 0 }\nfinetune = { data = ["arc1-train"], max_stepz = 1 }\n'
-        "[arms.c]\nrnu = {}\n",
+        "[arms.c]\nrnu = {}\n[arms.d]\nrun = 3\n",
     )
     with pytest.raises(ConfigError) as e:
         SW.read_spec(spec)
@@ -67,6 +68,7 @@ def test_a_bad_spec_is_refused_before_anything_starts_with_every_problem(tmp_pat
         "arms.b.run: views",
         "arms.b.finetune.max_stepz: unknown field",
         "arms.c.rnu: unknown field",
+        "arms.d.run: expected a table",
     ):
         assert want in text, (want, text)
 
@@ -330,6 +332,11 @@ def test_resume_after_the_head_is_killed_reruns_only_unfinished_jobs(tmp_path, r
     # a second run without --resume refuses to overwrite them
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "--resume" in proc.stderr
+    # nor does --resume with another spec mix two sweeps
+    other = _spec(tmp_path / "other", spec.read_text().replace("ttt_steps = 2", "ttt_steps = 3"))
+    changed = [*cmd[:-4], "--spec", str(other), "--output", str(out), "--resume"]
+    proc = subprocess.run(changed, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "not the one the sweep" in proc.stderr
     proc = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     records = [json.loads(x) for x in (out / "sweep.jsonl").read_text().splitlines()]

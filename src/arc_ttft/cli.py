@@ -300,7 +300,7 @@ _research_command(
 _research_command(
     "sweep",
     "Arms x seeds x shards of `arc-ttft run` as Ray tasks (here, or on a cluster with "
-    "--address); per-arm scores with a 95% interval over seeds.",
+    "--address); per-arm scores with a 95 percent interval over seeds.",
     "arc_ttft.research.sweep", "SweepConfig", "run_sweep", "markdown",
 )  # fmt: skip
 

@@ -261,10 +261,7 @@ def answer_tokens(task: Task, cfg: C.RunConfig) -> float:
     """Tokens one answer of ``task`` may take: the grid of ``answer_shape`` (the largest
     train output or test input, or what the task's size rule predicts), in digit rows,
     H x (W + 1), plus the end marker: what a trained model's answers mostly are."""
-    train = tuple(
-        (ex.input.shape, None if ex.output is None else ex.output.shape) for ex in task.train
-    )
-    h, w = _answer_grid(train, tuple(x.input.shape for x in task.test))
+    h, w = _answer_grid(*task.shapes)
     n = h * (w + 1) + 2
     return float(min(n, cfg.infer.max_new_tokens) if cfg.infer.max_new_tokens else n)
 

@@ -65,6 +65,16 @@ class Task:
     train: list[Example]
     test: list[Example]
 
+    @functools.cached_property
+    def shapes(self) -> tuple[tuple, tuple]:
+        """((input shape, output shape or None) per train pair, input shape per test input):
+        the planner prices answers from them thousands of times a run. Tasks are never
+        changed in place (a changed task is a new one), so computing them once is safe."""
+        train = tuple(
+            (ex.input.shape, None if ex.output is None else ex.output.shape) for ex in self.train
+        )
+        return train, tuple(ex.input.shape for ex in self.test)
+
 
 @dataclass
 class Problem:

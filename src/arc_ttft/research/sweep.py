@@ -101,20 +101,20 @@ class Arm:
 class SweepSpec:
     """What a sweep runs (the TOML spec, read by ``read_spec``)."""
 
-    challenges: str
-    arms: list[Arm]
-    solutions: str | None = None
-    tasks: list[str] = field(default_factory=list)
-    max_tasks: int | None = None
-    held_out: list[str] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=lambda: [0])
-    shards: int = 1
-    max_retries: int = 2
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    run: dict[str, Any] = field(default_factory=dict)
-    finetune: dict[str, Any] = field(default_factory=dict)
-    name: str = "sweep"
+    challenges: str  # the tasks every arm is scored on: bundled set, folder or file
+    arms: list[Arm]  # at least one
+    solutions: str | None = None  # their test outputs, when the source lacks them
+    tasks: list[str] = field(default_factory=list)  # only these ids
+    max_tasks: int | None = None  # only the first N (after tasks)
+    held_out: list[str] = field(default_factory=list)  # -holdout: of every fine-tune's data
+    seeds: list[int] = field(default_factory=lambda: [0])  # each arm runs once per seed
+    shards: int = 1  # jobs per (arm, seed): shard k of n takes every n-th task from k
+    max_retries: int = 2  # Ray's retries of a job whose process or node died
+    num_cpus: float = 1.0  # per job ([resources])
+    num_gpus: float = 0.0  # per job: 1 on a GPU cluster
+    run: dict[str, Any] = field(default_factory=dict)  # RunConfig fields every arm shares
+    finetune: dict[str, Any] = field(default_factory=dict)  # FinetuneConfig fields, shared
+    name: str = "sweep"  # the summary's title
 
 
 # ---------------------------------------------------------------------------------------
@@ -149,7 +149,14 @@ def read_spec(source: str | Path | dict) -> SweepSpec:
             continue
         errors += [f"arms.{name}.{k}: unknown field (run, finetune)" for k in table
                    if k not in ("run", "finetune")]  # fmt: skip
-        arms.append(Arm(name, dict(table.get("run", {})), table.get("finetune")))
+        ft = table.get("finetune")
+        arms.append(
+            Arm(
+                name,
+                _table(table.get("run", {}), f"arms.{name}.run", errors),
+                None if ft is None else _table(ft, f"arms.{name}.finetune", errors),
+            )
+        )
     if not arms:
         errors.append("arms: none (fix: add at least one [arms.NAME] table)")
     if "challenges" not in raw:
@@ -166,14 +173,21 @@ def read_spec(source: str | Path | dict) -> SweepSpec:
         max_retries=raw.get("max_retries", 2),
         num_cpus=resources.get("num_cpus", 1.0),
         num_gpus=resources.get("num_gpus", 0.0),
-        run=dict(raw.get("run", {})),
-        finetune=dict(raw.get("finetune", {})),
+        run=_table(raw.get("run", {}), "run", errors),
+        finetune=_table(raw.get("finetune", {}), "finetune", errors),
         name=str(raw.get("name", "sweep")),
     )
     errors += spec_problems(spec) if "challenges" in raw else _arm_problems(spec)
     if errors:
         raise ConfigError([f"{where}: {e}" for e in errors])
     return spec
+
+
+def _table(value: Any, where: str, errors: list[str]) -> dict:
+    if isinstance(value, dict):
+        return dict(value)
+    errors.append(f"{where}: expected a table of config fields, got {value!r}")
+    return {}
 
 
 def spec_problems(spec: SweepSpec) -> list[str]:
@@ -231,8 +245,6 @@ def _arm_problems(spec: SweepSpec) -> list[str]:
 
 
 def _field_problems(where: str, given: dict, known: dict, reserved: tuple) -> list[str]:
-    if not isinstance(given, dict):
-        return [f"{where}: expected a table of config fields"]
     out = []
     for k in given:
         if k in reserved:
@@ -544,8 +556,13 @@ def sweep(
     if results and not resume:
         raise ConfigError([f"output: {out} holds {len(results)} finished jobs of a sweep "
                            "(fix: --resume to keep them and run the rest, or a new --output)"])  # fmt: skip
+    resolved = json.loads(json.dumps(dataclasses.asdict(spec), default=str))
+    stored = out / "spec.json"
+    if results and stored.exists() and json.loads(stored.read_text()) != resolved:
+        raise ConfigError([f"spec: not the one the sweep in {out} started with (fix: resume "
+                           "with the same spec, or give a new --output)"])  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "spec.json", dataclasses.asdict(spec))
+    write_json_atomic(out / "spec.json", resolved)
     todo = [j for j in jobs if j.id not in results]
     failed = _run_on_ray(todo, results, spec, out, address, progress) if todo else 0
     return summarise(spec, out, tasks, jobs, jobs_run=len(todo), jobs_failed=failed)
