@@ -677,6 +677,12 @@ def group_of(task: Task) -> str:
         return next(name for limit, name in SIZE_BUCKETS if side <= limit)
 
 
+def _group_order(item: tuple[str, Any]) -> tuple[int, str]:
+    # size buckets smallest first, families by name
+    buckets = [name for _, name in SIZE_BUCKETS]
+    return (buckets.index(item[0]), "") if item[0] in buckets else (len(buckets), item[0])
+
+
 def summarise(
     spec: SweepSpec, out: Path, tasks: list[Task], jobs: list[Job], jobs_run: int, jobs_failed: int
 ) -> SweepResult:
@@ -729,7 +735,7 @@ def summarise(
                 solved=[r.score.solved_tasks if r.score else None for r in per_seed],
                 total=len(tasks),
                 failed_jobs=sum(len(r.failed_jobs) for r in per_seed),
-                groups=dict(sorted(groups.items())),
+                groups=dict(sorted(groups.items(), key=_group_order)),
             )
         )
     when = time.strftime("%Y-%m-%d %H:%M")
@@ -775,7 +781,7 @@ def summary_markdown(spec: SweepSpec, rows: list[ArmRow], n_tasks: int) -> str:
             f"{', '.join('-' if s is None else f'{s}/{r.total}' for s in r.solved)} | "
             f"{r.failed_jobs} |"
         )
-    names = sorted({g for r in rows for g in r.groups})
+    names = [g for g, _ in sorted({g: 0 for r in rows for g in r.groups}.items(), key=_group_order)]
     if names:
         lines += ["", "Solved per group (family or grid size), over all seeds:", "",
                   "| arm | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]  # fmt: skip
