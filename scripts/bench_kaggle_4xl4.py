@@ -9,6 +9,9 @@ then a simulated 12-hour run per worker (``simulate.simulate``: ``schedule.run_s
 fake clock) over its shard (``workers.shard_tasks``) of the 120 ARC-AGI-2 evaluation
 tasks. A model that does not fit with the defaults gets a second row with the cheapest
 of ``FALLBACKS`` that fits. The page says where every figure comes from.
+
+Over 500 lines: the page's text is a template here (about 160 lines), next to the rows and
+findings that fill it; the cost model is ``arc_ttft.research.l4_costs``.
 """
 
 from __future__ import annotations

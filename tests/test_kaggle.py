@@ -3,6 +3,8 @@ check and the environment report, the wheels' fit to the kernel, scripts/build_w
 
 (The wheels install and submit_config basics are in tests/test_notebooks.py.)
 Never a real /kaggle: KAGGLE_ROOT points at a temporary folder.
+
+Over 500 lines: every way the notebook's first cells can meet a Kaggle image has a case.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """The path Kaggle takes: several workers, stage faults, the clock, a binding budget.
 
 Each test here failed on the pipeline before the fix it names.
+
+Over 500 lines: one test per fault a Kaggle run met or could meet (a killed worker, a hung
+load, an abandoned call, a binding budget), each with its set-up.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ import pytest
 
 from arc_ttft import cli
 from arc_ttft.config import ConfigError
-from arc_ttft.research import sweep as SW
+from arc_ttft.research import sweep_spec as SP
+from arc_ttft.research import sweep_summary as SS
 from arc_ttft.training import synthetic
 
 ray = pytest.importorskip("ray")  # requirements.txt installs it; the skip names the fix
@@ -59,7 +60,7 @@ def test_a_bad_spec_is_refused_before_anything_starts_with_every_problem(tmp_pat
         "[arms.c]\nrnu = {}\n[arms.d]\nrun = 3\n",
     )
     with pytest.raises(ConfigError) as e:
-        SW.read_spec(spec)
+        SP.read_spec(spec)
     text = "\n".join(e.value.problems)
     for want in (
         "arms.a.run.ttt_stepz: unknown field",
@@ -74,7 +75,7 @@ def test_a_bad_spec_is_refused_before_anything_starts_with_every_problem(tmp_pat
 
 
 def test_the_plan_shards_tasks_and_shares_one_finetune_per_seed(tmp_path):
-    spec = SW.read_spec(
+    spec = SP.read_spec(
         {
             "challenges": "arc1-simple",
             "held_out": ["arc1-eval-small"],
@@ -89,7 +90,7 @@ def test_the_plan_shards_tasks_and_shares_one_finetune_per_seed(tmp_path):
         }
     )
     ids = [f"t{i}" for i in range(5)]
-    jobs = SW.plan_jobs(spec, tmp_path, ids)
+    jobs = SP.plan_jobs(spec, tmp_path, ids)
     fts = [j for j in jobs if j.kind == "finetune"]
     runs = [j for j in jobs if j.kind == "run"]
     assert len(fts) == 2 and len(runs) == 3 * 2 * 2  # one fine-tune per seed, shared
@@ -98,21 +99,21 @@ def test_the_plan_shards_tasks_and_shares_one_finetune_per_seed(tmp_path):
     assert {j.flat["seed"] for j in fts} == {0, 3} and fts[0].scored == ids
     mine = [j for j in runs if j.arm == "mix-ttt8" and j.seed == 3]
     assert [j.flat["tasks"] for j in mine] == [["t0", "t2", "t4"], ["t1", "t3"]]
-    assert all(j.needs == f"finetune/{SW.finetune_key(spec, spec.arms[0])}/s3" for j in mine)
+    assert all(j.needs == f"finetune/{SP.finetune_key(spec, spec.arms[0])}/s3" for j in mine)
     assert all(j.needs is None for j in runs if j.arm == "base")
 
 
 def test_interval_and_groups():
-    mean, low, high = SW.interval([0.5, 0.7])
+    mean, low, high = SS.interval([0.5, 0.7])
     assert mean == pytest.approx(0.6)
     assert low == pytest.approx(0.6 - 12.706 * 0.1414213 / 1.4142136, rel=1e-5)
-    assert SW.interval([0.4])[1:] == (None, None)
+    assert SS.interval([0.4])[1:] == (None, None)
     from arc_ttft.tasks import load_tasks
 
     task = load_tasks("arc1-simple", None).tasks[0]
-    assert SW.group_of(task).startswith("sides")
+    assert SS.group_of(task).startswith("sides")
     ch, _ = synthetic.generate(1, 5, ["flip_h"], 2, 3)
-    assert SW.group_of(type(task)(next(iter(ch)), [], [])) == "flip_h"
+    assert SS.group_of(type(task)(next(iter(ch)), [], [])) == "flip_h"
 
 
 # ---------------------------------------------------------------------------------------

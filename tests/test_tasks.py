@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from arc_ttft.bundled_sets import BUNDLED_SETS
 from arc_ttft.tasks import (
-    BUNDLED_SETS,
     Example,
     Problem,
     Task,
@@ -45,7 +45,7 @@ def _task(train=None, test=None) -> dict:
 
 
 def test_the_real_subsets_are_what_they_say():
-    from arc_ttft.tasks import ARC1_SIMPLE_IDS
+    from arc_ttft.bundled_sets import ARC1_SIMPLE_IDS
 
     simple = load_tasks("arc1-simple").tasks
     assert sorted(t.id for t in simple) == sorted(ARC1_SIMPLE_IDS)

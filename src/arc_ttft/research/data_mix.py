@@ -68,6 +68,7 @@ def data_mix_experiment(
     It runs as one ``arc-ttft sweep`` (Ray: here, or the cluster at ``address``): two arms
     per mix, one without TTT and one with, sharing the mix's fine-tune."""
     from arc_ttft.research import sweep
+    from arc_ttft.research.sweep_spec import read_spec
 
     work = Path(work_dir)
     mixes = mixes or default_mixes(train_set, eval_set)
@@ -80,7 +81,7 @@ def data_mix_experiment(
         for name, data in mixes.items()
         for steps in (0, ttt_steps)
     }
-    spec = sweep.read_spec(
+    spec = read_spec(
         {
             "name": "data mix",
             "challenges": eval_set,

@@ -161,11 +161,12 @@ def run_arms(
     """Every arm as one ``arc-ttft sweep`` (Ray: here, or the cluster at ``address``),
     each arm's tasks split into ``shards`` jobs; the same results as ``run_arm`` per arm."""
     from arc_ttft.research import sweep
+    from arc_ttft.research.sweep_spec import read_spec
 
     work = Path(work_dir)
     challenges, solutions = held_out.write(work / "data")
     shared = {**HARNESS_DEFAULTS, **(base or {})}
-    spec = sweep.read_spec(
+    spec = read_spec(
         {
             "name": f"harness {held_out.name}",
             "challenges": str(challenges),

@@ -14,7 +14,7 @@ def mix_problems(items: list[str]) -> list[str]:
     """Problems of a ``--data`` mix (FinetuneConfig.data), one line each."""
     import os
 
-    from arc_ttft.tasks import BUNDLED_SETS  # numpy only, no torch
+    from arc_ttft.bundled_sets import BUNDLED_SETS  # numpy only, no torch
 
     out = []
     for item in items:
