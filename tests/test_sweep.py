@@ -387,3 +387,10 @@ def test_the_harness_runs_its_arms_through_sweep(tmp_path):
     assert rows[0]["ttt_tasks"] == 0
     jobs = list((tmp_path / "work" / "sweeps").glob("*/jobs/*/s0/shard*/result.json"))
     assert len(jobs) == 4
+
+
+def test_without_ray_the_sweep_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    spec = _spec(tmp_path, 'challenges = "arc1-simple"\nmax_tasks = 1\n[arms.a]\nrun = {}\n')
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    rc = cli.main(["sweep", "--spec", str(spec), "--output", str(tmp_path / "out")])
+    assert rc == 2 and "pip install -e '.[sweep]'" in capsys.readouterr().err
