@@ -108,6 +108,7 @@ def test_interval_and_groups():
     assert mean == pytest.approx(0.6)
     assert low == pytest.approx(0.6 - 12.706 * 0.1414213 / 1.4142136, rel=1e-5)
     assert SS.interval([0.4])[1:] == (None, None)
+    assert SS.interval([0.0, 1.0])[1:] == (0.0, 1.0)  # a score's interval stays in [0, 1]
     from arc_ttft.tasks import load_tasks
 
     task = load_tasks("arc1-simple", None).tasks[0]

@@ -76,14 +76,15 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def interval(values: list[float]) -> tuple[float, float | None, float | None]:
-    """Mean and 95% interval (Student's t) of per-seed scores; no interval for one seed."""
+    """Mean and 95% interval (Student's t, clipped to [0, 1]) of per-seed scores; no
+    interval for one seed."""
     n = len(values)
     mean = sum(values) / n
     if n < 2:
         return mean, None, None
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = (T975[n - 2] if n - 1 <= len(T975) else 1.96) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+    return mean, max(0.0, mean - half), min(1.0, mean + half)  # a score lies in [0, 1]
 
 
 def group_of(task: Task) -> str:
