@@ -104,9 +104,13 @@ def test_the_plan_shards_tasks_and_shares_one_finetune_per_seed(tmp_path):
 
 
 def test_interval_and_groups():
-    mean, low, high = SS.interval([0.5, 0.7])
-    assert mean == pytest.approx(0.6)
-    assert low == pytest.approx(0.6 - 12.706 * 0.1414213 / 1.4142136, rel=1e-5)
+    mean, low, high = SS.interval([0.5, 0.52])
+    assert mean == pytest.approx(0.51)
+    half = 12.706 * 0.0141421 / 1.4142136  # t(0.975, 1 df) x sd / sqrt(n)
+    assert (low, high) == (
+        pytest.approx(0.51 - half, rel=1e-4),
+        pytest.approx(0.51 + half, rel=1e-4),
+    )
     assert SS.interval([0.4])[1:] == (None, None)
     assert SS.interval([0.0, 1.0])[1:] == (0.0, 1.0)  # a score's interval stays in [0, 1]
     from arc_ttft.tasks import load_tasks
