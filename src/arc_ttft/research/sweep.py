@@ -215,6 +215,8 @@ def sweep(
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "spec.json", resolved)
     todo = [j for j in jobs if j.id not in results]
+    for job in todo:  # a killed sweep's marks would count its queued jobs as running
+        (Path(job.folder) / "started").unlink(missing_ok=True)
     failed = _run_on_ray(todo, results, spec, out, address, progress) if todo else 0
     return summarise(spec, out, tasks, jobs, jobs_run=len(todo), jobs_failed=failed)
 
@@ -240,7 +242,7 @@ def _run_on_ray(
         for job in todo:  # fine-tunes come first: a run passes its fine-tune's ref (or result)
             dep = None if job.needs is None else refs.get(job.needs, results.get(job.needs))
             refs[job.id] = task.remote(dataclasses.asdict(job), dep)
-        by_ref = {ref: job for job in todo for ref in [refs[job.id]]}
+        by_ref = {refs[job.id]: job for job in todo}
         # the bar only on a terminal: logs and CI get the one line per job alone
         bar = tqdm(total=len(todo), desc="sweep jobs", unit="job",
                    disable=not (progress and sys.stderr.isatty()))  # fmt: skip
@@ -263,10 +265,7 @@ def _run_on_ray(
                     line = f"failed {job.id}: {_last_error_line(error)}"
                 results[job.id] = result
                 append_jsonl(out / "sweep.jsonl", {"event": "job", **result})
-                running = sum(
-                    (Path(j.folder) / "started").exists() and j.id not in results
-                    for j in by_ref.values()
-                )
+                running = sum((Path(j.folder) / "started").exists() for j in by_ref.values())
                 left = len(by_ref)
                 tqdm.write(
                     f"[sweep] {line}  (done {done}, running {running}, failed {failed}, "

@@ -299,7 +299,7 @@ def plan_jobs(spec: SweepSpec, output: str | Path, task_ids: list[str]) -> list[
                         {**ft, "data": data, "seed": seed, "output": str(folder / "out")},
                         seed,
                         scored=list(task_ids),
-                    ),  # fmt: skip
+                    ),
                 )
             for k in range(n):
                 folder = out / "jobs" / slug(arm.name) / f"s{seed}" / f"shard{k}"
