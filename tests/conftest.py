@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import os
 import tempfile
+import time
+
+import pytest
 
 _TMP = tempfile.mkdtemp(prefix="arc-ttft-tests-")
 for _k, _v in {
@@ -23,3 +28,32 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # One worker per core (README: pytest -n 2): one thread each, or torch in two workers
     # oversubscribes the cores. Set before torch is imported; subprocesses inherit it.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _alone_when_timed(request):
+    """Under `pytest -n 2` a test marked `alone` (what it asserts depends on the machine's
+    speed: a budget's plan, a timing) runs with no test beside it; the others share the
+    cores as usual. Shared flock: normal tests; exclusive: `alone` tests, which first post
+    a mark so that the other worker starts no new test while they wait."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:  # one process: every test is alone already
+        yield
+        return
+    base = os.path.join(tempfile.gettempdir(), f"arc-ttft-alone-{run}")
+    mark = f"{base}.wait.{os.environ.get('PYTEST_XDIST_WORKER', 'gw')}"
+    alone = request.node.get_closest_marker("alone") is not None
+    with open(base + ".lock", "a") as lock:
+        if alone:
+            open(mark, "a").close()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        else:
+            while glob.glob(base + ".wait.*"):
+                time.sleep(0.2)
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            if alone and os.path.exists(mark):
+                os.remove(mark)
+            fcntl.flock(lock, fcntl.LOCK_UN)
