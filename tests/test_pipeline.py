@@ -104,7 +104,6 @@ def test_fault_in_one_task_leaves_the_others(tmp_path, monkeypatch):
             assert results.read_ttt(out, t.id)["adapter"]
 
 
-@pytest.mark.alone
 def test_short_budget_with_slow_steps_ends_on_time(tmp_path, monkeypatch):
     real = ttt_samples.answer_loss
 

@@ -397,7 +397,6 @@ N_BINDING = 20
 
 
 @pytest.mark.slow
-@pytest.mark.alone
 def test_binding_budget_infers_every_task_first(tmp_path):
     """The measured defect: with 4 minutes for 40 tasks and 200 TTT steps each, TTT ate
     the inference reserve and only 18 of 40 tasks reached inference."""

@@ -376,7 +376,6 @@ def test_kaggle_pair_loads_with_tasks_module(tmp_path):
         assert np.array_equal(np.asarray(t.test[0].output), np.array(solutions[t.id][0]))
 
 
-@pytest.mark.alone
 def test_generator_is_fast():
     start = time.perf_counter()
     challenges, _ = generate(1000, seed=0, min_size=3, max_size=12)

@@ -75,7 +75,6 @@ def test_the_real_subsets_are_what_they_say():
         ("arc1-eval-small-b", 38, "03560426"),
     ],
 )
-@pytest.mark.alone
 def test_bundled_sets_load_fast_with_every_solution(name, count, first):
     t0 = time.perf_counter()
     r = load_tasks(name)
