@@ -229,7 +229,7 @@ def _solo_score(challenges: Path, overrides: dict, out: Path) -> str:
             *flags,
             "--output",
             str(out),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -266,7 +266,7 @@ def test_a_four_arm_sweep_on_two_nodes_survives_losing_one_and_matches_solo_runs
             str(out),
             "--address",
             two_node_cluster["address"],
-        ],  # fmt: skip
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -377,7 +377,7 @@ def test_the_harness_runs_its_arms_through_sweep(tmp_path):
             str(record),
             "--markdown",
             str(page),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=600,

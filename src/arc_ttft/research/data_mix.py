@@ -92,7 +92,7 @@ def data_mix_experiment(
                 "probe_tasks": 0,
                 "budget_minutes": 30.0,
                 **(run_overrides or {}),
-            },  # fmt: skip
+            },
             "arms": arms,
         }
     )

@@ -24,7 +24,7 @@ from typing import Any
 
 from arc_ttft import config as C
 from arc_ttft import pipeline
-from arc_ttft.events import read_events
+from arc_ttft.research.sweep_summary import ttt_final_losses
 from arc_ttft.training import synthetic
 
 # Families the arc-nano base misses without TTT: where TTT has to earn its keep.
@@ -139,11 +139,7 @@ def run_arm(
     t0 = time.monotonic()
     result = pipeline.run(cfg, progress=False)
     seconds = time.monotonic() - t0
-    losses = [
-        e["final_loss"]
-        for e in read_events(result.output / "run.jsonl")
-        if e["stage"] == "ttt" and e.get("steps") and e.get("final_loss") is not None
-    ]
+    losses = ttt_final_losses(result.output)
     return _arm_result(
         name, overrides, held_out, cfg.model.model, result.score, seconds, losses, result.faults
     )
@@ -193,7 +189,7 @@ def run_arms(
                 run.seconds,
                 run.ttt_losses,
                 run.faults,
-            )  # fmt: skip
+            )
         )
     return results
 

@@ -36,7 +36,6 @@ from typing import Any
 
 from arc_ttft import config as C
 from arc_ttft.config import ConfigError, option
-from arc_ttft.events import read_events
 from arc_ttft.research.sweep_spec import (
     Job,
     SweepSpec,
@@ -47,7 +46,7 @@ from arc_ttft.research.sweep_spec import (
     spec_problems,
     write_json_atomic,
 )
-from arc_ttft.research.sweep_summary import SweepResult, append_jsonl, summarise
+from arc_ttft.research.sweep_summary import SweepResult, append_jsonl, summarise, ttt_final_losses
 
 RAY_MISSING = (
     "arc-ttft sweep needs Ray, which is not installed (fix: pip install -e '.[sweep]', "
@@ -102,11 +101,7 @@ def execute(job: Job) -> dict:
 
         cfg = C.validate(C.from_flat(C.RunConfig, job.flat))
         res = pipeline.run(cfg, progress=False)
-        losses = [
-            e["final_loss"]
-            for e in read_events(res.output / "run.jsonl")
-            if e["stage"] == "ttt" and e.get("steps") and e.get("final_loss") is not None
-        ]
+        losses = ttt_final_losses(res.output)
         result = {
             **base,
             "tasks": list(cfg.data.tasks),

@@ -288,8 +288,9 @@ def plan_jobs(spec: SweepSpec, output: str | Path, task_ids: list[str]) -> list[
                 data = ft.get("data", [])
                 data = [d.strip() for d in data.split(",")] if isinstance(data, str) else list(data)
                 data += [f"-holdout:{h}" for h in spec.held_out]
-                ft_id = f"finetune/{finetune_key(spec, arm)}/s{seed}"
-                folder = out / "finetune" / f"{finetune_key(spec, arm)}-s{seed}"
+                key = finetune_key(spec, arm)
+                ft_id = f"finetune/{key}/s{seed}"
+                folder = out / "finetune" / f"{key}-s{seed}"
                 jobs.setdefault(
                     ft_id,
                     Job(

@@ -65,6 +65,17 @@ class SweepResult:
     jobs_failed: int
 
 
+def ttt_final_losses(run_dir: str | Path) -> list[float]:
+    """The final TTT loss of every task a run trained (its ``run.jsonl``)."""
+    from arc_ttft.events import read_events
+
+    return [
+        e["final_loss"]
+        for e in read_events(Path(run_dir) / "run.jsonl")
+        if e["stage"] == "ttt" and e.get("steps") and e.get("final_loss") is not None
+    ]
+
+
 def append_jsonl(path: Path, record: dict) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record, default=str) + "\n")
