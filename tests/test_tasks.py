@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arc_ttft.bundled_sets import BUNDLED_SETS
+from arc_ttft.bundled_sets import ARC1_SIMPLE_IDS, BUNDLED_SETS
 from arc_ttft.tasks import (
     Example,
     Problem,
@@ -58,6 +58,8 @@ def test_the_real_subsets_are_what_they_say():
     bigger = [t for t in every if all(max(ex.input.shape + ex.output.shape) <= 10
                                       for ex in t.train + t.test)]  # fmt: skip
     assert [t.id for t in bigger] == [t.id for t in small]
+    tuning = {t.id for t in load_tasks("arc1-train-small").tasks}
+    assert not tuning & set(ARC1_SIMPLE_IDS)  # the held-out tasks stay out of tuning
     halves = [{t.id for t in load_tasks(f"arc1-eval-small-{h}").tasks} for h in "ab"]
     assert not halves[0] & halves[1] and halves[0] | halves[1] == {t.id for t in small}
 
@@ -73,6 +75,7 @@ def test_the_real_subsets_are_what_they_say():
         ("arc1-eval-small", 77, "00576224"),
         ("arc1-eval-small-a", 39, "00576224"),
         ("arc1-eval-small-b", 38, "03560426"),
+        ("arc1-train-small", 164, "007bbfb7"),
     ],
 )
 def test_bundled_sets_load_fast_with_every_solution(name, count, first):

@@ -24,6 +24,7 @@ class BundledSet:
     count: int  # number of tasks
     description: str
     ids: tuple[str, ...] | None = None  # only these tasks of the split(s)
+    exclude_ids: tuple[str, ...] = ()  # never these
     max_side: int | None = None  # only tasks whose every grid is at most this on a side
     half: int | None = None  # 0 or 1: every other task of the set in sorted-id order
 
@@ -57,6 +58,17 @@ BUNDLED_SETS: dict[str, BundledSet] = {
         "ARC-AGI-1 evaluation tasks whose every grid is at most 10x10",
         max_side=10,
     ),
+    # A tuning set for TTT settings: arc-nano trained on generated tasks only, so these
+    # real tasks are unseen by it, and choosing settings on them leaves the held-out sets
+    # clean (arc-nano2 did train on arc1-train: do not tune it here).
+    "arc1-train-small": BundledSet(
+        "arcagi_aa922be.json",
+        "train",
+        164,
+        "ARC-AGI-1 training tasks whose every grid is at most 10x10, arc1-simple left out",
+        max_side=10,
+        exclude_ids=ARC1_SIMPLE_IDS,
+    ),
     # The two halves of arc1-eval-small (every other task by sorted id), for data-mix arms
     # that train on one half and are scored on the other (benchmarks/learning.md).
     **{
@@ -86,6 +98,7 @@ def bundled_raw(name: str) -> list[tuple[str, Any]]:
     raw = [item for split in s.split.split("+") for item in data[split].items()]
     if s.ids is not None:
         raw = [(tid, t) for tid, t in raw if tid in s.ids]
+    raw = [(tid, t) for tid, t in raw if tid not in s.exclude_ids]
     if s.max_side is not None:
         raw = [(tid, t) for tid, t in raw if max_side(t) <= s.max_side]
     if s.half is not None:
