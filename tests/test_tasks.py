@@ -45,7 +45,6 @@ def _task(train=None, test=None) -> dict:
 
 
 def test_the_real_subsets_are_what_they_say():
-    from arc_ttft.bundled_sets import ARC1_SIMPLE_IDS
 
     simple = load_tasks("arc1-simple").tasks
     assert sorted(t.id for t in simple) == sorted(ARC1_SIMPLE_IDS)
