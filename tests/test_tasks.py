@@ -45,7 +45,6 @@ def _task(train=None, test=None) -> dict:
 
 
 def test_the_real_subsets_are_what_they_say():
-
     simple = load_tasks("arc1-simple").tasks
     assert sorted(t.id for t in simple) == sorted(ARC1_SIMPLE_IDS)
     train = {t.id for t in load_tasks("arc1-train").tasks}
