@@ -65,6 +65,27 @@ def test_requests_leave_room_for_the_whole_answer(arc1_eval, tok, tid):
         assert len(req.prompt_ids) + req.max_new_tokens <= 8192
 
 
+def test_a_binding_budget_caps_answers_at_the_predicted_grid(arc1_eval, tok):
+    """When TTT was cut to keep the reserve, answers stop at the predicted grid's tokens
+    (what the reserve priced) rather than running on to 30x30."""
+    t = arc1_eval[SCALE_UP[0]]
+    views = selection.task_views(t, 4)
+    args = ([t], {t.id: views}, "digits", tok, {}, InferConfig(views=4))
+    free, _ = selection.build_requests(*args, max_seq_len=8192)
+    capped, _ = selection.build_requests(*args, max_seq_len=8192, predicted_cap=True)
+    largest = generation_cap(0, None, "digits", tok)
+    assert all(req.max_new_tokens == largest for _, req in free)
+    for (key, req), (_, same) in zip(capped, free):
+        vt = augment.apply_task(key.view, t)
+        examples = [(ex.input, ex.output) for ex in vt.train]
+        cap = query_cap(examples, vt.test[key.test_index].input, "digits", tok)
+        assert req.max_new_tokens == cap < largest
+        assert req.prompt_ids == same.prompt_ids
+        # the prediction still holds the whole answer (a scale-up: the size rule's grid)
+        truth = augment.apply_grid(key.view, t.test[key.test_index].output)
+        assert req.max_new_tokens >= _answer_tokens(truth, tok)
+
+
 def test_generation_cap_never_passes_the_room():
     largest = generation_cap(0, None, "digits")
     assert largest >= 30 * 31 + 1  # a 30x30 answer: rows and newlines, then the end

@@ -15,7 +15,11 @@ task with no inference scores nothing, whatever its TTT):
 2. **TTT**: before every task, ``budget.plan_steps`` gives the remaining tasks their
    steps so that their TTT plus the inference reserve of *all* tasks fits.
 3. **inference** in chunks sized from the measured cost and the time left; the
-   submission is published after every chunk. A chunk that does not fit is tried task
+   submission is published after every chunk. When the budget bound TTT, answers stop
+   at the predicted grid's length, what the reserve priced: answers that do not stop
+   run on to 30x30 and take the time of the tasks after them (measured: the tiny
+   model's adapters on 20 small tasks, a chunk of 10 averaging 165 tokens, the other 10
+   tasks left without their adapter's inference). A chunk that does not fit is tried task
    by task; a hung chunk costs that chunk only (the backend is rebuilt).
 
 Faults of a stage (a model that cannot load, an exception in a task) are logged as
@@ -71,11 +75,17 @@ class ShardOps(Protocol):
     def load_backend(self) -> None: ...
 
     def infer(
-        self, tasks: list[Task], adapters: dict[str, str | None], timeout_s: float, base: bool
+        self,
+        tasks: list[Task],
+        adapters: dict[str, str | None],
+        timeout_s: float,
+        base: bool,
+        predicted_cap: bool = False,
     ) -> float | None:
         """Answer ``tasks`` and store the answers (``base``: as base-model answers);
-        raise ``budget.DeadlineExceeded`` after ``timeout_s``. Returns the mean tokens of
-        the answers written (None when not known)."""
+        raise ``budget.DeadlineExceeded`` after ``timeout_s``. ``predicted_cap``: answers
+        stop at the predicted grid's length (what the reserve priced), not at 30x30.
+        Returns the mean tokens of the answers written (None when not known)."""
         ...
 
     def close_backend(self) -> None: ...
@@ -93,6 +103,7 @@ class ShardReport:
     inferred: list[str] = field(default_factory=list)  # tasks answered with their adapter
     probed: list[str] = field(default_factory=list)  # tasks answered by the base model first
     faults: list[str] = field(default_factory=list)  # one line per fault
+    budget_bound: bool = False  # TTT was cut (or skipped) somewhere to keep the reserve
 
 
 # ---------------------------------------------------------------------------------------
@@ -206,8 +217,9 @@ def run_shard(
             t for t in infer_todo if t.id in probed
         ]
         report.inferred += _infer(
-            cfg, ops, guard, cost, events, report, infer_todo, adapters, base=False
-        )
+            cfg, ops, guard, cost, events, report, infer_todo, adapters, base=False,
+            predicted_cap=report.budget_bound,
+        )  # fmt: skip
         ops.close_backend()
     return report
 
@@ -263,6 +275,8 @@ def _train(cfg, ops, guard, cost, events, report, tokens, todo, infer_todo, adap
         plan = B.plan_steps(remaining, guard, cost, cfg.ttt.ttt_steps, reserve_seconds=res)
         steps = plan.steps.get(task.id, 0)
         events.log("budget", task=task.id, **plan.figures(task.id))
+        if any(d != "full" for d in plan.decisions.values()):
+            report.budget_bound = True
         if steps <= 0:
             adapters[task.id] = None
             continue
@@ -334,10 +348,21 @@ def _task_guard(step_guard, clock, planned_seconds, free_seconds, cost, tokens):
 
 
 def _infer(
-    cfg, ops, guard, cost, events, report, todo, adapters, *, base: bool, until: float = math.inf
+    cfg,
+    ops,
+    guard,
+    cost,
+    events,
+    report,
+    todo,
+    adapters,
+    *,
+    base: bool,
+    until: float = math.inf,
+    predicted_cap: bool = False,
 ) -> list[str]:
     """Chunks of ``todo`` while they fit (and, for the probe, end before ``until`` on the
-    clock); returns the ids answered."""
+    clock); returns the ids answered. ``predicted_cap``: passed to ``ops.infer``."""
     done: list[str] = []
     rebuilds = 0
     todo = list(todo)
@@ -366,7 +391,8 @@ def _infer(
             continue
         t0 = guard.clock.now()
         try:
-            written = ops.infer(part, adapters, chunk_timeout(est, cfg, guard, writes), base)
+            timeout = chunk_timeout(est, cfg, guard, writes)
+            written = ops.infer(part, adapters, timeout, base, predicted_cap)
         except Exception as e:  # noqa: BLE001 - the chunk falls back, the run goes on
             _fault(events, report, "inference", e, tasks=[t.id for t in part], base=base)
             if isinstance(e, B.DeadlineExceeded):

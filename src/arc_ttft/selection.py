@@ -259,6 +259,7 @@ def build_requests(
     max_seq_len: int | None = None,
     sampling: str | None = None,
     deadline: float | None = None,
+    predicted_cap: bool = False,
 ) -> tuple[list[tuple[RequestKey, Request]], dict[tuple[str, int], int]]:
     """One request per (task, test input, view); also the views skipped per test input.
 
@@ -269,7 +270,8 @@ def build_requests(
     With ``max_seq_len`` the prompt drops train pairs to leave room for ``query_cap`` (as
     TTT did), and a prompt that still leaves no room is skipped (counted) rather than
     failing the batch. The generation cap is ``cfg.max_new_tokens``, else
-    ``generation_cap``: a 30x30 answer where the context has room for one.
+    ``generation_cap``: a 30x30 answer where the context has room for one; with
+    ``predicted_cap`` (a budget that binds), ``query_cap``: the answer the reserve priced.
     """
     stops = stop_ids(tokenizer)
     how = request_fields(cfg, sampling or resolve_sampling(cfg), deadline)
@@ -284,7 +286,7 @@ def build_requests(
                 )
                 ids = _prompt_ids(prompt, tokenizer)
                 room = None if max_seq_len is None else max_seq_len - len(ids)
-                if cfg.max_new_tokens:  # the user's cap, as given
+                if cfg.max_new_tokens or predicted_cap:  # the user's cap, or the priced one
                     new = cap if room is None else min(cap, room)
                 else:
                     new = generation_cap(cap, room, fmt, tokenizer)
@@ -583,6 +585,7 @@ def predict_tasks(
     adapter_transforms: str = "dihedral",
     deadline: float | None = None,
     measured: dict[str, Any] | None = None,
+    predicted_cap: bool = False,
 ) -> dict[str, list[Selection]]:
     """Views -> one generate call -> parse/invert/vote -> (re-score) for ``tasks``.
 
@@ -594,7 +597,8 @@ def predict_tasks(
     one Selection per test input, in test order. ``measured`` (a dict) receives
     ``answer_tokens``: the mean length of the generated answers (under DFS, the tokens
     walked per view: the backend's nodes), what the budget's cost model measures
-    inference against.
+    inference against. ``predicted_cap``: answers stop at the predicted grid's tokens
+    (``build_requests``).
     """
     adapters = adapters or {}
     t0 = time.monotonic()
@@ -606,7 +610,7 @@ def predict_tasks(
     }
     views = {t.id: task_views(t, cfg.views, seed, transforms[t.id]) for t in tasks}
     keyed, skipped = build_requests(
-        tasks, views, fmt, tokenizer, adapters, cfg, max_seq_len, sampling, deadline
+        tasks, views, fmt, tokenizer, adapters, cfg, max_seq_len, sampling, deadline, predicted_cap
     )
     if cfg.base_votes:
         # The same prompts without the adapter; same keys, so collect() pools the votes.

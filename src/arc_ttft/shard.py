@@ -152,7 +152,9 @@ class ShardWork:
             vocab=len(self.backend.tokenizer),
         )  # fmt: skip
 
-    def infer(self, tasks: list[Task], adapters, timeout_s: float, base: bool) -> float | None:
+    def infer(
+        self, tasks: list[Task], adapters, timeout_s: float, base: bool, predicted_cap: bool = False
+    ) -> float | None:
         from arc_ttft import selection
 
         backend = self.backend
@@ -168,7 +170,7 @@ class ShardWork:
                 {} if base else {t.id: adapters.get(t.id) for t in tasks}, self.max_seq_len,
                 seed=self.cfg.ttt.seed, events=self.events,
                 adapter_transforms=self.cfg.ttt.ttt_transforms, deadline=dfs_deadline,
-                measured=measured,
+                measured=measured, predicted_cap=predicted_cap,
             ),
             timeout_s,
             cancel,

@@ -38,6 +38,9 @@ class TrueCosts:
     # The probe's base-model answers (or DFS walks) stop at this share of the planned
     # length; adapters' run whole. Its chunks cost PER_PROMPT_SHARE + the rest x this.
     probe_share: float = 1.0
+    # Adapters' answers run to this share of the planned length (> 1: answers that do not
+    # stop), except when the schedule caps them at the prediction (a binding budget).
+    adapter_share: float = 1.0
     # Inference per answer token grows with the prompt (attention over a longer context,
     # a longer prefill): x (1 + prompt tokens / context_tokens). The planner prices answer
     # tokens only, so this truth is not its own formula. 0: no growth.
@@ -89,12 +92,16 @@ class FakeShard:
     def load_backend(self) -> None:
         self.clock.advance(self.costs.load_seconds * self._jit())
 
-    def infer(self, tasks: list[Task], adapters, timeout_s: float, base: bool) -> float | None:
+    def infer(
+        self, tasks: list[Task], adapters, timeout_s: float, base: bool, predicted_cap: bool = False
+    ) -> float | None:
         if self.hang_once and len(tasks) > 1:
             self.hang_once = False
             self.clock.advance(timeout_s)
             raise B.DeadlineExceeded(f"simulated hang after {timeout_s:.0f} s")
-        share = self.costs.probe_share if base else 1.0
+        share = self.costs.probe_share if base else self.costs.adapter_share
+        if predicted_cap:
+            share = min(share, 1.0)
         truth = sum(
             self.costs.gen_per_token
             * _raw_workload([t], self.cfg, base)
