@@ -657,6 +657,7 @@ def predict_tasks(
             scorer=scorer,
             dfs_nodes=_dfs_nodes(backend) - nodes0 if sampling == "dfs" else None,
             answer_tokens=None if answer_tokens is None else round(answer_tokens, 1),
+            predicted_cap=predicted_cap,
             backend=getattr(backend, "name", type(backend).__name__),
         )
     return selections
