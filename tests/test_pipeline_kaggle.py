@@ -466,9 +466,9 @@ def test_binding_budget_infers_every_task_first(tmp_path, one_torch_thread):
 def test_a_killed_worker_is_replaced_and_the_submission_is_always_whole(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "arc_ttft", "run", "--output", str(out), "--max-tasks", "7",
-            "--workers", "2", "--budget-minutes", "1.25", "--ttt-steps", "1000",
+            "--workers", "2", "--budget-minutes", "2", "--ttt-steps", "1000",
             "--max-seq-len", "1024"]  # fmt: skip
-    # 1000 steps a task: the budget binds, so the workers are still busy at 20 s.
+    # 1000 steps a task: the budget binds, so the workers are still busy at 30 s.
     for k, v in SMALL.items():
         if k not in ("ttt_steps", "budget_minutes", "max_seq_len"):
             args += ["--" + k.replace("_", "-"), str(v)]
@@ -498,11 +498,11 @@ def test_a_killed_worker_is_replaced_and_the_submission_is_always_whole(tmp_path
         time.sleep(0.05)
     th = threading.Thread(target=reader, daemon=True)
     th.start()
-    time.sleep(max(0.0, 20 - (time.monotonic() - t0)))
+    time.sleep(max(0.0, 30 - (time.monotonic() - t0)))
     workers = subprocess.run(
         ["pgrep", "-f", f"arc_ttft.workers {out}"], capture_output=True, text=True
     ).stdout.split()
-    assert workers, "no worker alive at 20 s"
+    assert workers, "no worker alive at 30 s"
     os.kill(int(workers[0]), signal.SIGKILL)
     rc = proc.wait(timeout=240)
     took = time.monotonic() - t0
@@ -510,7 +510,7 @@ def test_a_killed_worker_is_replaced_and_the_submission_is_always_whole(tmp_path
     th.join()
     assert rc == 0
     assert problems == []
-    assert took <= 75
+    assert took <= 120
     events = read_events(out / "run.jsonl")
     assert any(e["stage"] == "fault" and e.get("where") == "worker" for e in events)
     assert any(e["stage"] == "worker_restart" for e in events)
