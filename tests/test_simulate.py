@@ -92,6 +92,13 @@ def test_answers_that_run_on_stop_at_the_prediction_when_the_budget_binds(monkey
     r = S.simulate(tasks, cfg, ample, runs=2, seed=5)
     assert r.mean_inferred == 1.0 and r.mean_steps == 32
     assert calls and not any(cap for _, cap in calls)
+    # A prior 4x too slow cuts the first task's plan; the measured speed then leaves time
+    # to spare, and the latest plan (all full) decides: no answer capped.
+    calls.clear()
+    slow = S.simulate(tasks, cfg, ample, runs=2, seed=5, prior_factor=4.0)
+    print("slow prior:", slow.summary())
+    assert slow.mean_first_steps < 32 and slow.mean_inferred == 1.0
+    assert calls and not any(cap for _, cap in calls)
 
 
 def test_an_underestimated_task_trains_fully_when_the_budget_is_ample():

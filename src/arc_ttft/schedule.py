@@ -105,7 +105,7 @@ class ShardReport:
     inferred: list[str] = field(default_factory=list)  # tasks answered with their adapter
     probed: list[str] = field(default_factory=list)  # tasks answered by the base model first
     faults: list[str] = field(default_factory=list)  # one line per fault
-    budget_bound: bool = False  # TTT was cut (or skipped) somewhere to keep the reserve
+    budget_bound: bool = False  # the latest TTT plan cut or skipped a task for the reserve
 
 
 # ---------------------------------------------------------------------------------------
@@ -277,8 +277,9 @@ def _train(cfg, ops, guard, cost, events, report, tokens, todo, infer_todo, adap
         plan = B.plan_steps(remaining, guard, cost, cfg.ttt.ttt_steps, reserve_seconds=res)
         steps = plan.steps.get(task.id, 0)
         events.log("budget", task=task.id, **plan.figures(task.id))
-        if any(d != "full" for d in plan.decisions.values()):
-            report.budget_bound = True
+        # The latest plan, the best informed, decides: a first plan priced on the slow
+        # prior may cut a task where the measured speed then leaves time to spare.
+        report.budget_bound = any(d != "full" for d in plan.decisions.values())
         if steps <= 0:
             adapters[task.id] = None
             continue
