@@ -268,6 +268,18 @@ def test_device_priors_scale_with_the_model_and_the_device():
         assert gpu.inference_seconds(8, 300) < cpu.inference_seconds(8, 300)
 
 
+def test_a_small_models_prior_is_not_charged_a_large_ones_step_overhead():
+    """Measured: arc-nano2 trained 0.024 s a step on 3c9b0459 (CPU, idle; ~170 training
+    tokens). The prior charged 1.0 s, so the dry run's first plan cut that task to 18 of
+    64 steps. The prior stays on the slow side, within 3x."""
+    for name in ("arc-nano", "arc-nano2"):
+        prior = costs.CostModel.for_device("cpu", name)
+        assert 0.024 <= prior.ttt_step_seconds(170) <= 3 * 0.024
+    # 0.5B models keep the measured 1 s (CPU) and 0.3 s (GPU) fixed costs
+    assert costs.CostModel.for_device("cpu", "Qwen2.5-0.5B").step_a == 1.0
+    assert costs.CostModel.for_device("cuda:0", "Qwen2.5-0.5B").step_a == 0.3
+
+
 # ---------------------------------------------------------------------------------------
 # Planning
 # ---------------------------------------------------------------------------------------
