@@ -3,13 +3,14 @@
 # TTT, through `arc-ttft run`, and write per-task comparisons (what TTT changed).
 #   bash scripts/eval_real_arc.sh MODEL OUT [SETS]    (SETS default: arc1-simple,arc1-eval-small)
 # MODEL: a registry name (arc-nano, arc-nano2) or a model folder; a folder gets arc-nano's
-# TTT settings (colour/order views, loss on every output, 64 steps at 1e-3) spelled out.
+# TTT settings (colour/order views, loss on every output, 64 steps at 1e-3) spelled out,
+# and the grid format FORMAT (default digits; FORMAT=shaped for a model trained on it).
 # Run it alone on the machine: the figures are wall-clock bound.
 set -euo pipefail
 MODEL="$1"; OUT="$2"; SETS="${3:-arc1-simple,arc1-eval-small}"
 TTT=()
 if [ -d "$MODEL" ]; then
-  TTT=(--ttt-transforms none --label-mode outputs --learning-rate 1e-3 --format digits)
+  TTT=(--ttt-transforms none --label-mode outputs --learning-rate 1e-3 --format "${FORMAT:-digits}")
 fi
 mkdir -p "$OUT"
 for SET in ${SETS//,/ }; do

@@ -279,6 +279,43 @@ def test_killed_run_resumes_to_the_same_model_and_serves(straight, task_file, tm
     assert sorted(sub) == sorted(ids[:2])
 
 
+def test_added_layers_start_as_the_base_and_then_train(task_file, tmp_path):
+    """--add-layers: the deeper model answers exactly as the base (logits and cached
+    generation: the KV cache is indexed by the renumbered layers), then its new layers
+    train, and the saved folder is the deeper model."""
+    from arc_ttft.models import load_model
+    from arc_ttft.training.deepen import deepen, insert_after
+
+    assert insert_after(4, 4) == [0, 1, 2, 3] and insert_after(2, 3) == [0, 0, 1]
+    model, _ = load_model(C.ModelConfig(model="tiny"), device="cpu")
+    model.eval()
+    ids = torch.randint(1, 50, (1, 40))
+    with torch.no_grad():
+        before = model(ids).logits
+        said = model.generate(ids, max_new_tokens=12, do_sample=False)
+    n = model.config.num_hidden_layers
+    deepen(model, 3)
+    assert model.config.num_hidden_layers == len(model.model.layers) == n + 3
+    assert len(model.config.layer_types) == n + 3
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, before)
+        assert torch.equal(model.generate(ids, max_new_tokens=12, do_sample=False), said)
+
+    lora = C.from_flat(FinetuneConfig, _flat(task_file, tmp_path, add_layers=2))
+    assert any(p.startswith("add_layers:") for p in C.problems(lora))
+    res = F.run(_cfg(task_file, tmp_path, add_layers=2, full=True, max_steps=3), progress=False)
+    grown = _weights(res.model_dir)
+    o_proj = [grown[f"model.layers.{i}.self_attn.o_proj.weight"] for i in range(n + 2)]
+    assert len([k for k in grown if k.endswith("o_proj.weight")]) == n + 2
+    assert all(w.abs().max() > 0 for w in o_proj)  # the zeroed copies trained
+    assert (
+        "inserting 2 identity-initialised decoder layers"
+        in (res.model_dir / "README.md").read_text()
+    )
+    served, _ = load_model(C.ModelConfig(model=str(res.model_dir)), device="cpu")
+    assert served.config.num_hidden_layers == n + 2
+
+
 def test_budget_stop_writes_a_loadable_folder(task_file, tmp_path):
     from arc_ttft.models import load_model
 

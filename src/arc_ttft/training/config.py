@@ -83,6 +83,12 @@ class FinetuneConfig(LoraTraining):
         choices=["dihedral", "central", "none"],
     )
     full: bool = _f(False, "Train every weight instead of a LoRA adapter.")
+    add_layers: int = _f(
+        0,
+        "Decoder layers to insert before training (with --full), spread evenly, each a copy "
+        "of the layer before it with its output projections zeroed: a deeper model that "
+        "starts out answering exactly as --model does.",
+    )
     # LoraTraining's fields, three with other defaults: a base wants a larger adapter.
     lora_rank: int = _f(64, "LoRA rank.")
     lora_alpha: float = _f(64.0, "LoRA alpha.")
@@ -154,6 +160,11 @@ class FinetuneConfig(LoraTraining):
             out.append(f"budget_minutes: {self.budget_minutes} must be > 0 (or unset)")
         if self.checkpoint_minutes is not None and self.checkpoint_minutes < 0:
             out.append(f"checkpoint_minutes: {self.checkpoint_minutes} must be >= 0 (or unset)")
+        if self.add_layers < 0 or (self.add_layers and not self.full):
+            out.append(
+                f"add_layers: {self.add_layers} needs --full and must be >= 0 (a LoRA "
+                "adapter cannot train the new layers' zeroed projections)"
+            )
         if self.full and self.model.int4:
             out.append("full: 4-bit weights cannot be trained directly; drop --int4 or --full")
         if self.full and self.save_adapter:

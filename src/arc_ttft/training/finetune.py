@@ -405,6 +405,10 @@ def run(
 
         model = ttt.prepare_peft_model(model, ttt_config(cfg))
         ttt.reset_adapter(model, cfg.seed)
+    if cfg.add_layers:  # before Trainer: a resumed checkpoint holds the deeper model
+        from arc_ttft.training.deepen import deepen
+
+        deepen(model, cfg.add_layers)
     model.config.use_cache = False  # packing restarts positions: no cache while training
 
     mix = resolve_mix(cfg)
@@ -578,6 +582,8 @@ def model_card(
 ) -> str:
     """README.md of the output: data mix, steps, seed, final loss and the exact command."""
     how = "full fine-tune" if cfg.full else f"LoRA rank {cfg.lora_rank}, alpha {cfg.lora_alpha:g}"
+    if cfg.add_layers:
+        how += f" after inserting {cfg.add_layers} identity-initialised decoder layers"
     loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "-"
     held = (
         f"{len(result.holdout_ids)} held-out task ids in `holdout.json` (fraction "
