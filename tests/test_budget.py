@@ -280,6 +280,18 @@ def test_a_small_models_prior_is_not_charged_a_large_ones_step_overhead():
     assert costs.CostModel.for_device("cuda:0", "Qwen2.5-0.5B").step_a == 0.3
 
 
+def test_a_model_folders_prior_counts_its_own_parameters():
+    """`arc-ttft finetune` writes a folder for `arc-ttft run --model FOLDER`. Its prior was
+    a 0.5B model's: 4.1 s a step for arc-nano2 deepened to 8 layers (2.2M parameters;
+    measured 0.043 s), which cut the first of the 77 evaluation tasks to 43 of 64 steps."""
+    from arc_ttft import registry
+
+    folder = str(registry.BUNDLED_MODELS["arc-nano2"])
+    by_path, by_name = (costs.CostModel.for_device("cpu", m) for m in (folder, "arc-nano2"))
+    assert by_path.ttt_step_seconds(170) == pytest.approx(by_name.ttt_step_seconds(170), rel=0.05)
+    assert costs.CostModel.for_device("cpu", "no/such-folder").step_a == 1.0  # unknown: 0.5B
+
+
 # ---------------------------------------------------------------------------------------
 # Planning
 # ---------------------------------------------------------------------------------------

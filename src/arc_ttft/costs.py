@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,7 +84,8 @@ class CostModel:
         """A prior for a device ("cpu", "cuda:0", ...) and model name (registry or path).
 
         Rough, deliberately on the slow side; measurements take over after the first task.
-        The per-token rates scale with the model's parameter count when it is a registry name.
+        The per-token rates scale with the model's parameter count (a registry name's, or a
+        model folder's from its config.json; 500M when unknown).
         """
         dev = str(device or "cpu")
         gpu = dev.startswith("cuda")
@@ -236,16 +239,22 @@ class CostModel:
 
 
 def _params_m(model: str | None) -> float | None:
-    """Parameters (millions) of a registry model, or None (unknown, or models missing)."""
+    """Parameters (millions) of a registry model, or of a model folder counted from its
+    ``config.json`` (what ``arc-ttft finetune`` writes); None when unknown."""
     if not model:
         return None
     try:
-        from arc_ttft import models
+        from arc_ttft import models, registry
 
         cand = models.find_candidate(model)
+        if cand is not None:
+            return cand.params_m
+        config = Path(model) / "config.json"
+        if config.is_file():
+            return registry.config_params(json.loads(config.read_text())) / 1e6
     except Exception:  # noqa: BLE001 - a prior only; any failure means "unknown"
         return None
-    return cand.params_m if cand is not None else None
+    return None
 
 
 # ---------------------------------------------------------------------------------------
