@@ -191,6 +191,23 @@ def test_a_model_with_a_registered_format_rejects_another():
         "format: arc-nano was trained on the 'digits' grid format, not 'shaped'; "
         "use --format digits"
     ]
+    # A registered format is the default: arc-nano3 runs as `--model arc-nano3` (it was
+    # refused in its default digits before), and another format is still refused.
+    nano3 = C.from_flat(C.RunConfig, {"model": "arc-nano3"})
+    assert nano3.model.format == "shaped" and C.problems(nano3) == []
+    assert C.problems(C.from_flat(C.RunConfig, {"model": "arc-nano3", "format": "digits"}))
+
+
+@pytest.mark.parametrize("name", sorted(models.BUNDLED_MODELS))
+def test_every_bundled_model_loads_with_its_registry_entry_and_card(name):
+    from transformers import AutoModelForCausalLM
+
+    path = models.resolve_model_path(name, search_roots=[], download=False)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    n = sum(p.numel() for p in model.parameters())
+    assert abs(n / 1e6 - models.REGISTRY[name].params_m) < 0.01
+    card = (path / "README.md").read_text()
+    assert "--seed" in card and f"--format {models.REGISTRY[name].grid_format}" in card
 
 
 def test_default_seq_len(tmp_path):

@@ -517,12 +517,17 @@ def from_flat(cls: type, values: dict[str, Any]) -> Any:
 
 
 def model_defaults(model: Any) -> dict[str, Any]:
-    """The settings registered as best for ``model`` (``Candidate.run_defaults``), which
-    ``from_flat`` puts under the values it is given."""
+    """The settings registered as best for ``model`` (``Candidate.run_defaults``, and its
+    ``grid_format`` as ``format``), which ``from_flat`` puts under the values it is given."""
     from arc_ttft.models import find_candidate  # no torch: models imports it lazily
 
     cand = find_candidate(str(model))
-    return dict(cand.run_defaults) if cand is not None else {}
+    if cand is None:
+        return {}
+    out = dict(cand.run_defaults)
+    if cand.grid_format:  # the format it was trained on (arc-nano3: shaped)
+        out.setdefault("format", cand.grid_format)
+    return out
 
 
 def from_namespace(cls: type, ns: argparse.Namespace) -> Any:

@@ -101,9 +101,10 @@ ARC_NANO_TTT: dict = {
     "ttt_steps": 64,
     "learning_rate": 1e-3,
 }
-# arc-nano2: arc-nano continued by `arc-ttft finetune` on real-ARC-like data (its card).
+# arc-nano2: arc-nano continued by `arc-ttft finetune` on real-ARC-like data; arc-nano3:
+# arc-nano2 continued in the `shaped` grid format (their cards).
 BUNDLED_MODELS: dict[str, Path] = {
-    name: Path(__file__).parent / "data" / name for name in ("arc-nano", "arc-nano2")
+    name: Path(__file__).parent / "data" / name for name in ("arc-nano", "arc-nano2", "arc-nano3")
 }
 
 _DATA = Path(__file__).parent / "data" / "registry.json"

@@ -25,8 +25,7 @@ def deepen(model, n_new: int) -> list[int]:
     Returns the index of the layer each new one copies (``insert_after``)."""
     import torch
 
-    layers = model.model.layers
-    old = list(layers)
+    old = list(model.model.layers)
     after = insert_after(len(old), n_new)
     grown, source = [], []  # source: the old index each layer is or copies
     for i, layer in enumerate(old):
@@ -35,10 +34,9 @@ def deepen(model, n_new: int) -> list[int]:
         for _ in range(after.count(i)):
             new = copy.deepcopy(layer)
             with torch.no_grad():
-                new.self_attn.o_proj.weight.zero_()
-                new.mlp.down_proj.weight.zero_()
                 for proj in (new.self_attn.o_proj, new.mlp.down_proj):
-                    if getattr(proj, "bias", None) is not None:
+                    proj.weight.zero_()
+                    if proj.bias is not None:
                         proj.bias.zero_()
             grown.append(new)
             source.append(i)
