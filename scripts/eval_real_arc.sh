@@ -5,6 +5,8 @@
 # MODEL: a registry name (arc-nano, arc-nano2) or a model folder; a folder gets arc-nano's
 # TTT settings (colour/order views, loss on every output, 64 steps at 1e-3) spelled out,
 # and the grid format FORMAT (default digits; FORMAT=shaped for a model trained on it).
+# STEPS (default 64) is the TTT arm's --ttt-steps; TTT_FLAGS adds flags to that arm, e.g.
+#   STEPS=128 TTT_FLAGS="--ttt-colours fit" bash scripts/eval_real_arc.sh arc-nano3 OUT
 # Run it alone on the machine: the figures are wall-clock bound.
 set -euo pipefail
 MODEL="$1"; OUT="$2"; SETS="${3:-arc1-simple,arc1-eval-small}"
@@ -14,11 +16,13 @@ if [ -d "$MODEL" ]; then
 fi
 mkdir -p "$OUT"
 for SET in ${SETS//,/ }; do
-  for STEPS in 0 64; do
-    arc-ttft run --challenges "$SET" --model "$MODEL" "${TTT[@]}" --ttt-steps "$STEPS" \
-      --output "$OUT/$SET-ttt$STEPS" | tee "$OUT/$SET-ttt$STEPS.log" | tail -1
-  done
-  python scripts/compare_runs.py "$OUT/$SET-ttt0" "$OUT/$SET-ttt64" --challenges "$SET" \
+  arc-ttft run --challenges "$SET" --model "$MODEL" "${TTT[@]}" --ttt-steps 0 \
+    --output "$OUT/$SET-ttt0" | tee "$OUT/$SET-ttt0.log" | tail -1
+  # shellcheck disable=SC2086  # TTT_FLAGS is a list of words
+  arc-ttft run --challenges "$SET" --model "$MODEL" "${TTT[@]}" ${TTT_FLAGS:-} \
+    --ttt-steps "${STEPS:-64}" --output "$OUT/$SET-ttt${STEPS:-64}" \
+    | tee "$OUT/$SET-ttt${STEPS:-64}.log" | tail -1
+  python scripts/compare_runs.py "$OUT/$SET-ttt0" "$OUT/$SET-ttt${STEPS:-64}" --challenges "$SET" \
     > "$OUT/$SET-compare.md"
   grep "gained by TTT" "$OUT/$SET-compare.md"
 done

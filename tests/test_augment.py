@@ -208,3 +208,16 @@ def test_make_views_takes_a_transform_set_by_name():
         by_name = A.make_views(3, 16, seed=4, transforms=name)
         assert by_name == A.make_views(3, 16, seed=4, transforms=allowed)
         assert {v.transform for v in by_name} == set(allowed)
+
+
+def test_view_families_name_transforms_and_colours():
+    assert A.parse_family("central") == ((0, 2), True)
+    assert A.parse_family(A.view_family("dihedral", own_colours=True)) == (
+        tuple(range(8)),
+        False,
+    )
+    views = A.make_views(3, 16, seed=1, transforms="none/own-colours")
+    assert {v.transform for v in views} == {0}
+    assert {v.colours for v in views} == {A.IDENTITY_COLOURS}
+    with pytest.raises(ValueError, match="transforms 'spin' unknown.*/own-colours"):
+        A.parse_family("spin/own-colours")

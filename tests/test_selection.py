@@ -423,6 +423,27 @@ def test_auto_views_ask_an_adapter_in_its_training_views_and_the_base_in_all_eig
     assert selection.view_transforms("central", "/ad", "none") == "central"  # explicit wins
 
 
+def test_auto_views_ask_an_own_colour_adapter_in_the_task_colours(tmp_path):
+    """The view family saved beside an adapter (ttt_colours=own or fit) wins over the
+    run's --ttt-transforms: its views keep the task's colours and vary the geometry."""
+    from arc_ttft import augment
+
+    ad = tmp_path / "t"
+    ad.mkdir()
+    (ad / augment.VIEWS_FILE).write_text('{"views": "dihedral/own-colours"}')
+    t = make_task("t")
+    be = TruthBackend([t])
+    asked: list[augment.View] = []
+    real = be.generate
+    be.generate = lambda reqs: asked.extend(r.key.view for r in reqs) or real(reqs)
+    cfg = InferConfig(views=8, rescore=0)
+    selection.predict_tasks(
+        [t], be, CharTokenizer(), cfg, "digits", {"t": str(ad)}, adapter_transforms="none"
+    )
+    assert {v.transform for v in asked} == set(range(8))
+    assert {v.colours for v in asked} == {augment.IDENTITY_COLOURS}
+
+
 # -- scorers: hand-computed numbers -----------------------------------------------------
 
 GRID_A = [[1, 1], [1, 1]]  # found by views 0, 1, 2

@@ -367,3 +367,78 @@ def test_ttt_transforms_reach_the_training_views(peft_model, monkeypatch):
     samples = ttt_samples.make_samples(_task(1), "digits", tok, 12, seed=0, transforms="central")
     assert asked[-1] == "central" and len(samples) == 12
     assert {v.transform for v in made[-1]} <= {0, 2}
+
+
+def _colour_map_task() -> Task:
+    """A fixed colour rule (5 becomes 8, the rest stay): under a colour permutation each
+    view shows another map, under a rotation the same one."""
+    rng = np.random.default_rng(4)
+    pairs = []
+    for _ in range(4):
+        g = rng.choice(np.array([1, 5, 3], dtype=np.int8), size=(3, 3))
+        pairs.append(Example(g, np.where(g == 5, 8, g).astype(np.int8)))
+    return Task("map58", pairs[:-1], pairs[-1:])
+
+
+def test_own_colour_views_keep_the_task_colours(tiny):
+    _, tok = tiny
+    task = _colour_map_task()
+    colours = {str(c) for ex in task.train for g in (ex.input, ex.output) for c in g.ravel()}
+
+    def seen(family: str) -> set[str]:
+        samples = ttt_samples.make_samples(task, "digits", tok, 24, seed=0, transforms=family)
+        text = "".join(tok.decode(s.input_ids) for s in samples)
+        return set(re.findall(r"\d", text))
+
+    assert seen("dihedral/own-colours") == colours
+    assert seen("dihedral") > colours  # permuted views bring in other colours
+
+
+def test_fit_trains_both_view_families_and_keeps_the_better_fit(peft_model, tmp_path):
+    """ttt_colours=fit shares the steps between permuted and own-coloured dihedral views,
+    keeps the adapter whose loss ends lower (exactly as that family alone trains it), and
+    saves its family beside it for inference."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from arc_ttft import augment
+
+    pm, tok, _ = peft_model
+    task = _colour_map_task()
+    kw = dict(lora_rank=4, learning_rate=1e-2, warmup_steps=0)
+    fit = ttt.train_task(
+        pm, tok, task, TTTConfig(ttt_steps=12, ttt_colours="fit", **kw), "digits", 2048,
+        output_dir=tmp_path / "fit",
+    )  # fmt: skip
+    alone = {
+        colours: ttt.train_task(
+            pm,
+            tok,
+            task,
+            TTTConfig(ttt_steps=6, ttt_colours=colours, **kw),
+            "digits",
+            2048,
+            output_dir=tmp_path / colours,
+        )  # fmt: skip
+        for colours in ("permute", "own")
+    }
+    by_family = {res.views: res for res in alone.values()}
+    assert set(by_family) == set(fit.view_losses) == {"dihedral", "dihedral/own-colours"}
+    for family, res in by_family.items():
+        assert res.steps == 6
+        assert fit.view_losses[family] == pytest.approx(ttt.fit_loss(res.losses), abs=1e-5)
+    best = min(by_family, key=lambda f: ttt.fit_loss(by_family[f].losses))
+    assert fit.views == best and fit.steps == 12
+    assert fit.losses == pytest.approx(by_family[best].losses, abs=1e-5)
+    saved = json.loads((tmp_path / "fit" / task.id / augment.VIEWS_FILE).read_text())
+    assert saved == {"views": best}
+    kept = load_file(str(tmp_path / "fit" / task.id / "adapter_model.safetensors"))
+    folder = "own" if best.endswith(augment.OWN_COLOURS) else "permute"
+    ref = load_file(str(tmp_path / folder / task.id / "adapter_model.safetensors"))
+    assert all(torch.allclose(kept[k], ref[k], atol=1e-6) for k in kept)
+
+
+def test_fit_is_refused_for_a_shared_adapter():
+    cfg = TTTConfig(ttt_colours="fit", adapter_mode="shared")
+    assert any(p.startswith("ttt_colours:") for p in cfg.problems())

@@ -56,6 +56,34 @@ TRANSFORM_SETS: dict[str, tuple[int, ...]] = {
     "none": (0,),
 }
 
+# A view family names a transform set, plus OWN_COLOURS when its views keep the task's own
+# colours. Permuted colours keep every rule that treats colours alike, but not a fixed
+# colour rule ("5 becomes 8"): under each permutation that is another map, which a small
+# adapter can only follow in context. Under a rotation it stays the same map, so an
+# adapter trained on own-coloured dihedral views learns it directly.
+OWN_COLOURS = "/own-colours"
+# Beside a saved adapter: {"views": family}, the views it was trained in.
+VIEWS_FILE = "views.json"
+
+
+def view_family(transforms: str, own_colours: bool = False) -> str:
+    """The family name of views with ``transforms`` (a TRANSFORM_SETS name) and colours
+    kept (``own_colours``) or permuted."""
+    return transforms + (OWN_COLOURS if own_colours else "")
+
+
+def parse_family(family: str) -> tuple[tuple[int, ...], bool]:
+    """A view family's transforms (indices into DIHEDRAL) and whether it permutes colours."""
+    name, own = (
+        (family[: -len(OWN_COLOURS)], True) if family.endswith(OWN_COLOURS) else (family, False)
+    )
+    if name not in TRANSFORM_SETS:
+        raise ValueError(
+            f"view family {family!r}: transforms {name!r} unknown; use one of "
+            f"{', '.join(TRANSFORM_SETS)}, optionally followed by {OWN_COLOURS!r}"
+        )
+    return TRANSFORM_SETS[name], not own
+
 
 @dataclass(frozen=True)
 class View:
@@ -157,9 +185,9 @@ def make_views(
 ) -> list[View]:
     """``n`` seeded, reproducible views of a task (or of a task with that many train pairs).
 
-    The transforms cycle through shuffled rounds of all 8 (or of ``transforms``: a name in
-    ``TRANSFORM_SETS`` or indices into ``DIHEDRAL``), so any 8 consecutive views cover the
-    allowed transforms evenly.
+    The transforms cycle through shuffled rounds of all 8 (or of ``transforms``: a view
+    family, see ``parse_family``, or indices into ``DIHEDRAL``), so any 8 consecutive views
+    cover the allowed transforms evenly. A family with OWN_COLOURS keeps the colours.
     Colours are a random permutation (0 stays 0 with ``keep_background``), the train order
     a random permutation. Views are distinct while distinct ones remain; only when the
     space is exhausted (e.g. colours and order fixed and n > 8) do they repeat.
@@ -167,12 +195,8 @@ def make_views(
     if n < 0:
         raise ValueError(f"make_views: n={n} must be >= 0")
     if isinstance(transforms, str):
-        if transforms not in TRANSFORM_SETS:
-            raise ValueError(
-                f"make_views: transforms={transforms!r} unknown; use one of "
-                f"{', '.join(TRANSFORM_SETS)}"
-            )
-        transforms = TRANSFORM_SETS[transforms]
+        transforms, permuted = parse_family(transforms)
+        permute_colours = permute_colours and permuted
     allowed = sorted(set(range(len(DIHEDRAL)) if transforms is None else transforms))
     if not allowed or not set(allowed) <= set(range(len(DIHEDRAL))):
         raise ValueError(f"make_views: transforms={transforms} must be indices into DIHEDRAL")

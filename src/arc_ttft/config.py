@@ -195,6 +195,16 @@ class TTTConfig(LoraTraining):
         "pair order only).",
         choices=["dihedral", "central", "none"],
     )
+    ttt_colours: str = _f(
+        "permute",
+        "Colours of the training views: permute (a random permutation, background kept: "
+        "keeps every rule that treats colours alike), own (the task's colours: keeps a fixed "
+        "colour rule such as '5 becomes 8', which every permutation turns into another map), "
+        "or fit: train the task twice, permuted under --ttt-transforms and own-coloured "
+        "under all 8 dihedral transforms, half the steps each, and keep the adapter whose "
+        "loss ends lower (views that keep a task's rule can all be fitted by one rule).",
+        choices=["permute", "own", "fit"],
+    )
     adapter_mode: str = _f(
         "per-task",
         "per-task: a fresh adapter per task; shared: one adapter for all tasks; "
@@ -220,6 +230,11 @@ class TTTConfig(LoraTraining):
             out.append(f"lora_dtype: {self.lora_dtype!r} must be float32 or bfloat16")
         if self.adapter_mode == "continue" and not self.base_adapter:
             out.append("base_adapter: adapter_mode=continue needs --base-adapter PATH")
+        if self.ttt_colours == "fit" and self.adapter_mode == "shared":
+            out.append(
+                "ttt_colours: fit picks views per task; use --ttt-colours permute or own "
+                "with adapter_mode=shared"
+            )
         return out
 
 

@@ -101,6 +101,10 @@ ARC_NANO_TTT: dict = {
     "ttt_steps": 64,
     "learning_rate": 1e-3,
 }
+# arc-nano3's TTT (docs/real-arc.md): arc-nano's, but each task's adapter is trained
+# twice, on permuted colours and on its own colours under the 8 dihedral transforms, 64
+# steps each, keeping the better fit (fixed colour rules survive only the second).
+ARC_NANO3_TTT: dict = {**ARC_NANO_TTT, "ttt_colours": "fit", "ttt_steps": 128}
 # arc-nano2: arc-nano continued by `arc-ttft finetune` on real-ARC-like data; arc-nano3:
 # arc-nano2 continued in the `shaped` grid format (their cards).
 BUNDLED_MODELS: dict[str, Path] = {
@@ -113,6 +117,7 @@ _NAMED = {
     "TINY_CONFIG": TINY_CONFIG,
     "ARC_NANO_CONFIG": ARC_NANO_CONFIG,
     "ARC_NANO_TTT": ARC_NANO_TTT,
+    "ARC_NANO3_TTT": ARC_NANO3_TTT,
 }
 
 

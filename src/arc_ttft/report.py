@@ -167,15 +167,16 @@ def compare_runs(base_dir: Path, ttt_dir: Path, tasks: list[Task]) -> str:
             change = {(False, True): "gained", (True, False): "lost"}.get(tuple(ok), "")
             if change:
                 counts[change] += 1
-            lines.append(_table_row([
-                t.id, i, *cells, info.get("steps", 0),
-                f"{loss:.4f}" if isinstance(loss, (int, float)) else "-", change,
-            ]))  # fmt: skip
+            shown = f"{loss:.4f}" if isinstance(loss, (int, float)) else "-"
+            if info.get("view_losses"):  # ttt_colours=fit: the family it chose
+                shown += f" ({info.get('views')})"
+            lines.append(_table_row([t.id, i, *cells, info.get("steps", 0), shown, change]))
     head = [
         f"- without TTT: `{base_dir}` (model {base_cfg.get('model', {}).get('model')})",
         f"- with TTT: `{ttt_dir}`: adapters trained on views with `ttt_transforms="
-        f"{ttt.get('ttt_transforms')}` (geometry; colours and pair order always vary), "
-        f"asked in `view_transforms={inf.get('view_transforms')}` ({inf.get('views')} views)",
+        f"{ttt.get('ttt_transforms')}` (geometry; pair order always varies) and `ttt_colours="
+        f"{ttt.get('ttt_colours', 'permute')}`, asked in `view_transforms="
+        f"{inf.get('view_transforms')}` ({inf.get('views')} views)",
         f"- test inputs gained by TTT: {counts['gained']}, lost: {counts['lost']}",
         "- a cell: the first attempt's shape, right or wrong, its top votes, and its source",
         "",

@@ -33,11 +33,13 @@ the run (completions in, two attempts out); each is its own section.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -196,12 +198,17 @@ def task_seed(seed: int, task_id: str) -> int:
 
 
 def view_transforms(setting: str, adapter: str | None, adapter_transforms: str) -> str:
-    """The transform set of a task's views: ``setting``, or for ``auto`` the one its adapter
+    """The view family of a task's views: ``setting``, or for ``auto`` the one its adapter
     was trained under (it learnt the rule in those views; under others a rotation can
-    become another rotation), and all 8 for the base model (more diverse votes)."""
+    become another rotation, a fixed colour map another map): the family saved beside the
+    adapter, else ``adapter_transforms``; all 8 transforms for the base model (more
+    diverse votes)."""
     if setting != "auto":
         return setting
-    return adapter_transforms if adapter else "dihedral"
+    if not adapter:
+        return "dihedral"
+    saved = Path(adapter) / augment.VIEWS_FILE
+    return json.loads(saved.read_text())["views"] if saved.exists() else adapter_transforms
 
 
 def task_views(

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from arc_ttft.augment import VIEWS_FILE, view_family
 from arc_ttft.config import ModelConfig, TTTConfig
 from arc_ttft.events import EventLog
 from arc_ttft.tasks import Task
@@ -216,6 +217,10 @@ class TTTResult:
     dropped_pairs: int = 0
     skipped_samples: int = 0  # longer than max_seq_len even after dropping pairs
     skipped_steps: int = 0  # fp16: gradients overflowed, the scaler skipped the update
+    views: str = ""  # the view family it trained on (augment.parse_family)
+    # ttt_colours=fit: each family's fit_loss; ``losses`` are then the kept family's, and
+    # ``steps``/``seconds`` count both trainings
+    view_losses: dict[str, float] | None = None
 
     @property
     def seconds_per_step(self) -> float | None:
@@ -334,40 +339,69 @@ def drop_too_long(
     return kept
 
 
-def _samples_of(task: Task, cfg: TTTConfig, fmt: str, tokenizer, n: int, seed: int, max_seq_len):
+def view_families(cfg: TTTConfig) -> list[str]:
+    """The view families (augment.parse_family) a task's adapter is trained under, one
+    adapter each; ``ttt_colours=fit`` tries two and keeps the better fit."""
+    if cfg.ttt_colours == "fit":
+        return [view_family(cfg.ttt_transforms), view_family("dihedral", own_colours=True)]
+    return [view_family(cfg.ttt_transforms, own_colours=cfg.ttt_colours == "own")]
+
+
+def _samples_of(
+    task: Task, cfg: TTTConfig, fmt: str, tokenizer, n: int, seed: int, max_seq_len,
+    family: str | None = None,
+):  # fmt: skip
     return make_samples(
         task, fmt, tokenizer, n, seed, max_seq_len, cfg.label_mode,
-        n_views=cfg.ttt_views, transforms=cfg.ttt_transforms,
+        n_views=cfg.ttt_views, transforms=family or view_families(cfg)[0],
     )  # fmt: skip
 
 
-def _train_and_save(
-    model, samples: list[Sample], cfg: TTTConfig, steps: int, name: str, output_dir,
-    events: EventLog, should_stop, progress: bool, **extra: Any,
+def _train(
+    model, samples: list[Sample], cfg: TTTConfig, steps: int, name: str, should_stop,
+    progress: bool, max_seconds: float | None, **extra: Any,
 ) -> TTTResult:  # fmt: skip
-    """Train ``steps`` on ``samples``, save the adapter as ``output_dir/name``, log it."""
+    """Train ``steps`` on ``samples``: the result, not yet saved nor logged."""
     info: dict[str, Any] = {}
     losses, reason, tokens, seconds = train_steps(
-        model, samples, cfg, steps, max_seconds=cfg.ttt_max_seconds, should_stop=should_stop,
+        model, samples, cfg, steps, max_seconds=max_seconds, should_stop=should_stop,
         progress=progress, desc=f"ttt {name}", info=info,
     )  # fmt: skip
-    adapter = None
-    if output_dir is not None and losses:
-        adapter = str(save_adapter(model, Path(output_dir) / name))
-    result = TTTResult(
+    return TTTResult(
         task_id=name,
         steps=len(losses),
         seconds=round(seconds, 3),
         first_loss=losses[0] if losses else None,
         final_loss=losses[-1] if losses else None,
         stop_reason=reason,
-        adapter=adapter,
+        adapter=None,
         losses=losses,
         answer_tokens=tokens,
         skipped_steps=info["skipped_steps"],
         **extra,
     )
+
+
+def _save_and_log(model, result: TTTResult, output_dir, events: EventLog) -> TTTResult:
+    """Save the trained adapter as ``output_dir/<task id>`` (with its view family), log it."""
+    if output_dir is not None and result.steps:
+        folder = Path(output_dir) / result.task_id
+        result.adapter = str(save_adapter(model, folder, views=result.views))
     return _log_result(events, result)
+
+
+def fit_loss(losses: list[float]) -> float:
+    """How well an adapter fits its views: the mean loss of its last quarter of steps (one
+    step's loss depends on which sample it drew)."""
+    tail = losses[-max(1, len(losses) // 4) :]
+    return sum(tail) / len(tail)
+
+
+def _lora_state(model) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    # copies: the next family's training writes into the same parameters
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
 
 
 def train_task(
@@ -385,27 +419,60 @@ def train_task(
     progress: bool = False,
     reset: bool = True,
 ) -> TTTResult:
-    """Fresh (or continued) adapter for one task: build samples, train, save."""
+    """Fresh (or continued) adapter for one task: build samples, train, save.
+
+    With ``ttt_colours=fit`` the task's ``steps`` are shared between two view families
+    (``view_families``), each trained from the same start; the adapter whose ``fit_loss``
+    is lower is kept (views that keep the task's rule let one rule fit them all; views
+    that change it leave the loss high), and the result counts the steps and seconds of
+    both.
+    """
+    from peft import set_peft_model_state_dict
+
     steps = cfg.ttt_steps if steps is None else steps
     events = events or EventLog()
     if steps <= 0:
         return TTTResult(task.id, 0, 0.0, None, None, "no_steps", None)
     seed = cfg.seed + task_seed(task.id)
-    if reset:
-        reset_adapter(model, seed, cfg.base_adapter if cfg.adapter_mode == "continue" else None)
-    samples = _samples_of(task, cfg, fmt, tokenizer, steps * cfg.batch_size, seed, max_seq_len)
-    fitting = drop_too_long(samples, max_seq_len, events, task.id)
-    if not fitting:
-        # Nothing to learn from: the task keeps the base model, the run goes on.
-        result = TTTResult(
-            task.id, 0, 0.0, None, None, "too_long", None, skipped_samples=len(samples)
+    start = cfg.base_adapter if cfg.adapter_mode == "continue" else None
+    families = view_families(cfg)
+    shares = [steps // len(families) + (i < steps % len(families)) for i in range(len(families))]
+    tried: list[tuple[TTTResult, dict | None]] = []
+    skipped = 0
+    for i, (family, n) in enumerate(zip(families, shares)):
+        if n == 0:
+            continue
+        if reset or i:
+            reset_adapter(model, seed, start)
+        samples = _samples_of(
+            task, cfg, fmt, tokenizer, n * cfg.batch_size, seed, max_seq_len, family
         )
+        fitting = drop_too_long(samples, max_seq_len, events, task.id)
+        skipped += len(samples) - len(fitting)
+        if not fitting:
+            continue
+        spent = sum(r.seconds for r, _ in tried)
+        cap = None if cfg.ttt_max_seconds is None else max(0.0, cfg.ttt_max_seconds - spent)
+        res = _train(
+            model, fitting, cfg, n, task.id, should_stop, progress, cap, views=family,
+            dropped_pairs=max(len(s.dropped) for s in fitting),
+        )  # fmt: skip
+        tried.append((res, _lora_state(model) if len(families) > 1 and res.steps else None))
+    if not tried:
+        # Nothing to learn from: the task keeps the base model, the run goes on.
+        result = TTTResult(task.id, 0, 0.0, None, None, "too_long", None, skipped_samples=skipped)
         return _log_result(events, result)
-    return _train_and_save(
-        model, fitting, cfg, steps, task.id, output_dir, events, should_stop, progress,
-        dropped_pairs=max(len(s.dropped) for s in fitting),
-        skipped_samples=len(samples) - len(fitting),
-    )  # fmt: skip
+    trained = [rw for rw in tried if rw[0].steps] or tried[-1:]
+    best, weights = min(trained, key=lambda rw: fit_loss(rw[0].losses) if rw[0].steps else 0)
+    best.skipped_samples = skipped
+    if len(trained) > 1:
+        set_peft_model_state_dict(model, weights)
+        best.view_losses = {r.views: round(fit_loss(r.losses), 5) for r, _ in trained}
+        best.steps = sum(r.steps for r, _ in trained)
+        best.seconds = round(sum(r.seconds for r, _ in trained), 3)
+        best.answer_tokens = sum(r.answer_tokens for r, _ in trained)
+        best.skipped_steps = sum(r.skipped_steps for r, _ in trained)
+    return _save_and_log(model, best, output_dir, events)
 
 
 def _log_result(events: EventLog, result: TTTResult) -> TTTResult:
@@ -414,12 +481,14 @@ def _log_result(events: EventLog, result: TTTResult) -> TTTResult:
     return result
 
 
-def save_adapter(model, folder: Path) -> Path:
+def save_adapter(model, folder: Path, views: str = "") -> Path:
     """Write the adapter (safetensors + adapter_config.json) atomically enough for --resume.
 
     Written to a temporary folder first, then renamed: a killed run never leaves a
-    half-written adapter that looks finished.
+    half-written adapter that looks finished. ``views`` (its view family) goes beside it,
+    in VIEWS_FILE: inference asks an adapter in the views it learnt in.
     """
+    import json
     import shutil
 
     folder = Path(folder)
@@ -427,6 +496,8 @@ def save_adapter(model, folder: Path) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     model.save_pretrained(str(tmp), safe_serialization=True)
+    if views:
+        (tmp / VIEWS_FILE).write_text(json.dumps({"views": views}))
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
@@ -462,10 +533,11 @@ def train_shared(
         result = TTTResult("shared", 0, 0.0, None, None, "too_long", None, skipped_samples=skipped)
         return _log_result(events, result)
     steps = cfg.ttt_steps * len(tasks)
-    return _train_and_save(
-        model, samples, cfg, steps, "shared", output_dir, events, should_stop, progress,
-        skipped_samples=skipped,
+    result = _train(
+        model, samples, cfg, steps, "shared", should_stop, progress, cfg.ttt_max_seconds,
+        views=view_families(cfg)[0], skipped_samples=skipped,
     )  # fmt: skip
+    return _save_and_log(model, result, output_dir, events)
 
 
 def run_ttt(
