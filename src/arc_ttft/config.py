@@ -201,8 +201,9 @@ class TTTConfig(LoraTraining):
         "keeps every rule that treats colours alike), own (the task's colours: keeps a fixed "
         "colour rule such as '5 becomes 8', which every permutation turns into another map), "
         "or fit: train the task twice, permuted under --ttt-transforms and own-coloured "
-        "under all 8 dihedral transforms, half the steps each, and keep the adapter whose "
-        "loss ends lower (views that keep a task's rule can all be fitted by one rule).",
+        "under all 8 dihedral transforms, half the steps each, and keep the own-coloured "
+        "adapter only when its loss ends under half the permuted one's (views that keep a "
+        "task's rule can all be fitted by one rule).",
         choices=["permute", "own", "fit"],
     )
     adapter_mode: str = _f(
@@ -249,8 +250,8 @@ class InferConfig:
     view_transforms: str = _f(
         "auto",
         "Geometric transforms of the inference and re-scoring views (as --ttt-transforms); "
-        "auto: a task's adapter is asked in the views it was trained in (--ttt-transforms), "
-        "the base model in all 8.",
+        "auto: a task's adapter is asked in the views it was trained in (--ttt-transforms, "
+        "and its own colours where --ttt-colours kept them), the base model in all 8.",
         choices=["auto", "dihedral", "central", "none"],
     )
     base_votes: bool = _f(

@@ -103,7 +103,8 @@ ARC_NANO_TTT: dict = {
 }
 # arc-nano3's TTT (docs/real-arc.md): arc-nano's, but each task's adapter is trained
 # twice, on permuted colours and on its own colours under the 8 dihedral transforms, 64
-# steps each, keeping the better fit (fixed colour rules survive only the second).
+# steps each, keeping own colours when they fit far better (ttt.FIT_MARGIN): fixed
+# colour rules survive only those views.
 ARC_NANO3_TTT: dict = {**ARC_NANO_TTT, "ttt_colours": "fit", "ttt_steps": 128}
 # arc-nano2: arc-nano continued by `arc-ttft finetune` on real-ARC-like data; arc-nano3:
 # arc-nano2 continued in the `shaped` grid format (their cards).
