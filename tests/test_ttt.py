@@ -394,7 +394,7 @@ def test_own_colour_views_keep_the_task_colours(tiny):
     assert seen("dihedral") > colours  # permuted views bring in other colours
 
 
-def test_fit_trains_both_view_families_and_keeps_the_better_fit(peft_model, tmp_path):
+def test_fit_trains_both_view_families_and_keeps_one_exactly_as_it_trained(peft_model, tmp_path):
     """ttt_colours=fit shares the steps between permuted and own-coloured dihedral views,
     keeps one adapter (exactly as that family alone trains it), and saves its family
     beside it for inference."""
