@@ -175,6 +175,20 @@ def _wait_for(cond, seconds: float, what: str) -> None:
         time.sleep(0.5)
 
 
+def _worker_node_id(address: str, env: dict) -> str:
+    # In a process of its own: a driver in the test process would stay attached to the cluster.
+    code = (
+        f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); print(json.dumps("
+        "[n['NodeID'] for n in ray.nodes() if n['Alive'] and 'test_worker' in n['Resources']]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    ids = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else []
+    assert len(ids) == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return ids[0]
+
+
 @pytest.fixture
 def two_node_cluster(tmp_path, ray_env):
     """`ray start --head` and a second `ray start --address`, one CPU each, on 127.0.0.1."""
@@ -188,9 +202,20 @@ def two_node_cluster(tmp_path, ray_env):
     try:
         addr = f"127.0.0.1:{port}"
         _wait_for(lambda: "--block" in (tmp_path / "h.log").read_text(), 90, "the head node")
-        worker = _start([f"--address={addr}", *common], env, tmp_path / "w.log")
+        # A custom resource marks the worker, so that a test can tell its node id apart.
+        worker = _start(
+            [f"--address={addr}", '--resources={"test_worker": 1}', *common],
+            env,
+            tmp_path / "w.log",
+        )
         _wait_for(lambda: "--block" in (tmp_path / "w.log").read_text(), 90, "the worker node")
-        yield {"address": addr, "env": env, "head": head, "worker": worker}
+        yield {
+            "address": addr,
+            "env": env,
+            "head": head,
+            "worker": worker,
+            "worker_id": _worker_node_id(addr, env),
+        }
     finally:
         for proc in (worker, head):
             if proc is not None:
@@ -274,17 +299,25 @@ def test_a_four_arm_sweep_on_two_nodes_survives_losing_one_and_matches_solo_runs
         start_new_session=True,
     )
     try:
-        # The worker node goes once each node has finished a job, while it runs its next
-        # one: that job (and anything queued for it) must be retried on the head.
-        def nodes_done() -> set:
-            log = out / "sweep.jsonl"
-            return (
-                {json.loads(x)["node"] for x in log.read_text().splitlines()}
-                if log.exists()
-                else set()
-            )
+        # The worker node goes once it has finished a job, while it runs its next one: that
+        # job (and anything queued for it) must be retried on the head. Waiting for the
+        # running job, not for a count of finished ones: a worker that has finished all its
+        # jobs by then leaves nothing to retry.
+        worker_id = two_node_cluster["worker_id"]
 
-        _wait_for(lambda: len(nodes_done()) == 2, 300, "a finished job on each node")
+        def worker_busy_after_a_job() -> bool:
+            done = running = False
+            for started in out.glob("jobs/*/s0/*/started"):
+                if started.read_text().split()[-1:] != [worker_id]:
+                    continue
+                result = started.with_name("result.json")
+                if result.exists():
+                    done = True
+                else:
+                    running = True
+            return done and running
+
+        _wait_for(worker_busy_after_a_job, 300, "the worker running a job after finishing one")
         _kill(two_node_cluster["worker"])
         text, _ = driver.communicate(timeout=600)
     finally:
