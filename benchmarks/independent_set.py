@@ -83,15 +83,26 @@ def _solved(run: Path, solutions: dict) -> set[str]:
 
 
 def score(base: Path, ttt: Path, challenges: Path) -> str:
-    """A markdown table: per family, tasks solved without and with TTT."""
+    """A markdown table: per family, tasks solved without and with TTT, and with TTT split
+    by whether some demonstration input has the test input's size (a flip learnt per
+    size solves only those)."""
+    from arc_ttft.report import size_seen
+    from arc_ttft.tasks import load_tasks
+
     solutions = json.loads((challenges.parent / "solutions.json").read_text())
+    seen = {task.id for task in load_tasks(str(challenges), None).tasks if size_seen(task, 0)}
     b, t = _solved(base, solutions), _solved(ttt, solutions)
-    rows = ["| family | without TTT | with TTT |", "|---|---|---|"]
-    for family in FAMILIES:
-        ids = {tid for tid in solutions if tid.startswith(family)}
-        rows.append(f"| {family} | {len(b & ids)}/{len(ids)} | {len(t & ids)}/{len(ids)} |")
-    n = len(solutions)
-    rows.append(f"| all | {len(b)}/{n} ({len(b) / n:.3f}) | {len(t)}/{n} ({len(t) / n:.3f}) |")
+    rows = [
+        "| family | without TTT | with TTT | with TTT, test size seen | with TTT, new size |",
+        "|---|---|---|---|---|",
+    ]
+    for family in [*FAMILIES, "all"]:
+        ids = {tid for tid in solutions if family == "all" or tid.startswith(family)}
+        old, new = ids & seen, ids - seen
+        rows.append(
+            f"| {family} | {len(b & ids)}/{len(ids)} | {len(t & ids)}/{len(ids)} "
+            f"| {len(t & old)}/{len(old)} | {len(t & new)}/{len(new)} |"
+        )
     return "\n".join(rows)
 
 

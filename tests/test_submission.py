@@ -169,7 +169,11 @@ def test_summary_names_the_probes_answers(tmp_path):
 
 
 def test_compare_runs_names_what_ttt_gained_and_lost(tmp_path):
-    tasks = [Task(f"t{k}", [Example(A, B)], [Example(A, B)]) for k in (1, 2)]
+    # t1's test input has its demonstration's size (2x2); t2's (1x3) is new
+    tasks = [
+        Task("t1", [Example(A, B)], [Example(A, B)]),
+        Task("t2", [Example(A, B)], [Example(B, B)]),
+    ]
 
     def answers(run, tid, first, votes, source="adapter"):
         d = tmp_path / run / "tasks" / tid
@@ -198,6 +202,10 @@ def test_compare_runs_names_what_ttt_gained_and_lost(tmp_path):
     rows = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| t")}
     assert "1x1 wrong (8; model)" in rows["t1"] and "1x3 **ok** (5/3; adapter)" in rows["t1"]
     assert "| 64 | 0.0030 | gained |" in rows["t1"] and rows["t2"].endswith("| lost |")
+    assert "| 0 | 2x2 | 1x1 wrong" in rows["t1"] and "| 0 | 1x3 new | 1x3 **ok**" in rows["t2"]
+    assert "size some demonstration shows: 1, solved without TTT 0, with TTT 1" in md
+    assert "size no demonstration shows (new): 1, solved without TTT 1, with TTT 0" in md
+    assert report.size_seen(tasks[0], 0) and not report.size_seen(tasks[1], 0)
 
 
 def test_write_accepts_numpy_grids(tmp_path):

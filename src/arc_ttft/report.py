@@ -143,18 +143,31 @@ def _answer_cell(ans: dict[str, Any], test: int, truth: Any) -> str:
     return f"{_shape(pair['attempt_1'])} {mark} ({shown}; {source})"
 
 
+def size_seen(task: Task, test_index: int) -> bool:
+    """Whether some demonstration input has the shape of test input ``test_index``.
+
+    A rule that moves cells (a flip, a rotation, a tiling) must then be applied at a size
+    the demonstrations never showed; small models often learn such rules per size."""
+    shape = np.shape(task.test[test_index].input)
+    return any(np.shape(ex.input) == shape for ex in task.train)
+
+
 def compare_runs(base_dir: Path, ttt_dir: Path, tasks: list[Task]) -> str:
-    """Markdown: per task and test input, the first attempt of a run without TTT and of a
-    run with it (shape, right or wrong, top votes, where it came from), the TTT steps and
-    final loss, and what changed. Both runs must be over ``tasks``."""
+    """Markdown: per task and test input, its size (``new`` when no demonstration input
+    has it), the first attempt of a run without TTT and of a run with it (shape, right or
+    wrong, top votes, where it came from), the TTT steps and final loss, and what changed;
+    above the table, test inputs solved at seen and at new sizes. Both runs must be over
+    ``tasks``."""
     base_cfg = _read(Path(base_dir) / "config.json") or {}
     ttt_cfg = _read(Path(ttt_dir) / "config.json") or {}
     inf, ttt = ttt_cfg.get("infer", {}), ttt_cfg.get("ttt", {})
     lines = [
-        "| task | test | without TTT | with TTT | TTT steps | final loss | change |",
-        "|---|---|---|---|---|---|---|",
+        "| task | test | size | without TTT | with TTT | TTT steps | final loss | change |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     counts = {"gained": 0, "lost": 0}
+    # [seen, new] x [test inputs, solved without TTT, solved with TTT]
+    by_size = {True: [0, 0, 0], False: [0, 0, 0]}
     for t in tasks:
         b = _read(Path(base_dir) / "tasks" / t.id / "answers.json") or {}
         a = _read(Path(ttt_dir) / "tasks" / t.id / "answers.json") or {}
@@ -167,10 +180,14 @@ def compare_runs(base_dir: Path, ttt_dir: Path, tasks: list[Task]) -> str:
             change = {(False, True): "gained", (True, False): "lost"}.get(tuple(ok), "")
             if change:
                 counts[change] += 1
+            seen = size_seen(t, i)
+            by_size[seen] = [n + k for n, k in zip(by_size[seen], (1, *ok))]
+            size = _shape(ex.input) + ("" if seen else " new")
             shown = f"{loss:.4f}" if isinstance(loss, (int, float)) else "-"
             if info.get("view_losses"):  # ttt_colours=fit: the family it chose
                 shown += f" ({info.get('views')})"
-            lines.append(_table_row([t.id, i, *cells, info.get("steps", 0), shown, change]))
+            row = [t.id, i, size, *cells, info.get("steps", 0), shown, change]
+            lines.append(_table_row(row))
     head = [
         f"- without TTT: `{base_dir}` (model {base_cfg.get('model', {}).get('model')})",
         f"- with TTT: `{ttt_dir}`: adapters trained on views with `ttt_transforms="
@@ -178,6 +195,13 @@ def compare_runs(base_dir: Path, ttt_dir: Path, tasks: list[Task]) -> str:
         f"{ttt.get('ttt_colours', 'permute')}`, asked in `view_transforms="
         f"{inf.get('view_transforms')}` ({inf.get('views')} views)",
         f"- test inputs gained by TTT: {counts['gained']}, lost: {counts['lost']}",
+        *(
+            f"- test inputs of a size {what}: {n}, solved without TTT {before}, with TTT {after}"
+            for what, (n, before, after) in (
+                ("some demonstration shows", by_size[True]),
+                ("no demonstration shows (new)", by_size[False]),
+            )
+        ),
         "- a cell: the first attempt's shape, right or wrong, its top votes, and its source",
         "",
     ]
