@@ -535,12 +535,14 @@ def test_registered_run_defaults_apply_unless_set(monkeypatch, tmp_path):
 
 
 def test_arc_nano3_trains_its_adapters_on_the_views_that_fit_each_task():
-    """arc-nano3's registered TTT (docs/real-arc.md): both view families, 64 steps each;
-    arc-nano and arc-nano2 keep permuted colours, 64 steps."""
+    """arc-nano3's and arc-nano4's registered TTT (docs/real-arc.md): both view families,
+    64 steps each; arc-nano and arc-nano2 keep permuted colours, 64 steps."""
     from arc_ttft import config as C
 
-    ttt = C.from_flat(C.RunConfig, {"model": "arc-nano3"}).ttt
-    assert (ttt.ttt_colours, ttt.ttt_steps, ttt.ttt_transforms) == ("fit", 128, "none")
+    for name in ("arc-nano3", "arc-nano4"):
+        ttt = C.from_flat(C.RunConfig, {"model": name}).ttt
+        assert (ttt.ttt_colours, ttt.ttt_steps, ttt.ttt_transforms) == ("fit", 128, "none")
+    assert C.from_flat(C.RunConfig, {"model": "arc-nano4"}).model.format == "digits"
     for name in ("arc-nano", "arc-nano2"):
         ttt = C.from_flat(C.RunConfig, {"model": name}).ttt
         assert (ttt.ttt_colours, ttt.ttt_steps) == ("permute", 64)

@@ -104,12 +104,14 @@ ARC_NANO_TTT: dict = {
 # arc-nano3's TTT (docs/real-arc.md): arc-nano's, but each task's adapter is trained
 # twice, on permuted colours and on its own colours under the 8 dihedral transforms, 64
 # steps each, keeping own colours when they fit far better (ttt.FIT_MARGIN): fixed
-# colour rules survive only those views.
+# colour rules survive only those views. arc-nano4 uses it too.
 ARC_NANO3_TTT: dict = {**ARC_NANO_TTT, "ttt_colours": "fit", "ttt_steps": 128}
 # arc-nano2: arc-nano continued by `arc-ttft finetune` on real-ARC-like data; arc-nano3:
-# arc-nano2 continued in the `shaped` grid format (their cards).
+# arc-nano2 continued in the `shaped` grid format; arc-nano4: arc-nano continued on
+# generated tasks weighted towards rotations, flips and transposes (their cards).
 BUNDLED_MODELS: dict[str, Path] = {
-    name: Path(__file__).parent / "data" / name for name in ("arc-nano", "arc-nano2", "arc-nano3")
+    name: Path(__file__).parent / "data" / name
+    for name in ("arc-nano", "arc-nano2", "arc-nano3", "arc-nano4")
 }
 
 _DATA = Path(__file__).parent / "data" / "registry.json"
