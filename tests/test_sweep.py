@@ -7,6 +7,7 @@ and an embedded one through the CLI, and kill nodes and the driver.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -101,6 +102,39 @@ def test_the_plan_shards_tasks_and_shares_one_finetune_per_seed(tmp_path):
     assert [j.flat["tasks"] for j in mine] == [["t0", "t2", "t4"], ["t1", "t3"]]
     assert all(j.needs == f"finetune/{SP.finetune_key(spec, spec.arms[0])}/s3" for j in mine)
     assert all(j.needs is None for j in runs if j.arm == "base")
+
+
+def test_resume_runs_only_the_arms_added_to_a_finished_sweep(tmp_path, monkeypatch):
+    from arc_ttft.research import sweep as S
+
+    def spec_of(arms: dict):
+        return SP.read_spec({"challenges": "arc1-simple", "max_tasks": 2, "arms": arms})
+
+    first = spec_of({"base": {"run": {"ttt_steps": 0}}, "ttt": {"run": {"ttt_steps": 2}}})
+    out = tmp_path / "sweep"
+    ids = [t.id for t in SP.scored_tasks(first)]
+    for job in SP.plan_jobs(first, out, ids):  # as if the first sweep had finished
+        Path(job.folder).mkdir(parents=True)
+        (Path(job.folder) / "result.json").write_text(json.dumps({"status": "done"}))
+    resolved = json.loads(json.dumps(dataclasses.asdict(first), default=str))
+    (out / "spec.json").write_text(json.dumps(resolved))
+    ran: list[str] = []
+    monkeypatch.setattr(S, "_run_on_ray", lambda todo, *a: ran.extend(j.id for j in todo) or 0)
+    monkeypatch.setattr(S, "summarise", lambda *a, **k: None)
+
+    added = {"steps8": {"run": {"ttt_steps": 8}}}
+    S.sweep(spec_of({**{a.name: {"run": a.run} for a in first.arms}, **added}), out, resume=True)
+    assert ran == ["steps8/s0/shard0of1"]  # the finished arms are not rerun
+    stored = json.loads((out / "spec.json").read_text())
+    assert [a["name"] for a in stored["arms"]] == ["base", "ttt", "steps8"]
+    # an arm changed, or the shared settings changed, would mix two sweeps: refused
+    for other in (
+        spec_of({"base": {"run": {"ttt_steps": 0}}, "ttt": {"run": {"ttt_steps": 3}}}),
+        SP.read_spec({"challenges": "arc1-simple", "max_tasks": 1, "arms": {
+            "base": {"run": {"ttt_steps": 0}}, "ttt": {"run": {"ttt_steps": 2}}}}),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError, match="nor that one with arms added"):
+            S.sweep(other, out, resume=True)
 
 
 def test_interval_and_groups():

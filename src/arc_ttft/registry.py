@@ -104,8 +104,12 @@ ARC_NANO_TTT: dict = {
 # arc-nano3's TTT (docs/real-arc.md): arc-nano's, but each task's adapter is trained
 # twice, on permuted colours and on its own colours under the 8 dihedral transforms, 64
 # steps each, keeping own colours when they fit far better (ttt.FIT_MARGIN): fixed
-# colour rules survive only those views. arc-nano4 uses it too.
+# colour rules survive only those views.
 ARC_NANO3_TTT: dict = {**ARC_NANO_TTT, "ttt_colours": "fit", "ttt_steps": 128}
+# arc-nano4's: arc-nano3's with 128 steps per view family. Chosen on 60 ARC-AGI-1 training
+# tasks arc-nano4 never saw (benchmarks/sweeps/arc-nano4-ttt.toml): 13/60 solved with 256
+# steps in all, against 10/60 with 128 and 11/60 with 512; central views 7/60.
+ARC_NANO4_TTT: dict = {**ARC_NANO3_TTT, "ttt_steps": 256}
 # arc-nano2: arc-nano continued by `arc-ttft finetune` on real-ARC-like data; arc-nano3:
 # arc-nano2 continued in the `shaped` grid format; arc-nano4: arc-nano continued on
 # generated tasks weighted towards rotations, flips and transposes (their cards).
@@ -121,6 +125,7 @@ _NAMED = {
     "ARC_NANO_CONFIG": ARC_NANO_CONFIG,
     "ARC_NANO_TTT": ARC_NANO_TTT,
     "ARC_NANO3_TTT": ARC_NANO3_TTT,
+    "ARC_NANO4_TTT": ARC_NANO4_TTT,
 }
 
 

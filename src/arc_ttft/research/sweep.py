@@ -183,6 +183,16 @@ def _import_ray():
     return ray
 
 
+def extends(spec: dict, stored: dict) -> bool:
+    """Whether the resolved ``spec`` is the ``stored`` one, or it with arms added: then
+    the finished jobs still mean what they meant, and a resumed sweep runs the new arms'
+    jobs only (an arm is added to a finished sweep without rerunning the others)."""
+    new_arms = {a["name"]: a for a in spec.get("arms", [])}
+    kept = all(new_arms.get(a["name"]) == a for a in stored.get("arms", []))
+    shared = {k: v for k, v in spec.items() if k != "arms"}
+    return kept and shared == {k: v for k, v in stored.items() if k != "arms"}
+
+
 def sweep(
     spec: SweepSpec,
     output: str | Path,
@@ -204,9 +214,10 @@ def sweep(
                            "(fix: --resume to keep them and run the rest, or a new --output)"])  # fmt: skip
     resolved = json.loads(json.dumps(dataclasses.asdict(spec), default=str))
     stored = out / "spec.json"
-    if results and stored.exists() and json.loads(stored.read_text()) != resolved:
-        raise ConfigError([f"spec: not the one the sweep in {out} started with (fix: resume "
-                           "with the same spec, or give a new --output)"])  # fmt: skip
+    if results and stored.exists() and not extends(resolved, json.loads(stored.read_text())):
+        raise ConfigError([f"spec: not the one the sweep in {out} started with, nor that one "
+                           "with arms added (fix: resume with the same spec, add arms without "
+                           "changing the others, or give a new --output)"])  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "spec.json", resolved)
     todo = [j for j in jobs if j.id not in results]
