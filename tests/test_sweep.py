@@ -7,7 +7,6 @@ and an embedded one through the CLI, and kill nodes and the driver.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import secrets
@@ -116,8 +115,7 @@ def test_resume_runs_only_the_arms_added_to_a_finished_sweep(tmp_path, monkeypat
     for job in SP.plan_jobs(first, out, ids):  # as if the first sweep had finished
         Path(job.folder).mkdir(parents=True)
         (Path(job.folder) / "result.json").write_text(json.dumps({"status": "done"}))
-    resolved = json.loads(json.dumps(dataclasses.asdict(first), default=str))
-    (out / "spec.json").write_text(json.dumps(resolved))
+    (out / "spec.json").write_text(json.dumps(S.resolved_spec(first)))
     ran: list[str] = []
     monkeypatch.setattr(S, "_run_on_ray", lambda todo, *a: ran.extend(j.id for j in todo) or 0)
     monkeypatch.setattr(S, "summarise", lambda *a, **k: None)
@@ -128,10 +126,11 @@ def test_resume_runs_only_the_arms_added_to_a_finished_sweep(tmp_path, monkeypat
     stored = json.loads((out / "spec.json").read_text())
     assert [a["name"] for a in stored["arms"]] == ["base", "ttt", "steps8"]
     # an arm changed, or the shared settings changed, would mix two sweeps: refused
+    kept = {"base": {"run": {"ttt_steps": 0}}, **added}
     for other in (
-        spec_of({"base": {"run": {"ttt_steps": 0}}, "ttt": {"run": {"ttt_steps": 3}}}),
-        SP.read_spec({"challenges": "arc1-simple", "max_tasks": 1, "arms": {
-            "base": {"run": {"ttt_steps": 0}}, "ttt": {"run": {"ttt_steps": 2}}}}),
+        spec_of({**kept, "ttt": {"run": {"ttt_steps": 3}}}),
+        SP.read_spec({"challenges": "arc1-simple", "max_tasks": 1,
+                      "arms": {**kept, "ttt": {"run": {"ttt_steps": 2}}}}),
     ):  # fmt: skip
         with pytest.raises(ConfigError, match="nor that one with arms added"):
             S.sweep(other, out, resume=True)

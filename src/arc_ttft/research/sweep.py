@@ -183,6 +183,11 @@ def _import_ray():
     return ray
 
 
+def resolved_spec(spec: SweepSpec) -> dict:
+    """The spec as ``spec.json`` stores it (plain JSON values), for comparing on --resume."""
+    return json.loads(json.dumps(dataclasses.asdict(spec), default=str))
+
+
 def extends(spec: dict, stored: dict) -> bool:
     """Whether the resolved ``spec`` is the ``stored`` one, or it with arms added: then
     the finished jobs still mean what they meant, and a resumed sweep runs the new arms'
@@ -212,7 +217,7 @@ def sweep(
     if results and not resume:
         raise ConfigError([f"output: {out} holds {len(results)} finished jobs of a sweep "
                            "(fix: --resume to keep them and run the rest, or a new --output)"])  # fmt: skip
-    resolved = json.loads(json.dumps(dataclasses.asdict(spec), default=str))
+    resolved = resolved_spec(spec)
     stored = out / "spec.json"
     if results and stored.exists() and not extends(resolved, json.loads(stored.read_text())):
         raise ConfigError([f"spec: not the one the sweep in {out} started with, nor that one "
